@@ -1,0 +1,45 @@
+"""Rebuild the victim model from public information, as an eavesdropper can."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from attacks.types import Capture
+from models import SPIKING, build_model
+
+
+def victim_from_capture(capture: Capture) -> nn.Module:
+    """Victim architecture at the captured global weights, with gradients off for weights."""
+    pub = capture.public
+    model = build_model(pub.arch, pub.input_shape, pub.num_classes, T=pub.T)
+    model.load_state_dict({k: v.clone() for k, v in capture.global_state.items()})
+    model.eval()  # no dropout/BN in the LeNets; eval keeps that true for later models
+    return model
+
+
+def is_spiking(capture: Capture) -> bool:
+    return capture.public.arch in SPIKING
+
+
+def last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
+    """Name and module of the classifier layer (the last ``nn.Linear``)."""
+    found = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not found:
+        raise ValueError(f"{type(model).__name__} has no linear layer for label inference")
+    return found[-1]
+
+
+def target_gradients(model: nn.Module, capture: Capture) -> list[torch.Tensor]:
+    """Captured update in the order of ``model.named_parameters()``; checks names and shapes."""
+    names = [n for n, _ in model.named_parameters()]
+    missing = sorted(set(names) - set(capture.update))
+    if missing:
+        raise ValueError(f"captured update lacks parameters {missing}")
+    grads = []
+    for name, p in model.named_parameters():
+        g = capture.update[name].to(p.dtype)
+        if g.shape != p.shape:
+            raise ValueError(f"update {name!r} has shape {tuple(g.shape)}, expected {tuple(p.shape)}")
+        grads.append(g)
+    return grads

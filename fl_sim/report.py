@@ -1,0 +1,324 @@
+"""Per-round leakage results: durable CSV appends, image grids, round plots and a text summary."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+__all__ = [
+    "LEAKAGE_COLUMNS",
+    "append_rows",
+    "plot_rounds",
+    "read_rows",
+    "save_grid",
+    "summary_table",
+    "write_report",
+]
+
+LEAKAGE_COLUMNS: tuple[str, ...] = (
+    "arm",
+    "round",
+    "client",
+    "attack",
+    "sample",
+    "label_true",
+    "label_pred",
+    "label_correct",
+    "judge_pred",
+    "judge_correct",
+    "mse",
+    "psnr",
+    "ssim",
+    "grad_loss",
+    "status",
+    "seconds",
+)
+
+_INT_COLUMNS = frozenset(
+    {
+        "round",
+        "client",
+        "sample",
+        "label_true",
+        "label_pred",
+        "judge_pred",
+        "label_correct",
+        "judge_correct",
+    }
+)
+_FLOAT_COLUMNS = frozenset({"mse", "psnr", "ssim", "grad_loss", "seconds"})
+
+Row = Mapping[str, object]
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+def _check_columns(row: Row, index: int) -> None:
+    """Raise ValueError naming the missing/unknown keys of ``row``."""
+    keys = set(row)
+    missing = [c for c in LEAKAGE_COLUMNS if c not in keys]
+    unknown = sorted(str(k) for k in keys - set(LEAKAGE_COLUMNS))
+    if missing or unknown:
+        raise ValueError(f"row {index}: missing columns {missing}, unknown columns {unknown}")
+
+
+def _format(value: object) -> str:
+    """CSV text for one cell: bools as 0/1, floats at repr precision, None as empty."""
+    if value is None:
+        return ""
+    if isinstance(value, bool | np.bool_):
+        return "1" if value else "0"
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        return repr(float(value))
+    return str(value)
+
+
+def append_rows(path: Path, rows: Sequence[Row]) -> None:
+    """Append rows to the leakage CSV and fsync, so a killed run keeps its finished rounds.
+
+    The header is written when the file is new or empty; all rows are validated before
+    anything is written. Raises ValueError on missing/unknown keys or a foreign header.
+    """
+    path = Path(path)
+    for i, row in enumerate(rows):
+        _check_columns(row, i)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists() or path.stat().st_size == 0
+    if not new:
+        with path.open(newline="") as fh:
+            header = next(csv.reader(fh), [])
+        if tuple(header) != LEAKAGE_COLUMNS:
+            raise ValueError(f"{path} has header {header}, expected {list(LEAKAGE_COLUMNS)}")
+    with path.open("a", newline="") as fh:
+        writer = csv.writer(fh)
+        if new:
+            writer.writerow(LEAKAGE_COLUMNS)
+        for row in rows:
+            writer.writerow([_format(row[c]) for c in LEAKAGE_COLUMNS])
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _parse(column: str, text: str) -> object:
+    """Typed value of one CSV cell (empty numeric cells become None)."""
+    if column in _INT_COLUMNS:
+        return int(text) if text != "" else None
+    if column in _FLOAT_COLUMNS:
+        return float(text) if text != "" else None
+    return text
+
+
+def read_rows(path: Path) -> list[dict[str, object]]:
+    """Read the leakage CSV back with ints, floats (``inf``/``nan`` included) and strings."""
+    with Path(path).open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        return [{c: _parse(c, rec.get(c) or "") for c in LEAKAGE_COLUMNS} for rec in reader]
+
+
+# --------------------------------------------------------------------------- images
+
+
+def _to_display(img: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """[C, H, W] in [0, 1] -> (imshow array, colormap); gray for C=1, RGB for C=3."""
+    arr = np.clip(np.asarray(img, dtype=np.float64), 0.0, 1.0)
+    if arr.ndim != 3 or arr.shape[0] not in (1, 3):
+        raise ValueError(f"expected an image [C, H, W] with C in (1, 3), got {arr.shape}")
+    if arr.shape[0] == 1:
+        return arr[0], "gray"
+    return np.transpose(arr, (1, 2, 0)), None
+
+
+def save_grid(
+    path: Path,
+    truth: np.ndarray,
+    recons: Mapping[str, np.ndarray],
+    captions: Sequence[str],
+    title: str,
+) -> None:
+    """One PNG: ground truth on the first row, one row per attack, one column per sample."""
+    truth = np.asarray(truth)
+    if truth.ndim != 4:
+        raise ValueError(f"truth must be [N, C, H, W], got {truth.shape}")
+    n = truth.shape[0]
+    if len(captions) != n:
+        raise ValueError(f"{len(captions)} captions for {n} samples")
+    for name, rec in recons.items():
+        if np.shape(rec) != truth.shape:
+            raise ValueError(
+                f"recon '{name}' shape {np.shape(rec)} does not match truth {truth.shape}"
+            )
+    rows = [("truth", truth)] + [(name, np.asarray(rec)) for name, rec in recons.items()]
+    fig, axes = plt.subplots(
+        len(rows),
+        max(n, 1),
+        figsize=(1.6 * max(n, 1) + 0.8, 1.7 * len(rows) + 0.5),
+        squeeze=False,
+    )
+    try:
+        for r, (label, batch) in enumerate(rows):
+            for c in range(n):
+                ax = axes[r][c]
+                img, cmap = _to_display(batch[c])
+                ax.imshow(img, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if r == 0:
+                    ax.set_xlabel(captions[c], fontsize=8)
+                if c == 0:
+                    ax.set_ylabel(label, fontsize=9)
+        fig.suptitle(title, fontsize=10)
+        fig.tight_layout()
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
+
+
+# --------------------------------------------------------------------------- aggregation
+
+
+def _num(value: object) -> float:
+    """Float of a cell (bools/ints/strings too); None, '' and junk become nan."""
+    if value is None or value == "":
+        return math.nan
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _nanmean(values: Iterable[float]) -> float:
+    """Mean over non-nan values; nan when there are none."""
+    vals = [v for v in values if not math.isnan(v)]
+    return float(np.mean(vals)) if vals else math.nan
+
+
+def _pct(rows: Sequence[Row], column: str) -> float:
+    """Percentage of ``rows`` whose ``column`` is 1 / True (nan for no rows)."""
+    if not rows:
+        return math.nan
+    return 100.0 * sum(_num(r[column]) == 1 for r in rows) / len(rows)
+
+
+def _groups(rows: Iterable[Row]) -> dict[tuple[str, str], list[Row]]:
+    """Rows grouped by (arm, attack), keys sorted."""
+    out: dict[tuple[str, str], list[Row]] = {}
+    for row in rows:
+        out.setdefault((str(row["arm"]), str(row["attack"])), []).append(row)
+    return dict(sorted(out.items()))
+
+
+def plot_rounds(rows: Iterable[Row], path: Path) -> None:
+    """One PNG: ASR % (judge_correct) and mean SSIM per round, one line per (arm, attack)."""
+    groups = _groups(rows)
+    fig, (ax_asr, ax_ssim) = plt.subplots(1, 2, figsize=(11, 4.2))
+    try:
+        for (arm, attack), grp in groups.items():
+            by_round: dict[int, list[Row]] = {}
+            for row in grp:
+                by_round.setdefault(int(_num(row["round"])), []).append(row)
+            rounds = sorted(by_round)
+            asr = [_pct(by_round[r], "judge_correct") for r in rounds]
+            ssim = [_nanmean(_num(x["ssim"]) for x in by_round[r]) for r in rounds]
+            label = f"{arm} / {attack}"
+            ax_asr.plot(rounds, asr, marker="o", label=label)
+            ax_ssim.plot(rounds, ssim, marker="s", label=label)
+        ax_asr.set_title("Attack success rate (judge)")
+        ax_asr.set_ylabel("ASR (%)")
+        ax_asr.set_ylim(-5, 105)
+        ax_ssim.set_title("Reconstruction SSIM")
+        ax_ssim.set_ylabel("mean SSIM")
+        for ax in (ax_asr, ax_ssim):
+            ax.set_xlabel("round")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+            if groups:
+                ax.legend(fontsize=8)
+            else:
+                ax.text(0.5, 0.5, "no rows", ha="center", va="center", transform=ax.transAxes)
+        fig.tight_layout()
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
+
+
+_SUMMARY_HEADER = (
+    "arm",
+    "attack",
+    "n",
+    "ASR %",
+    "label acc %",
+    "MSE (mean)",
+    "PSNR (median)",
+    "SSIM (mean)",
+    "SSIM>0.9 %",
+)
+
+
+def _fmt(value: float, spec: str) -> str:
+    """Format a statistic; nan (no data) prints as '-'."""
+    return "-" if math.isnan(value) else format(value, spec)
+
+
+def summary_table(rows: Iterable[Row]) -> str:
+    """Fixed-width text table, one line per (arm, attack).
+
+    ASR, label accuracy and SSIM>0.9 are % of all rows in the group; MSE/SSIM means and the
+    PSNR median (robust to inf) skip empty/nan cells. '-' marks a statistic with no data.
+    """
+    lines: list[tuple[str, ...]] = [_SUMMARY_HEADER]
+    for (arm, attack), grp in _groups(rows).items():
+        n = len(grp)
+        ssim = [_num(r["ssim"]) for r in grp]
+        psnr = [v for v in (_num(r["psnr"]) for r in grp) if not math.isnan(v)]
+        lines.append(
+            (
+                arm,
+                attack,
+                str(n),
+                _fmt(_pct(grp, "judge_correct"), ".1f"),
+                _fmt(_pct(grp, "label_correct"), ".1f"),
+                _fmt(_nanmean(_num(r["mse"]) for r in grp), ".4g"),
+                _fmt(float(np.median(psnr)) if psnr else math.nan, ".2f"),
+                _fmt(_nanmean(ssim), ".4f"),
+                _fmt(100.0 * sum(v > 0.9 for v in ssim) / n, ".1f"),
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(_SUMMARY_HEADER))]
+
+    def render(cells: Sequence[str]) -> str:
+        left = [c.ljust(w) for c, w in zip(cells[:2], widths[:2], strict=True)]
+        right = [c.rjust(w) for c, w in zip(cells[2:], widths[2:], strict=True)]
+        return "  ".join(left + right).rstrip()
+
+    out = [render(lines[0]), "  ".join("-" * w for w in widths)]
+    out += [render(line) for line in lines[1:]]
+    if len(lines) == 1:
+        out.append("(no rows)")
+    return "\n".join(out)
+
+
+def write_report(out_dir: Path, rows: Iterable[Row]) -> str:
+    """Write ``leakage_per_round.png`` and ``summary.txt`` into ``out_dir``; return the summary."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = list(rows)
+    plot_rounds(rows, out_dir / "leakage_per_round.png")
+    text = summary_table(rows)
+    (out_dir / "summary.txt").write_text(text + "\n")
+    return text
