@@ -1,0 +1,55 @@
+"""Flower ClientApp: FedSGD on one private batch per round (Message API)."""
+
+from __future__ import annotations
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fl_sim.config import RunConfig
+from fl_sim.task import private_batch, public_info
+from fl_sim.training import loss_gradient
+from models import build_model
+
+app = ClientApp()
+
+
+def partition_of(context: Context) -> tuple[int, int]:
+    """(partition id, number of partitions) from the node config (simulation or SuperNode)."""
+    try:
+        return int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
+    except KeyError as err:
+        raise ValueError(
+            "node config needs partition-id and num-partitions, e.g. "
+            '--node-config "partition-id=0 num-partitions=4"'
+        ) from err
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Reply with the gradient of the private batch at the received global model."""
+    cfg = RunConfig.from_mapping(context.run_config)
+    partition_id, num_partitions = partition_of(context)
+    config = msg.content["config"]
+    server_round, arm = int(config["server-round"]), str(config["arm"])
+    public = public_info(cfg, arm)
+    model = build_model(public.arch, public.input_shape, public.num_classes, T=public.T)
+    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    images, labels = private_batch(cfg, partition_id, num_partitions, server_round)
+    grads = loss_gradient(model, images, labels)
+    meta = ConfigRecord(
+        {
+            "partition-id": partition_id,
+            "num-partitions": num_partitions,
+            "arch": public.arch,
+            "batch-size": public.batch_size,
+            "T": public.T,
+        }
+    )
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord(grads),
+            "metrics": MetricRecord({"num-examples": len(labels)}),
+            "meta": meta,
+        }
+    )
+    return Message(content=content, reply_to=msg)

@@ -1,0 +1,119 @@
+"""The passive eavesdropper on the server: capture each reply, attack it, score, record."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from flwr.app import ArrayRecord, Message
+
+from attacks import Capture, PublicInfo
+from attacks.gradient_matching import GradientMatchingAttack
+from fl_sim.audit import ReplayAudit
+from fl_sim.judge import Judge
+from fl_sim.report import append_rows, save_grid
+from fl_sim.scoring import score
+
+LEAKAGE_CSV = "leakage.csv"
+
+
+@dataclass(frozen=True)
+class ReplyMeta:
+    """Ids a client reports with its update (needed by the auditor, not by attacks)."""
+
+    partition_id: int
+    num_partitions: int
+
+
+def capture_from_reply(
+    msg: Message, server_round: int, global_state: dict, public: PublicInfo
+) -> tuple[Capture, ReplyMeta]:
+    """What the eavesdropper sees in one reply; raises ValueError on a malformed reply."""
+    try:
+        content = msg.content
+        meta = content["meta"]
+        arrays = content["arrays"]
+        reply = ReplyMeta(int(meta["partition-id"]), int(meta["num-partitions"]))
+        declared = (str(meta["arch"]), int(meta["batch-size"]), int(meta["T"]))
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"reply lacks {err}") from err
+    expected = (public.arch, public.batch_size, public.T)
+    if declared != expected:
+        raise ValueError(f"reply declares (arch, batch, T)={declared}, federation uses {expected}")
+    update = arrays.to_torch_state_dict()
+    capture = Capture(server_round, reply.partition_id, update, global_state, public)
+    return capture, reply
+
+
+class Eavesdropper:
+    """A tap for :class:`fl_sim.strategy.EavesdroppingFedAvg` (see ``Tap``).
+
+    Attacks get only the :class:`Capture`; the auditor's ground truth goes to the scorer.
+    Rows are appended to ``out_dir/leakage.csv`` after every attack, so nothing finished
+    is lost if the run dies.
+    """
+
+    def __init__(
+        self,
+        arm: str,
+        public: PublicInfo,
+        attacks: Sequence[GradientMatchingAttack],
+        judge: Judge,
+        audit: ReplayAudit,
+        out_dir: Path,
+        grids: bool = True,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.arm, self.public, self.attacks = arm, public, list(attacks)
+        self.judge, self.audit, self.out_dir, self.grids, self.log = judge, audit, out_dir, grids, log
+        self.rows: list[dict[str, object]] = []
+
+    def __call__(self, server_round: int, sent: ArrayRecord, replies: list[Message]) -> None:
+        start = time.perf_counter()
+        global_state = sent.to_torch_state_dict()
+        truths: list[np.ndarray] = []
+        captions: list[str] = []
+        recons: dict[str, list[np.ndarray]] = {a.name: [] for a in self.attacks}
+        for msg in replies:
+            if msg.has_error():
+                self.log(f"[{self.arm} r{server_round}] skipped a failed reply: {msg.error.reason}")
+                continue
+            try:
+                capture, meta = capture_from_reply(msg, server_round, global_state, self.public)
+            except ValueError as err:
+                self.log(f"[{self.arm} r{server_round}] skipped a malformed reply: {err}")
+                continue
+            truth = self.audit.ground_truth(server_round, meta.partition_id, meta.num_partitions)
+            for attack in self.attacks:
+                rec = attack.reconstruct(capture)
+                scored = score(self.arm, attack.name, capture, rec, truth, self.judge)
+                append_rows(self.out_dir / LEAKAGE_CSV, scored.rows)
+                self.rows.extend(scored.rows)
+                recons[attack.name].append(scored.matched_images)
+                self.log(progress_line(self.arm, scored.rows, rec.seconds))
+            truths.append(truth.images.numpy())
+            captions += [f"c{capture.client} s{i} y={int(y)}" for i, y in enumerate(truth.labels)]
+        if self.grids and truths and self.attacks:
+            save_grid(
+                self.out_dir / "grids" / f"{self.arm}-round{server_round:03d}.png",
+                np.concatenate(truths),
+                {name: np.concatenate(imgs) for name, imgs in recons.items()},
+                captions,
+                f"{self.arm.upper()} round {server_round}: ground truth vs reconstructions",
+            )
+        self.log(f"[{self.arm} r{server_round}] eavesdropper done in {time.perf_counter() - start:.1f}s")
+
+
+def progress_line(arm: str, rows: list[dict[str, object]], seconds: float) -> str:
+    r = rows[0]
+    ssim = float(np.mean([float(x["ssim"]) for x in rows]))  # type: ignore[arg-type]
+    judged = sum(bool(x["judge_correct"]) for x in rows)
+    labels = sum(bool(x["label_correct"]) for x in rows)
+    return (
+        f"[{arm} r{r['round']} c{r['client']}] {r['attack']}: ssim {ssim:.3f}, "
+        f"judge {judged}/{len(rows)}, labels {labels}/{len(rows)}, "
+        f"grad loss {float(r['grad_loss']):.2e} ({r['status']}, {seconds:.1f}s)"  # type: ignore[arg-type]
+    )

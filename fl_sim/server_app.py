@@ -1,0 +1,111 @@
+"""Flower ServerApp: one federation per arm (ANN, SNN) on the same clients, partitions,
+seeds and batches, each with an eavesdropping FedSGD strategy."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+
+from attacks import AttackConfig, build_attack
+from fl_sim.audit import ReplayAudit
+from fl_sim.config import RunConfig
+from fl_sim.datasets import load_dataset
+from fl_sim.eavesdropper import LEAKAGE_CSV, Eavesdropper
+from fl_sim.judge import accuracy, ensure_judge
+from fl_sim.report import read_rows, write_report
+from fl_sim.strategy import EavesdroppingFedSGD
+from fl_sim.task import public_info
+from models import build_model
+
+app = ServerApp()
+
+RESULT_FILES = (LEAKAGE_CSV, "summary.txt", "leakage_per_round.png", "grids")
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def prepare_out_dir(cfg: RunConfig) -> Path:
+    """Create ``cfg.out``; refuse to mix with an earlier run's results unless overwrite."""
+    out = Path(cfg.out).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    old = [name for name in RESULT_FILES if (out / name).exists()]
+    if old and not cfg.overwrite:
+        raise FileExistsError(
+            f"{out} already holds results ({', '.join(old)}); choose another out directory "
+            "or set overwrite=true"
+        )
+    for name in old:
+        path = out / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return out
+
+
+def initial_model(cfg: RunConfig, arm: str) -> torch.nn.Module:
+    """Seeded init: both arms start from the same weights (same parameter names/shapes)."""
+    pub = public_info(cfg, arm)
+    torch.manual_seed(cfg.seed)
+    return build_model(pub.arch, pub.input_shape, pub.num_classes, T=pub.T)
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    cfg = RunConfig.from_mapping(context.run_config)
+    run_federation(grid, cfg)
+
+
+def run_federation(grid: Grid, cfg: RunConfig) -> dict[str, dict[str, torch.Tensor]]:
+    """Run every arm; return each arm's final global model (state dict)."""
+    out = prepare_out_dir(cfg)
+    say(f"fl-sim: results go to {out}")
+    judge = ensure_judge(cfg, say)
+    audit = ReplayAudit(cfg)
+    test = load_dataset(cfg.dataset, "test", cfg.data_root or None)
+    attack_cfg = AttackConfig(
+        iterations=cfg.iterations, init=cfg.attack_init, clamp=cfg.clamp, seed=cfg.seed
+    )
+    finals: dict[str, dict[str, torch.Tensor]] = {}
+    for arm in cfg.arms:
+        start = time.perf_counter()
+        public = public_info(cfg, arm)
+        model = initial_model(cfg, arm)
+        tap = None
+        if cfg.attacks:
+            attacks = [build_attack(name, attack_cfg) for name in cfg.attacks]
+            tap = Eavesdropper(arm, public, attacks, judge, audit, out, cfg.grids, say)
+
+        def evaluate(server_round: int, arrays: ArrayRecord, model=model, arm=arm) -> MetricRecord:
+            model.load_state_dict(arrays.to_torch_state_dict())
+            acc = accuracy(model, test.images, test.labels)
+            say(f"[{arm} r{server_round}] global model test accuracy {acc:.2%}")
+            return MetricRecord({"accuracy": acc})
+
+        say(f"=== arm {arm}: {public.arch}, {cfg.clients} clients, {cfg.rounds} rounds ===")
+        strategy = EavesdroppingFedSGD(
+            lr=cfg.lr,
+            tap=tap,
+            fraction_train=1.0,
+            fraction_evaluate=0.0,
+            min_train_nodes=cfg.clients,
+            min_available_nodes=cfg.clients,
+        )
+        result = strategy.start(
+            grid=grid,
+            initial_arrays=ArrayRecord(model.state_dict()),
+            num_rounds=cfg.rounds,
+            train_config=ConfigRecord({"arm": arm}),
+            evaluate_fn=evaluate,
+        )
+        finals[arm] = result.arrays.to_torch_state_dict()
+        torch.save(finals[arm], out / f"final_model_{arm}.pt")
+        say(f"=== arm {arm} done in {time.perf_counter() - start:.1f}s ===")
+    csv = out / LEAKAGE_CSV
+    if csv.exists():
+        say(write_report(out, read_rows(csv)))
+    return finals
