@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -28,6 +29,7 @@ def partition_of(context: Context) -> tuple[int, int]:
 def train(msg: Message, context: Context) -> Message:
     """Reply with the gradient of the private batch at the received global model."""
     cfg = RunConfig.from_mapping(context.run_config)
+    torch.set_num_threads(cfg.threads)
     partition_id, num_partitions = partition_of(context)
     config = msg.content["config"]
     server_round, arm = int(config["server-round"]), str(config["arm"])

@@ -50,9 +50,12 @@ class RunConfig:
     out: str = "results"
     overwrite: bool = False  # replace results already in ``out``
     grids: bool = True  # write ground truth vs reconstruction grids per round
+    # torch threads per process: MNIST-size attack steps are dispatch-bound, and in a
+    # simulation the ServerApp and every client process share the machine's cores
+    threads: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("clients", "rounds", "batch_size", "T", "iterations", "judge_epochs"):
+        for name in ("clients", "rounds", "batch_size", "T", "iterations", "judge_epochs", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.alpha <= 0:

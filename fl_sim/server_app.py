@@ -57,6 +57,7 @@ def initial_model(cfg: RunConfig, arm: str) -> torch.nn.Module:
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     cfg = RunConfig.from_mapping(context.run_config)
+    torch.set_num_threads(cfg.threads)
     run_federation(grid, cfg)
 
 

@@ -1,0 +1,25 @@
+"""Shared fixtures: one judge cache per test session, small configs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # for tests/inproc_grid.py
+
+from fl_sim.config import RunConfig  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def judge_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(tmp_path_factory.mktemp("judge-cache"))
+
+
+@pytest.fixture
+def small_cfg(tmp_path: Path, judge_cache: str) -> RunConfig:
+    """2 clients, 2 rounds, a short attack budget: the federation logic at test speed."""
+    return RunConfig(
+        clients=2, rounds=2, iterations=20, out=str(tmp_path / "out"), cache_dir=judge_cache
+    )

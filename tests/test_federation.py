@@ -1,0 +1,112 @@
+"""The federation with its eavesdropper, run in-process (transport replaced, apps unchanged)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Error, Message
+from inproc_grid import InProcessGrid
+
+from fl_sim.audit import ReplayAudit
+from fl_sim.client_app import app as client_app
+from fl_sim.config import RunConfig
+from fl_sim.eavesdropper import capture_from_reply
+from fl_sim.report import LEAKAGE_COLUMNS, read_rows
+from fl_sim.server_app import initial_model, run_federation
+from fl_sim.strategy import EavesdroppingFedSGD
+from fl_sim.task import public_info
+from fl_sim.training import loss_gradient
+from models import build_model
+
+
+def federate(cfg: RunConfig, fault=None) -> dict[str, dict[str, torch.Tensor]]:
+    return run_federation(InProcessGrid(client_app, cfg.clients, cfg.to_flower(), fault), cfg)
+
+
+def test_tap_is_passive_global_models_bit_identical(small_cfg: RunConfig, tmp_path) -> None:
+    with_tap = federate(dataclasses.replace(small_cfg, attacks=("dlg", "idlg"), iterations=2))
+    without = federate(dataclasses.replace(small_cfg, attacks=(), out=str(tmp_path / "off")))
+    for arm in small_cfg.arms:
+        assert with_tap[arm].keys() == without[arm].keys()
+        for key, value in with_tap[arm].items():
+            assert torch.equal(value, without[arm][key]), (arm, key)
+        start = initial_model(small_cfg, arm).state_dict()
+        assert any(not torch.equal(v, start[k]) for k, v in with_tap[arm].items())  # it trained
+
+
+def test_captured_update_equals_gradient_of_audit_ground_truth(small_cfg: RunConfig) -> None:
+    cfg = dataclasses.replace(small_cfg, arms=("ann", "snn"))
+    audit = ReplayAudit(cfg)
+    checked = []
+
+    def tap(server_round: int, sent: ArrayRecord, replies: list[Message]) -> None:
+        state = sent.to_torch_state_dict()
+        for msg in replies:
+            capture, meta = capture_from_reply(msg, server_round, state, public)
+            truth = audit.ground_truth(server_round, meta.partition_id, meta.num_partitions)
+            model = build_model(public.arch, public.input_shape, public.num_classes, T=public.T)
+            model.load_state_dict(state)
+            expected = loss_gradient(model, truth.images, truth.labels)
+            assert capture.update.keys() == expected.keys()
+            for k, v in expected.items():
+                assert torch.allclose(capture.update[k], v, rtol=0, atol=1e-7), k
+            checked.append((public.arch, server_round, meta.partition_id))
+
+    for arm in cfg.arms:
+        public = public_info(cfg, arm)
+        strategy = EavesdroppingFedSGD(lr=cfg.lr, tap=tap, fraction_evaluate=0.0,
+                                       min_train_nodes=2, min_available_nodes=2)
+        grid = InProcessGrid(client_app, cfg.clients, cfg.to_flower())
+        strategy.start(grid=grid, initial_arrays=ArrayRecord(initial_model(cfg, arm).state_dict()),
+                       num_rounds=2, train_config=ConfigRecord({"arm": arm}))
+    assert len(checked) == 2 * 2 * 2
+
+
+def test_leakage_rows_grids_plot_and_summary(small_cfg: RunConfig) -> None:
+    federate(small_cfg)
+    out = small_cfg.out
+    rows = read_rows(Path(out) / "leakage.csv")
+    assert len(rows) == 2 * small_cfg.rounds * small_cfg.clients * 2  # arms x rounds x clients x attacks
+    assert set(rows[0]) == set(LEAKAGE_COLUMNS)
+    keys = {(r["arm"], r["round"], r["client"], r["attack"], r["sample"]) for r in rows}
+    assert len(keys) == len(rows)  # no duplicates
+    assert {r["arm"] for r in rows} == {"ann", "snn"} and {r["round"] for r in rows} == {1, 2}
+    for r in rows:
+        assert r["label_correct"] == (r["label_pred"] == r["label_true"])
+        assert r["judge_correct"] == (r["judge_pred"] == r["label_true"])
+        assert 0 <= r["mse"] <= 1 and -1 <= r["ssim"] <= 1
+    idlg_ann = [r for r in rows if r["arm"] == "ann" and r["attack"] == "idlg"]
+    assert all(r["label_correct"] for r in idlg_ann)
+    files = {p.name for p in Path(out).iterdir()}
+    assert {"leakage.csv", "summary.txt", "leakage_per_round.png", "grids",
+            "final_model_ann.pt", "final_model_snn.pt"} <= files
+    assert len(list((Path(out) / "grids").glob("*.png"))) == 2 * small_cfg.rounds
+    assert "ann" in (Path(out) / "summary.txt").read_text()
+
+
+def test_faulty_and_malformed_replies_are_skipped_not_fatal(small_cfg: RunConfig) -> None:
+    cfg = dataclasses.replace(small_cfg, clients=3, rounds=1, arms=("ann",), attacks=("idlg",))
+
+    def fault(partition: int, reply: Message) -> Message | None:
+        if partition == 1:  # the client crashed
+            return Message(Error(code=0, reason="injected crash"), reply_to=reply)
+        if partition == 2:  # the client sent something without its metadata
+            del reply.content["meta"]
+        return None
+
+    finals = federate(cfg, fault)
+    rows = read_rows(Path(cfg.out) / "leakage.csv")
+    assert [r["client"] for r in rows] == [0]
+    assert "ann" in finals
+
+
+def test_results_are_not_mixed_with_an_earlier_run(small_cfg: RunConfig) -> None:
+    cfg = dataclasses.replace(small_cfg, rounds=1, arms=("ann",), attacks=("idlg",), iterations=1)
+    federate(cfg)
+    with pytest.raises(FileExistsError, match="overwrite=true"):
+        federate(cfg)
+    federate(dataclasses.replace(cfg, overwrite=True))
+    assert len(read_rows(Path(cfg.out) / "leakage.csv")) == cfg.clients
