@@ -16,9 +16,13 @@ class DLG(GradientMatchingAttack):
 
     def labels_and_loss(
         self, model: nn.Module, capture: Capture, target: list[torch.Tensor], gen: torch.Generator
-    ) -> tuple[list[torch.Tensor], Callable[[torch.Tensor], torch.Tensor], Callable[[], torch.Tensor]]:
+    ) -> tuple[
+        list[torch.Tensor], Callable[[torch.Tensor], torch.Tensor], Callable[[], torch.Tensor]
+    ]:
         pub = capture.public
-        label_logits = torch.randn(pub.batch_size, pub.num_classes, generator=gen).requires_grad_(True)
+        label_logits = torch.randn(pub.batch_size, pub.num_classes, generator=gen).requires_grad_(
+            True
+        )
 
         def task_loss(logits: torch.Tensor) -> torch.Tensor:
             return soft_cross_entropy(logits, torch.softmax(label_logits, dim=-1))

@@ -40,7 +40,9 @@ class AttackConfig:
             raise ValueError(f"unknown clamp {self.clamp!r}; valid: {', '.join(CLAMPS)}")
 
 
-def gradient_distance(dummy: Sequence[torch.Tensor], target: Sequence[torch.Tensor]) -> torch.Tensor:
+def gradient_distance(
+    dummy: Sequence[torch.Tensor], target: Sequence[torch.Tensor]
+) -> torch.Tensor:
     """DLG's loss: sum over layers of the squared l2 distance of gradients."""
     return sum(((d - t) ** 2).sum() for d, t in zip(dummy, target, strict=True))  # type: ignore[return-value]
 
@@ -78,7 +80,9 @@ class GradientMatchingAttack(ABC):
     @abstractmethod
     def labels_and_loss(
         self, model: nn.Module, capture: Capture, target: list[torch.Tensor], gen: torch.Generator
-    ) -> tuple[list[torch.Tensor], Callable[[torch.Tensor], torch.Tensor], Callable[[], torch.Tensor]]:
+    ) -> tuple[
+        list[torch.Tensor], Callable[[torch.Tensor], torch.Tensor], Callable[[], torch.Tensor]
+    ]:
         """Extra variables to optimise, the task loss of the dummy logits, and the labels."""
 
     def reconstruct(self, capture: Capture) -> Reconstruction:
@@ -100,7 +104,10 @@ class GradientMatchingAttack(ABC):
             return gradient_distance(grads, target)
 
         status, steps = lbfgs(
-            [dummy, *extra], matching_loss, self.config.iterations, self.config.lr,
+            [dummy, *extra],
+            matching_loss,
+            self.config.iterations,
+            self.config.lr,
             project=(lambda: dummy.data.clamp_(0, 1)) if self.config.clamp == "step" else None,
         )
         with torch.enable_grad():

@@ -19,7 +19,9 @@ class IDLG(GradientMatchingAttack):
 
     def labels_and_loss(
         self, model: nn.Module, capture: Capture, target: list[torch.Tensor], gen: torch.Generator
-    ) -> tuple[list[torch.Tensor], Callable[[torch.Tensor], torch.Tensor], Callable[[], torch.Tensor]]:
+    ) -> tuple[
+        list[torch.Tensor], Callable[[torch.Tensor], torch.Tensor], Callable[[], torch.Tensor]
+    ]:
         if capture.public.batch_size != 1:
             raise ValueError(
                 f"iDLG's label rule needs batch_size 1, got {capture.public.batch_size}; "

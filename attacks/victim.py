@@ -40,6 +40,8 @@ def target_gradients(model: nn.Module, capture: Capture) -> list[torch.Tensor]:
     for name, p in model.named_parameters():
         g = capture.update[name].to(p.dtype)
         if g.shape != p.shape:
-            raise ValueError(f"update {name!r} has shape {tuple(g.shape)}, expected {tuple(p.shape)}")
+            raise ValueError(
+                f"update {name!r} has shape {tuple(g.shape)}, expected {tuple(p.shape)}"
+            )
         grads.append(g)
     return grads

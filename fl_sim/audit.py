@@ -28,6 +28,8 @@ class ReplayAudit:
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
 
-    def ground_truth(self, server_round: int, partition_id: int, num_partitions: int) -> GroundTruth:
+    def ground_truth(
+        self, server_round: int, partition_id: int, num_partitions: int
+    ) -> GroundTruth:
         images, labels = private_batch(self.cfg, partition_id, num_partitions, server_round)
         return GroundTruth(images=images, labels=labels)

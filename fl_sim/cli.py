@@ -61,8 +61,11 @@ def cmd_run(cfg: RunConfig) -> int:
 
     out = prepare_out_dir(cfg)  # fail fast, before Flower starts
     ensure_judge(cfg)
-    print(f"fl-sim: {len(cfg.arms)} arm(s) x {cfg.clients} clients x {cfg.rounds} rounds, "
-          f"attacks {', '.join(cfg.attacks) or 'none'}; results in {out}", flush=True)
+    print(
+        f"fl-sim: {len(cfg.arms)} arm(s) x {cfg.clients} clients x {cfg.rounds} rounds, "
+        f"attacks {', '.join(cfg.attacks) or 'none'}; results in {out}",
+        flush=True,
+    )
     code = run_simulation(cfg)
     if code != 0:
         print(f"fl-sim: flwr run exited with code {code}", file=sys.stderr)

@@ -33,7 +33,7 @@ class RunConfig:
     dataset: str = "mnist5k"
     data_root: str = ""  # for datasets the user provides (e.g. mnist)
     clients: int = 4
-    rounds: int = 2
+    rounds: int = 3
     batch_size: int = 1
     partition: str = "iid"
     alpha: float = 0.5  # Dirichlet concentration (partition=dirichlet)
@@ -55,7 +55,15 @@ class RunConfig:
     threads: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("clients", "rounds", "batch_size", "T", "iterations", "judge_epochs", "threads"):
+        for name in (
+            "clients",
+            "rounds",
+            "batch_size",
+            "T",
+            "iterations",
+            "judge_epochs",
+            "threads",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.alpha <= 0:
@@ -107,7 +115,8 @@ class RunConfig:
     def to_flower(self) -> dict[str, bool | int | float | str]:
         """Flat values Flower's run config accepts (sequences as comma lists)."""
         return {
-            k: ",".join(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+            k: ",".join(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(self).items()
         }
 
     def flower_run_config_arg(self) -> str:

@@ -68,7 +68,13 @@ class Eavesdropper:
         log: Callable[[str], None] = print,
     ) -> None:
         self.arm, self.public, self.attacks = arm, public, list(attacks)
-        self.judge, self.audit, self.out_dir, self.grids, self.log = judge, audit, out_dir, grids, log
+        self.judge, self.audit, self.out_dir, self.grids, self.log = (
+            judge,
+            audit,
+            out_dir,
+            grids,
+            log,
+        )
         self.rows: list[dict[str, object]] = []
 
     def __call__(self, server_round: int, sent: ArrayRecord, replies: list[Message]) -> None:
@@ -77,15 +83,16 @@ class Eavesdropper:
         truths: list[np.ndarray] = []
         captions: list[str] = []
         recons: dict[str, list[np.ndarray]] = {a.name: [] for a in self.attacks}
+        captures = []
         for msg in replies:
             if msg.has_error():
                 self.log(f"[{self.arm} r{server_round}] skipped a failed reply: {msg.error.reason}")
                 continue
             try:
-                capture, meta = capture_from_reply(msg, server_round, global_state, self.public)
+                captures.append(capture_from_reply(msg, server_round, global_state, self.public))
             except ValueError as err:
                 self.log(f"[{self.arm} r{server_round}] skipped a malformed reply: {err}")
-                continue
+        for capture, meta in sorted(captures, key=lambda cm: cm[1].partition_id):
             truth = self.audit.ground_truth(server_round, meta.partition_id, meta.num_partitions)
             for attack in self.attacks:
                 rec = attack.reconstruct(capture)
@@ -104,7 +111,9 @@ class Eavesdropper:
                 captions,
                 f"{self.arm.upper()} round {server_round}: ground truth vs reconstructions",
             )
-        self.log(f"[{self.arm} r{server_round}] eavesdropper done in {time.perf_counter() - start:.1f}s")
+        self.log(
+            f"[{self.arm} r{server_round}] eavesdropper done in {time.perf_counter() - start:.1f}s"
+        )
 
 
 def progress_line(arm: str, rows: list[dict[str, object]], seconds: float) -> str:

@@ -80,8 +80,10 @@ def train_judge(cfg: RunConfig, log: Callable[[str], None] = print) -> Judge:
             opt.step()
             total += float(loss.detach()) * len(batch)
         acc = accuracy(model, test.images, test.labels)
-        log(f"judge: epoch {epoch}/{cfg.judge_epochs} loss {total / len(train):.4f} "
-            f"test accuracy {acc:.2%} ({time.perf_counter() - start:.0f}s)")
+        log(
+            f"judge: epoch {epoch}/{cfg.judge_epochs} loss {total / len(train):.4f} "
+            f"test accuracy {acc:.2%} ({time.perf_counter() - start:.0f}s)"
+        )
     model.eval()
     path = judge_path(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -42,7 +42,9 @@ def flwr_cli() -> str:
     beside = Path(sys.executable).parent / "flwr"
     found = str(beside) if beside.exists() else shutil.which("flwr")
     if found is None:
-        raise FileNotFoundError("the flwr command is not installed (pip install 'flwr[simulation]')")
+        raise FileNotFoundError(
+            "the flwr command is not installed (pip install 'flwr[simulation]')"
+        )
     return found
 
 
@@ -91,7 +93,10 @@ class LocalSuperLink:
         ]  # fmt: skip
         log = open(self.log_path, "wb")  # noqa: SIM115 - the process owns it until exit
         self.proc = subprocess.Popen(
-            cmd, env=flower_env(self.flwr_home), stdout=log, stderr=subprocess.STDOUT,
+            cmd,
+            env=flower_env(self.flwr_home),
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         deadline = time.monotonic() + self.startup_timeout
@@ -107,10 +112,15 @@ class LocalSuperLink:
                 pass
             time.sleep(0.2)
         self.__exit__(None, None, None)
-        raise TimeoutError(f"SuperLink did not start in {self.startup_timeout}s; see {self.log_path}")
+        raise TimeoutError(
+            f"SuperLink did not start in {self.startup_timeout}s; see {self.log_path}"
+        )
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return

@@ -3,10 +3,13 @@ seeds and batches, each with an eavesdropping FedSGD strategy."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 import time
 from pathlib import Path
 
+import flwr
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
@@ -16,7 +19,7 @@ from fl_sim.audit import ReplayAudit
 from fl_sim.config import RunConfig
 from fl_sim.datasets import load_dataset
 from fl_sim.eavesdropper import LEAKAGE_CSV, Eavesdropper
-from fl_sim.judge import accuracy, ensure_judge
+from fl_sim.judge import JUDGE_ARCH, Judge, accuracy, ensure_judge
 from fl_sim.report import read_rows, write_report
 from fl_sim.strategy import EavesdroppingFedSGD
 from fl_sim.task import public_info
@@ -24,7 +27,7 @@ from models import build_model
 
 app = ServerApp()
 
-RESULT_FILES = (LEAKAGE_CSV, "summary.txt", "leakage_per_round.png", "grids")
+RESULT_FILES = (LEAKAGE_CSV, "summary.txt", "leakage_per_round.png", "grids", "run.json")
 
 
 def say(text: str) -> None:
@@ -54,6 +57,21 @@ def initial_model(cfg: RunConfig, arm: str) -> torch.nn.Module:
     return build_model(pub.arch, pub.input_shape, pub.num_classes, T=pub.T)
 
 
+def write_run_record(out: Path, cfg: RunConfig, judge: Judge) -> None:
+    """run.json: the config and the judge (with its test accuracy) that produced the results."""
+    record = {
+        "config": dataclasses.asdict(cfg),
+        "judge": {
+            "arch": JUDGE_ARCH,
+            "dataset": judge.dataset,
+            "test_accuracy": judge.accuracy,
+            "path": str(judge.path),
+        },
+        "versions": {"torch": torch.__version__, "flwr": flwr.__version__},
+    }
+    (out / "run.json").write_text(json.dumps(record, indent=2))
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     cfg = RunConfig.from_mapping(context.run_config)
@@ -66,6 +84,7 @@ def run_federation(grid: Grid, cfg: RunConfig) -> dict[str, dict[str, torch.Tens
     out = prepare_out_dir(cfg)
     say(f"fl-sim: results go to {out}")
     judge = ensure_judge(cfg, say)
+    write_run_record(out, cfg, judge)
     audit = ReplayAudit(cfg)
     test = load_dataset(cfg.dataset, "test", cfg.data_root or None)
     attack_cfg = AttackConfig(
@@ -108,5 +127,6 @@ def run_federation(grid: Grid, cfg: RunConfig) -> dict[str, dict[str, torch.Tens
         say(f"=== arm {arm} done in {time.perf_counter() - start:.1f}s ===")
     csv = out / LEAKAGE_CSV
     if csv.exists():
-        say(write_report(out, read_rows(csv)))
+        summary = write_report(out, read_rows(csv))
+        say(f"judge {JUDGE_ARCH}: test accuracy {judge.accuracy:.2%} on {judge.dataset}\n{summary}")
     return finals

@@ -43,7 +43,12 @@ class EavesdroppingFedAvg(FedAvg):
             try:
                 self.tap(server_round, self.sent_arrays, replies)
             except Exception:  # an attacker's failure must never stop the federation
-                log(ERROR, "eavesdropper failed in round %s:\n%s", server_round, traceback.format_exc())
+                log(
+                    ERROR,
+                    "eavesdropper failed in round %s:\n%s",
+                    server_round,
+                    traceback.format_exc(),
+                )
         return super().aggregate_train(server_round, replies)
 
 

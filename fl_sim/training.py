@@ -7,7 +7,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def loss_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+def loss_gradient(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """Gradient of the mean cross-entropy of one batch, per parameter name."""
     params = dict(model.named_parameters())
     loss = F.cross_entropy(model(images), labels)

@@ -1,4 +1,4 @@
-"""Judge classifier that scores reconstructions (its accuracy on them is the attack success rate)."""
+"""Judge classifier: its accuracy on reconstructions is the attack success rate (ASR)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,11 @@ class LeNet5(nn.Module):
         )
         flat = 16 * ((h // 2 - 4) // 2) * ((w // 2 - 4) // 2)
         self.classifier = nn.Sequential(
-            nn.Linear(flat, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, num_classes)
+            nn.Linear(flat, 120),
+            nn.ReLU(),
+            nn.Linear(120, 84),
+            nn.ReLU(),
+            nn.Linear(84, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

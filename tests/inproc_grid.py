@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterable
 
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
-from flwr.serverapp import Grid
 
 
 class InProcessGrid(Grid):
@@ -39,10 +39,17 @@ class InProcessGrid(Grid):
     def run(self) -> Run:
         return self._run
 
-    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int,
-                       group_id: str, ttl: float | None = None) -> Message:
-        return Message(content=content, message_type=message_type, dst_node_id=dst_node_id,
-                       group_id=group_id)
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        return Message(
+            content=content, message_type=message_type, dst_node_id=dst_node_id, group_id=group_id
+        )
 
     def get_node_ids(self) -> Iterable[int]:
         return list(self.nodes)
@@ -53,17 +60,22 @@ class InProcessGrid(Grid):
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         raise NotImplementedError
 
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None
-                         ) -> Iterable[Message]:
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
         replies = []
         for msg in messages:
             self._next += 1
             msg.metadata.__dict__["_message_id"] = f"m{self._next}"
             node = msg.metadata.dst_node_id
             partition = self.nodes[node]
-            ctx = Context(run_id=1, node_id=node, node_config={
-                "partition-id": partition, "num-partitions": len(self.nodes)},
-                state=RecordDict(), run_config=dict(self.run_config))
+            ctx = Context(
+                run_id=1,
+                node_id=node,
+                node_config={"partition-id": partition, "num-partitions": len(self.nodes)},
+                state=RecordDict(),
+                run_config=dict(self.run_config),
+            )
             reply = self.client_app(msg, ctx)
             if self.fault is not None:
                 reply = self.fault(partition, reply) or reply

@@ -63,7 +63,7 @@ def test_snn_attack_uses_time_dummy_and_returns_images() -> None:
     rec = build_attack("idlg", AttackConfig(iterations=5)).reconstruct(capture)
     assert rec.dummy is not None and rec.dummy.shape == (4, 1, 1, 28, 28)
     assert rec.images.shape == x.shape
-    assert 0 <= float(rec.images.min()) and float(rec.images.max()) <= 1
+    assert float(rec.images.min()) >= 0 and float(rec.images.max()) <= 1
     assert torch.allclose(rec.images, rec.dummy.mean(0).clamp(0, 1))
     assert int(rec.labels[0]) == label  # iDLG's label rule holds on spike-rate features too
     assert torch.isfinite(torch.tensor(rec.grad_loss))
@@ -82,8 +82,9 @@ def test_bad_attack_inputs_give_clear_errors() -> None:
     with pytest.raises(ValueError, match="valid: uniform-gray, randn"):
         AttackConfig(init="zeros")
     capture, _, _ = capture_of(ANN, 0)
-    broken = Capture(0, 0, {k: v for k, v in capture.update.items() if k != "fc.bias"},
-                     capture.global_state, ANN)
+    broken = Capture(
+        0, 0, {k: v for k, v in capture.update.items() if k != "fc.bias"}, capture.global_state, ANN
+    )
     with pytest.raises(ValueError, match="lacks parameters"):
         build_attack("dlg").reconstruct(broken)
 
@@ -103,5 +104,9 @@ def test_attacks_cannot_reach_the_audit_channel() -> None:
         params = list(inspect.signature(cls.reconstruct).parameters)
         assert params == ["self", "capture"]
     assert {f for f in Capture.__dataclass_fields__} == {
-        "round", "client", "update", "global_state", "public"
+        "round",
+        "client",
+        "update",
+        "global_state",
+        "public",
     }

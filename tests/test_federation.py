@@ -57,11 +57,16 @@ def test_captured_update_equals_gradient_of_audit_ground_truth(small_cfg: RunCon
 
     for arm in cfg.arms:
         public = public_info(cfg, arm)
-        strategy = EavesdroppingFedSGD(lr=cfg.lr, tap=tap, fraction_evaluate=0.0,
-                                       min_train_nodes=2, min_available_nodes=2)
+        strategy = EavesdroppingFedSGD(
+            lr=cfg.lr, tap=tap, fraction_evaluate=0.0, min_train_nodes=2, min_available_nodes=2
+        )
         grid = InProcessGrid(client_app, cfg.clients, cfg.to_flower())
-        strategy.start(grid=grid, initial_arrays=ArrayRecord(initial_model(cfg, arm).state_dict()),
-                       num_rounds=2, train_config=ConfigRecord({"arm": arm}))
+        strategy.start(
+            grid=grid,
+            initial_arrays=ArrayRecord(initial_model(cfg, arm).state_dict()),
+            num_rounds=2,
+            train_config=ConfigRecord({"arm": arm}),
+        )
     assert len(checked) == 2 * 2 * 2
 
 
@@ -69,7 +74,9 @@ def test_leakage_rows_grids_plot_and_summary(small_cfg: RunConfig) -> None:
     federate(small_cfg)
     out = small_cfg.out
     rows = read_rows(Path(out) / "leakage.csv")
-    assert len(rows) == 2 * small_cfg.rounds * small_cfg.clients * 2  # arms x rounds x clients x attacks
+    assert (
+        len(rows) == 2 * small_cfg.rounds * small_cfg.clients * 2
+    )  # arms x rounds x clients x attacks
     assert set(rows[0]) == set(LEAKAGE_COLUMNS)
     keys = {(r["arm"], r["round"], r["client"], r["attack"], r["sample"]) for r in rows}
     assert len(keys) == len(rows)  # no duplicates
@@ -81,8 +88,14 @@ def test_leakage_rows_grids_plot_and_summary(small_cfg: RunConfig) -> None:
     idlg_ann = [r for r in rows if r["arm"] == "ann" and r["attack"] == "idlg"]
     assert all(r["label_correct"] for r in idlg_ann)
     files = {p.name for p in Path(out).iterdir()}
-    assert {"leakage.csv", "summary.txt", "leakage_per_round.png", "grids",
-            "final_model_ann.pt", "final_model_snn.pt"} <= files
+    assert {
+        "leakage.csv",
+        "summary.txt",
+        "leakage_per_round.png",
+        "grids",
+        "final_model_ann.pt",
+        "final_model_snn.pt",
+    } <= files
     assert len(list((Path(out) / "grids").glob("*.png"))) == 2 * small_cfg.rounds
     assert "ann" in (Path(out) / "summary.txt").read_text()
 

@@ -17,7 +17,11 @@ def test_lenet_matches_dlg_layout(shape: tuple[int, int, int], hidden: int) -> N
     assert model.fc.in_features == hidden
     assert model(torch.rand(2, *shape)).shape == (2, 10)
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert [(c.stride[0], c.padding[0], c.kernel_size[0]) for c in convs] == [(2, 2, 5), (2, 2, 5), (1, 2, 5)]
+    assert [(c.stride[0], c.padding[0], c.kernel_size[0]) for c in convs] == [
+        (2, 2, 5),
+        (2, 2, 5),
+        (1, 2, 5),
+    ]
     for p in model.parameters():  # DLG's weights_init: U(-0.5, 0.5) for weights and biases
         assert p.min() >= -0.5 and p.max() <= 0.5
         if p.numel() > 100:

@@ -1,0 +1,72 @@
+"""Run configuration: overrides, validation, and agreement with the Flower app config."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+from flwr.common.config import parse_config_args
+
+from fl_sim.cli import main as cli_main
+from fl_sim.config import RunConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_overrides_are_typed() -> None:
+    cfg = RunConfig.load(overrides=["clients=3", "attacks=idlg", "T=8", "grids=false", "lr=0.5"])
+    assert (cfg.clients, cfg.attacks, cfg.T, cfg.grids, cfg.lr) == (3, ("idlg",), 8, False, 0.5)
+
+
+def test_unknown_key_lists_valid_keys() -> None:
+    with pytest.raises(
+        ValueError, match="unknown config key.*clientz.*valid keys: dataset,.*rounds"
+    ):
+        RunConfig.load(overrides=["clientz=3"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("clients=many", "clients: cannot read 'many' as int"),
+        ("rounds=0", "rounds must be >= 1, got 0"),
+        ("attacks=dlg,grnn", "attacks: unknown value 'grnn'; valid: dlg, idlg"),
+        ("dataset=cifar", "dataset: unknown value 'cifar'; valid: mnist, mnist5k"),
+        ("arms=ann,cnn", "arms: unknown value 'cnn'"),
+        ("batch_size=4", "idlg needs batch_size=1"),
+        ("rounds", "not of the form key=value"),
+    ],
+)
+def test_bad_values_are_named(override: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RunConfig.load(overrides=[override])
+
+
+def test_config_file_then_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "exp.toml"
+    path.write_text('rounds = 5\nattacks = "dlg"\nclients = 6\n')
+    cfg = RunConfig.load(path, ["clients=2"])
+    assert (cfg.rounds, cfg.attacks, cfg.clients) == (5, ("dlg",), 2)
+
+
+def test_pyproject_app_config_matches_defaults() -> None:
+    """`flwr run .` and `fl-sim run` must start from the same settings."""
+    with open(ROOT / "pyproject.toml", "rb") as fh:
+        flower = tomllib.load(fh)["tool"]["flwr"]["app"]["config"]
+    assert flower == RunConfig().to_flower()
+    assert RunConfig.from_mapping(flower) == RunConfig()
+
+
+def test_flower_run_config_string_round_trips() -> None:
+    """The --run-config string we hand to `flwr run`, read back by Flower's own parser."""
+    cfg = RunConfig.load(overrides=["attacks=dlg", "out=/tmp/x y", "grids=false", "alpha=0.25"])
+    parsed = parse_config_args([cfg.flower_run_config_arg()])
+    assert RunConfig.from_mapping(parsed) == cfg
+
+
+def test_cli_reports_bad_key_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["run", "--set", "nope=1"])
+    assert exc.value.code == 2
+    assert "unknown config key(s) nope; valid keys:" in capsys.readouterr().err
