@@ -69,6 +69,16 @@ def capture_generator(seed: int, capture: Capture) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + capture.round * 10_007 + capture.client)
 
 
+@dataclass(frozen=True)
+class LabelTask:
+    """An attack's handling of the label: extra variables optimised with the dummy input,
+    the task loss of the victim's logits on the dummy, and the labels it recovers."""
+
+    variables: list[torch.Tensor]
+    loss: Callable[[torch.Tensor], torch.Tensor]
+    labels: Callable[[], torch.Tensor]
+
+
 class GradientMatchingAttack(ABC):
     """Optimise a dummy input (and maybe label) so its gradient matches the captured one."""
 
@@ -78,12 +88,8 @@ class GradientMatchingAttack(ABC):
         self.config = config or AttackConfig()
 
     @abstractmethod
-    def labels_and_loss(
-        self, model: nn.Module, capture: Capture, target: list[torch.Tensor], gen: torch.Generator
-    ) -> tuple[
-        list[torch.Tensor], Callable[[torch.Tensor], torch.Tensor], Callable[[], torch.Tensor]
-    ]:
-        """Extra variables to optimise, the task loss of the dummy logits, and the labels."""
+    def label_task(self, model: nn.Module, capture: Capture, gen: torch.Generator) -> LabelTask:
+        """How this attack handles the unknown label."""
 
     def reconstruct(self, capture: Capture) -> Reconstruction:
         start = time.perf_counter()
@@ -96,15 +102,15 @@ class GradientMatchingAttack(ABC):
         if is_spiking(capture):  # the paper's dummy: [T,B,C,H,W], initialised replicated over T
             images = images.unsqueeze(0).repeat(pub.T, 1, 1, 1, 1)
         dummy = images.requires_grad_(True)
-        extra, task_loss, labels = self.labels_and_loss(model, capture, target, gen)
+        task = self.label_task(model, capture, gen)
 
         def matching_loss() -> torch.Tensor:
-            loss = task_loss(model(dummy))
+            loss = task.loss(model(dummy))
             grads = torch.autograd.grad(loss, params, create_graph=True)
             return gradient_distance(grads, target)
 
         status, steps = lbfgs(
-            [dummy, *extra],
+            [dummy, *task.variables],
             matching_loss,
             self.config.iterations,
             self.config.lr,
@@ -115,7 +121,7 @@ class GradientMatchingAttack(ABC):
         rec = dummy.detach()
         return Reconstruction(
             images=as_images(rec.mean(0) if is_spiking(capture) else rec, self.config.clamp),
-            labels=labels().detach(),
+            labels=task.labels().detach(),
             grad_loss=final,
             status=status,
             iterations=steps,

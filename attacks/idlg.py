@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks.gradient_matching import GradientMatchingAttack
+from attacks.gradient_matching import GradientMatchingAttack, LabelTask
 from attacks.labels import idlg_label
 from attacks.types import Capture
 from attacks.victim import last_linear
@@ -17,11 +15,7 @@ from attacks.victim import last_linear
 class IDLG(GradientMatchingAttack):
     name = "idlg"
 
-    def labels_and_loss(
-        self, model: nn.Module, capture: Capture, target: list[torch.Tensor], gen: torch.Generator
-    ) -> tuple[
-        list[torch.Tensor], Callable[[torch.Tensor], torch.Tensor], Callable[[], torch.Tensor]
-    ]:
+    def label_task(self, model: nn.Module, capture: Capture, gen: torch.Generator) -> LabelTask:
         if capture.public.batch_size != 1:
             raise ValueError(
                 f"iDLG's label rule needs batch_size 1, got {capture.public.batch_size}; "
@@ -30,4 +24,4 @@ class IDLG(GradientMatchingAttack):
         name, fc = last_linear(model)
         bias = capture.update.get(f"{name}.bias") if fc.bias is not None else None
         label = torch.tensor([idlg_label(capture.update[f"{name}.weight"], bias)])
-        return [], lambda logits: F.cross_entropy(logits, label), lambda: label
+        return LabelTask([], lambda logits: F.cross_entropy(logits, label), lambda: label)
