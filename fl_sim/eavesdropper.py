@@ -75,7 +75,6 @@ class Eavesdropper:
             grids,
             log,
         )
-        self.rows: list[dict[str, object]] = []
 
     def __call__(self, server_round: int, sent: ArrayRecord, replies: list[Message]) -> None:
         start = time.perf_counter()
@@ -89,16 +88,27 @@ class Eavesdropper:
                 self.log(f"[{self.arm} r{server_round}] skipped a failed reply: {msg.error.reason}")
                 continue
             try:
-                captures.append(capture_from_reply(msg, server_round, global_state, self.public))
+                capture, meta = capture_from_reply(msg, server_round, global_state, self.public)
+                truth = self.audit.ground_truth(
+                    server_round, meta.partition_id, meta.num_partitions
+                )
             except ValueError as err:
                 self.log(f"[{self.arm} r{server_round}] skipped a malformed reply: {err}")
-        for capture, meta in sorted(captures, key=lambda cm: cm[1].partition_id):
-            truth = self.audit.ground_truth(server_round, meta.partition_id, meta.num_partitions)
+                continue
+            captures.append((capture, truth))
+        for capture, truth in sorted(captures, key=lambda ct: ct[0].client):
             for attack in self.attacks:
-                rec = attack.reconstruct(capture)
+                try:
+                    rec = attack.reconstruct(capture)
+                except Exception as err:  # one failed attack must not cost the others
+                    self.log(
+                        f"[{self.arm} r{server_round} c{capture.client}] {attack.name} "
+                        f"failed: {type(err).__name__}: {err}"
+                    )
+                    recons[attack.name].append(np.full(truth.images.shape, np.nan))  # blank cell
+                    continue
                 scored = score(self.arm, attack.name, capture, rec, truth, self.judge)
                 append_rows(self.out_dir / LEAKAGE_CSV, scored.rows)
-                self.rows.extend(scored.rows)
                 recons[attack.name].append(scored.matched_images)
                 self.log(progress_line(self.arm, scored.rows, rec.seconds))
             truths.append(truth.images.numpy())

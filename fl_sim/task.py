@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+
+import numpy as np
 import torch
 
 from attacks import PublicInfo
@@ -15,6 +18,15 @@ def train_data(cfg: RunConfig) -> ImageData:
     return load_dataset(cfg.dataset, "train", cfg.data_root or None)
 
 
+@functools.lru_cache(maxsize=8)
+def client_partitions(
+    dataset: str, data_root: str, num_partitions: int, scheme: str, alpha: float, seed: int
+) -> tuple[np.ndarray, ...]:
+    """Dataset indices of every client's partition (cached: clients and auditor reuse it)."""
+    labels = load_dataset(dataset, "train", data_root or None).labels
+    return tuple(partition_indices(labels, num_partitions, scheme, alpha, seed))
+
+
 def private_batch(
     cfg: RunConfig, partition_id: int, num_partitions: int, server_round: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -23,7 +35,11 @@ def private_batch(
     A pure function of the config and these ids, so both arms see the same batches.
     """
     data = train_data(cfg)
-    parts = partition_indices(data.labels, num_partitions, cfg.partition, cfg.alpha, cfg.seed)
+    parts = client_partitions(
+        cfg.dataset, cfg.data_root, num_partitions, cfg.partition, cfg.alpha, cfg.seed
+    )
+    if not 0 <= partition_id < num_partitions:
+        raise ValueError(f"partition id {partition_id} is not in [0, {num_partitions})")
     idx = sample_batch(parts[partition_id], cfg.batch_size, cfg.seed, server_round, partition_id)
     index = torch.as_tensor(idx, dtype=torch.long)
     return data.images[index], data.labels[index]

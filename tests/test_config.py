@@ -70,3 +70,9 @@ def test_cli_reports_bad_key_and_exits_2(capsys: pytest.CaptureFixture[str]) -> 
         cli_main(["run", "--set", "nope=1"])
     assert exc.value.code == 2
     assert "unknown config key(s) nope; valid keys:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "experiments" / "configs").glob("*.toml")))
+def test_shipped_config_files_load(path: Path) -> None:
+    cfg = RunConfig.load(path)
+    assert cfg != RunConfig()

@@ -10,10 +10,13 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Error, Message
 from inproc_grid import InProcessGrid
 
+from attacks import AttackConfig, Capture, Reconstruction
+from attacks.idlg import IDLG
 from fl_sim.audit import ReplayAudit
 from fl_sim.client_app import app as client_app
 from fl_sim.config import RunConfig
-from fl_sim.eavesdropper import capture_from_reply
+from fl_sim.eavesdropper import Eavesdropper, capture_from_reply
+from fl_sim.judge import ensure_judge
 from fl_sim.report import LEAKAGE_COLUMNS, read_rows
 from fl_sim.server_app import initial_model, run_federation
 from fl_sim.strategy import EavesdroppingFedSGD
@@ -123,3 +126,40 @@ def test_results_are_not_mixed_with_an_earlier_run(small_cfg: RunConfig) -> None
         federate(cfg)
     federate(dataclasses.replace(cfg, overwrite=True))
     assert len(read_rows(Path(cfg.out) / "leakage.csv")) == cfg.clients
+
+
+def test_a_failing_attack_costs_only_its_own_rows(small_cfg: RunConfig) -> None:
+    cfg = dataclasses.replace(small_cfg, clients=3, rounds=1, arms=("ann",), attacks=("idlg",))
+    logs: list[str] = []
+
+    class Flaky(IDLG):
+        def reconstruct(self, capture: Capture) -> Reconstruction:
+            if capture.client == 1:
+                raise RuntimeError("optimiser exploded")
+            return super().reconstruct(capture)
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True)
+    spy = Eavesdropper(
+        "ann",
+        public_info(cfg, "ann"),
+        [Flaky(AttackConfig(iterations=2))],
+        ensure_judge(cfg),
+        ReplayAudit(cfg),
+        out,
+        grids=True,
+        log=logs.append,
+    )
+    strategy = EavesdroppingFedSGD(
+        lr=cfg.lr, tap=spy, fraction_evaluate=0.0, min_train_nodes=3, min_available_nodes=3
+    )
+    grid = InProcessGrid(client_app, cfg.clients, cfg.to_flower())
+    strategy.start(
+        grid=grid,
+        initial_arrays=ArrayRecord(initial_model(cfg, "ann").state_dict()),
+        num_rounds=1,
+        train_config=ConfigRecord({"arm": "ann"}),
+    )
+    assert [r["client"] for r in read_rows(out / "leakage.csv")] == [0, 2]
+    assert any("c1] idlg failed: RuntimeError: optimiser exploded" in line for line in logs)
+    assert (out / "grids" / "ann-round001.png").exists()
