@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from fl_sim.config import RunConfig
+from fl_sim.launcher import SuperLinkError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return cmd_run(cfg)
         return cmd_judge(cfg, args.retrain)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, SuperLinkError) as err:
         parser.exit(2, f"fl-sim: error: {err}\n")
 
 

@@ -25,6 +25,10 @@ from fl_sim.config import RunConfig
 CONNECTION = "fl-sim"
 
 
+class SuperLinkError(RuntimeError):
+    """The private SuperLink could not be started."""
+
+
 def project_dir() -> Path:
     """The Flower app directory (holds pyproject.toml with [tool.flwr.app])."""
     root = Path(__file__).resolve().parent.parent
@@ -102,7 +106,7 @@ class LocalSuperLink:
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(
+                raise SuperLinkError(
                     f"flower-superlink exited with code {self.proc.returncode}; see {self.log_path}"
                 )
             try:
