@@ -23,6 +23,8 @@ class PublicInfo:
     batch_size: int
     T: int = 1  # time steps (spiking victims only)
     loss: str = "cross_entropy"
+    neuron: str = "if"  # spiking neuron model of SNN victims ("if" or "lif")
+    input_kind: str = "image"  # "image" (replicated over T for SNNs) or "events" [T,B,C,H,W]
 
 
 @dataclass(frozen=True)
@@ -40,14 +42,17 @@ class Capture:
 class Reconstruction:
     """An attack's output for one capture.
 
-    ``images`` are [B,C,H,W] in [0,1]; for spiking victims the optimised dummy is
-    [T,B,C,H,W] and ``images`` is its mean over T (kept whole in ``dummy``).
+    ``images`` is what gets scored: [B,C,H,W] in [0,1] for image data (for spiking victims
+    the mean over T of the [T,B,C,H,W] dummy, kept whole in ``dummy``); for event data the
+    reconstructed frames [T,B,C,H,W] themselves.
     """
 
     images: torch.Tensor
     labels: torch.Tensor  # [B] labels the attack recovered
     grad_loss: float  # final gradient-matching loss
-    status: str  # "ok" or "nonfinite" (optimisation hit NaN/Inf; last finite iterate kept)
+    # "ok"; "converged" (loss reached the tolerance early); "nonfinite" (NaN/Inf: last finite
+    # iterate kept); "diverged" (loss blew up: iterate before the jump kept)
+    status: str
     iterations: int
     seconds: float
     dummy: torch.Tensor | None = None

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from attacks import AttackConfig, Capture, build_attack
+from attacks import Capture, build_attack
 from fl_sim.audit import GroundTruth
 from fl_sim.config import RunConfig
 from fl_sim.datasets import load_dataset
@@ -37,7 +37,7 @@ def attack_sample(cfg: RunConfig, index: int) -> list[dict[str, object]]:
     data = load_dataset(cfg.dataset, "train", cfg.data_root or None)
     truth = GroundTruth(data.images[index : index + 1], data.labels[index : index + 1])
     judge = ensure_judge(cfg, log=lambda _: None)
-    attack_cfg = AttackConfig(cfg.iterations, init=cfg.attack_init, clamp=cfg.clamp, seed=cfg.seed)
+    attack_cfg = cfg.attack_config()
     rows: list[dict[str, object]] = []
     for arm in cfg.arms:
         public = dataclasses.replace(public_info(cfg, arm), batch_size=1)

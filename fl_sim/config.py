@@ -14,8 +14,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from attacks import ATTACKS
-from attacks.gradient_matching import CLAMPS, INITS
+from attacks import ATTACKS, AttackConfig
+from attacks.gradient_matching import CLAMPS
+from attacks.spike_domain import INITS, THRESHOLDS
 from fl_sim.datasets import DATASETS
 from fl_sim.partition import PARTITION_SCHEMES
 from models import ARMS
@@ -43,8 +44,13 @@ class RunConfig:
     seed: int = 0
     lr: float = 0.1  # server-side FedSGD learning rate (public)
     iterations: int = 300  # attack optimiser steps
-    attack_init: str = "uniform-gray"
+    attack_init: str = "auto"  # auto: U(0.45, 0.55) images, |N(0, sigma)| events (paper)
+    sigma: float = 0.1
     clamp: str = "output"
+    threshold: str = "none"  # spike binarisation: post (Algorithm 1) or in (Algorithm 2)
+    tau: float = 0.5
+    restarts: int = 1
+    tolerance: float = 0.0  # attack early stop on the gradient-matching loss
     judge_epochs: int = 15
     cache_dir: str = ""  # judge cache; "" = $FL_SIM_CACHE or ~/.cache/fl-sim
     out: str = "results"
@@ -72,6 +78,7 @@ class RunConfig:
         _check_choice("partition", self.partition, PARTITION_SCHEMES)
         _check_choice("attack_init", self.attack_init, INITS)
         _check_choice("clamp", self.clamp, CLAMPS)
+        _check_choice("threshold", self.threshold, THRESHOLDS)
         if not self.arms:
             raise ValueError(f"arms must name at least one of: {', '.join(sorted(ARMS))}")
         for arm in self.arms:
@@ -82,6 +89,14 @@ class RunConfig:
             raise ValueError(
                 f"attack idlg needs batch_size=1 (its label rule), got batch_size={self.batch_size}"
             )
+
+    def attack_config(self) -> AttackConfig:
+        """The attack settings of this run (shared by every attack)."""
+        return AttackConfig(
+            iterations=self.iterations, init=self.attack_init, sigma=self.sigma,
+            clamp=self.clamp, threshold=self.threshold, tau=self.tau,
+            tolerance=self.tolerance, restarts=self.restarts, seed=self.seed,
+        )  # fmt: skip
 
     @property
     def judge_cache(self) -> Path:

@@ -116,7 +116,7 @@ class LocalSuperLink:
                 pass
             time.sleep(0.2)
         self.__exit__(None, None, None)
-        raise TimeoutError(
+        raise SuperLinkError(
             f"SuperLink did not start in {self.startup_timeout}s; see {self.log_path}"
         )
 

@@ -98,3 +98,11 @@ def match_reconstructions(truth: np.ndarray, recon: np.ndarray) -> np.ndarray:
     perm = np.empty(n, dtype=np.intp)
     perm[rows] = cols
     return perm
+
+
+def spike_l2(truth: np.ndarray, recon: np.ndarray) -> float:
+    """l2 distance of two spike tensors of one sample, e.g. [T,C,H,W] event frames: the
+    paper's fidelity measure for sparse binary sequences, where MSE/PSNR/SSIM mislead."""
+    if truth.shape != recon.shape:
+        raise ValueError(f"shape mismatch: truth {truth.shape} vs recon {recon.shape}")
+    return float(np.linalg.norm((truth.astype(np.float64) - recon.astype(np.float64)).ravel()))

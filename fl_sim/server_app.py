@@ -14,7 +14,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
-from attacks import AttackConfig, build_attack
+from attacks import build_attack
 from fl_sim.audit import ReplayAudit
 from fl_sim.config import RunConfig
 from fl_sim.datasets import load_dataset
@@ -87,9 +87,7 @@ def run_federation(grid: Grid, cfg: RunConfig) -> dict[str, dict[str, torch.Tens
     write_run_record(out, cfg, judge)
     audit = ReplayAudit(cfg)
     test = load_dataset(cfg.dataset, "test", cfg.data_root or None)
-    attack_cfg = AttackConfig(
-        iterations=cfg.iterations, init=cfg.attack_init, clamp=cfg.clamp, seed=cfg.seed
-    )
+    attack_cfg = cfg.attack_config()
     finals: dict[str, dict[str, torch.Tensor]] = {}
     for arm in cfg.arms:
         start = time.perf_counter()

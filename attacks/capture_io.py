@@ -1,0 +1,68 @@
+"""Save and load captured updates, so attacks can run outside a simulation.
+
+Captures are sensitive (they leak the client's data): files are written owner-only (0600)
+and loaded with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import torch
+
+from attacks.types import Capture, PublicInfo
+
+FORMAT = "fl-sim-capture"
+VERSION = 1
+
+
+def save_capture(capture: Capture, path: str | Path) -> Path:
+    """Write one capture (update, global model, public metadata) with owner-only access."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = {
+        "format": FORMAT,
+        "version": VERSION,
+        "round": capture.round,
+        "client": capture.client,
+        "public": dataclasses.asdict(capture.public),
+        "update": {k: v.detach().cpu() for k, v in capture.update.items()},
+        "global_state": {k: v.detach().cpu() for k, v in capture.global_state.items()},
+    }
+    write_private(path, blob)
+    return path
+
+
+def write_private(path: Path, blob: object) -> None:
+    """torch.save to ``path`` via a 0600 temporary file and an atomic rename."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        torch.save(blob, fh)
+    os.replace(tmp, path)
+
+
+def load_capture(path: str | Path) -> Capture:
+    """Read a capture written by :func:`save_capture`; errors name what is wrong."""
+    blob = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an {FORMAT} file")
+    if blob.get("version") != VERSION:
+        raise ValueError(
+            f"{path} has capture format version {blob.get('version')}, expected {VERSION}"
+        )
+    public = dict(blob["public"])
+    valid = {f.name for f in dataclasses.fields(PublicInfo)}
+    unknown = sorted(set(public) - valid)
+    if unknown:
+        raise ValueError(f"{path}: unknown public fields {unknown}; valid: {sorted(valid)}")
+    public["input_shape"] = tuple(public["input_shape"])
+    return Capture(
+        round=int(blob["round"]),
+        client=int(blob["client"]),
+        update=dict(blob["update"]),
+        global_state=dict(blob["global_state"]),
+        public=PublicInfo(**public),
+    )
