@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -56,3 +57,11 @@ class Reconstruction:
     iterations: int
     seconds: float
     dummy: torch.Tensor | None = None
+
+
+class Attack(Protocol):
+    """Anything that reconstructs a client's data from a capture, and nothing more."""
+
+    name: str
+
+    def reconstruct(self, capture: Capture) -> Reconstruction: ...

@@ -7,9 +7,11 @@ the ids the client reports, so no private data travels in any FL message.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
+from attacks.capture_io import write_private
 from fl_sim.config import RunConfig
 from fl_sim.task import private_batch
 
@@ -33,3 +35,21 @@ class ReplayAudit:
     ) -> GroundTruth:
         images, labels = private_batch(self.cfg, partition_id, num_partitions, server_round)
         return GroundTruth(images=images, labels=labels)
+
+
+def save_truth(truth: GroundTruth, path: Path) -> Path:
+    """Store ground truth next to a saved capture (owner-only: it is private client data)."""
+    write_private(path, {"format": "fl-sim-truth", "images": truth.images, "labels": truth.labels})
+    return path
+
+
+def load_truth(path: Path) -> GroundTruth:
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or blob.get("format") != "fl-sim-truth":
+        raise ValueError(f"{path} is not an fl-sim ground-truth file")
+    return GroundTruth(images=blob["images"], labels=blob["labels"])
+
+
+def truth_path(capture_path: Path) -> Path:
+    """Where the ground truth of a saved capture lives: ``<name>.truth.pt`` beside it."""
+    return capture_path.with_name(capture_path.name.removesuffix(".pt") + ".truth.pt")

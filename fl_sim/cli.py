@@ -26,6 +26,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(run)
     run.add_argument("--out", help="output directory (config key 'out'; default: results)")
     run.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    attack = sub.add_parser(
+        "attack",
+        help="attack saved captures (fl-sim run --set save_captures=true) outside a simulation",
+        description="Runs the configured attacks on capture files and writes reconstructions "
+        "(.pt tensors, and image grids where ground truth is known) and attack.csv. A capture's "
+        "ground truth, if its <name>.truth.pt lies beside it, is used for scoring only.",
+    )
+    attack.add_argument("captures", nargs="+", type=Path, help="capture files (.pt)")
+    add_config_args(attack)
+    attack.add_argument("--out", required=True, help="output directory")
     judge = sub.add_parser("judge", help="train (or show) the cached judge of a dataset")
     add_config_args(judge)
     judge.add_argument("--retrain", action="store_true", help="train again even if cached")
@@ -78,6 +88,63 @@ def cmd_run(cfg: RunConfig) -> int:
     return 0
 
 
+def cmd_attack(cfg: RunConfig, paths: list[Path]) -> int:
+    import torch
+
+    from attacks import build_attack
+    from attacks.capture_io import load_capture
+    from fl_sim.audit import load_truth, truth_path
+    from fl_sim.judge import ensure_judge
+    from fl_sim.report import append_rows, save_grid, summary_table
+    from fl_sim.scoring import score, unscored_rows
+    from models import SPIKING
+
+    out = Path(cfg.out)
+    csv = out / "attack.csv"
+    if csv.exists() and not cfg.overwrite:
+        raise FileExistsError(f"{csv} exists; choose another --out or set overwrite=true")
+    csv.unlink(missing_ok=True)
+    judge = ensure_judge(cfg)
+    attacks = [build_attack(name, cfg.attack_config()) for name in cfg.attacks]
+    all_rows: list[dict[str, object]] = []
+    for path in paths:
+        capture = load_capture(path)
+        arm = "snn" if capture.public.arch in SPIKING else "ann"
+        truth = load_truth(truth_path(path)) if truth_path(path).exists() else None
+        recons = {}
+        for attack in attacks:
+            rec = attack.reconstruct(capture)
+            stem = path.name.removesuffix(".pt")
+            (out / "reconstructions").mkdir(parents=True, exist_ok=True)
+            torch.save(
+                {"images": rec.images, "labels": rec.labels, "dummy": rec.dummy},
+                out / "reconstructions" / f"{stem}-{attack.name}.pt",
+            )
+            if truth is None:
+                rows = unscored_rows(arm, attack.name, capture, rec, judge)
+            else:
+                scored = score(arm, attack.name, capture, rec, truth, judge)
+                rows, recons[attack.name] = scored.rows, scored.matched_images
+            append_rows(csv, rows)
+            all_rows += rows
+            print(
+                f"{path.name} {attack.name}: grad loss {rec.grad_loss:.3e}, labels "
+                f"{rec.labels.tolist()}, {rec.status}, {rec.seconds:.1f}s",
+                flush=True,
+            )
+        if truth is not None and recons:
+            save_grid(
+                out / "grids" / f"{path.name.removesuffix('.pt')}.png",
+                truth.images.numpy(),
+                recons,
+                [f"s{i} y={int(y)}" for i, y in enumerate(truth.labels)],
+                path.name,
+            )
+    print(summary_table(all_rows))
+    print(f"fl-sim: wrote {csv} and {out / 'reconstructions'}")
+    return 0
+
+
 def cmd_judge(cfg: RunConfig, retrain: bool) -> int:
     from fl_sim.judge import ensure_judge, train_judge
 
@@ -95,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args)
         if args.command == "run":
             return cmd_run(cfg)
+        if args.command == "attack":
+            return cmd_attack(cfg, args.captures)
         return cmd_judge(cfg, args.retrain)
     except (ValueError, FileNotFoundError, FileExistsError, SuperLinkError) as err:
         parser.exit(2, f"fl-sim: error: {err}\n")

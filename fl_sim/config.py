@@ -56,6 +56,9 @@ class RunConfig:
     out: str = "results"
     overwrite: bool = False  # replace results already in ``out``
     grids: bool = True  # write ground truth vs reconstruction grids per round
+    # store every captured update (and its ground truth) under out/captures, owner-only:
+    # they are sensitive, so only when asked
+    save_captures: bool = False
     # torch threads per process: MNIST-size attack steps are dispatch-bound, and in a
     # simulation the ServerApp and every client process share the machine's cores
     threads: int = 1

@@ -11,8 +11,9 @@ import numpy as np
 from flwr.app import ArrayRecord, Message
 
 from attacks import Capture, PublicInfo
-from attacks.gradient_matching import GradientMatchingAttack
-from fl_sim.audit import ReplayAudit
+from attacks.capture_io import save_capture
+from attacks.types import Attack
+from fl_sim.audit import ReplayAudit, save_truth, truth_path
 from fl_sim.judge import Judge
 from fl_sim.report import append_rows, save_grid
 from fl_sim.scoring import score
@@ -60,21 +61,17 @@ class Eavesdropper:
         self,
         arm: str,
         public: PublicInfo,
-        attacks: Sequence[GradientMatchingAttack],
+        attacks: Sequence[Attack],
         judge: Judge,
         audit: ReplayAudit,
         out_dir: Path,
         grids: bool = True,
         log: Callable[[str], None] = print,
+        save_captures: bool = False,
     ) -> None:
         self.arm, self.public, self.attacks = arm, public, list(attacks)
-        self.judge, self.audit, self.out_dir, self.grids, self.log = (
-            judge,
-            audit,
-            out_dir,
-            grids,
-            log,
-        )
+        self.judge, self.audit, self.out_dir = judge, audit, out_dir
+        self.grids, self.log, self.save_captures = grids, log, save_captures
 
     def __call__(self, server_round: int, sent: ArrayRecord, replies: list[Message]) -> None:
         start = time.perf_counter()
@@ -96,6 +93,10 @@ class Eavesdropper:
                 self.log(f"[{self.arm} r{server_round}] skipped a malformed reply: {err}")
                 continue
             captures.append((capture, truth))
+            if self.save_captures:
+                path = self.out_dir / "captures" / capture_name(self.arm, capture)
+                save_capture(capture, path)
+                save_truth(truth, truth_path(path))
         for capture, truth in sorted(captures, key=lambda ct: ct[0].client):
             for attack in self.attacks:
                 try:
@@ -124,6 +125,10 @@ class Eavesdropper:
         self.log(
             f"[{self.arm} r{server_round}] eavesdropper done in {time.perf_counter() - start:.1f}s"
         )
+
+
+def capture_name(arm: str, capture: Capture) -> str:
+    return f"{arm}-r{capture.round:03d}-c{capture.client:03d}.pt"
 
 
 def progress_line(arm: str, rows: list[dict[str, object]], seconds: float) -> str:

@@ -54,3 +54,32 @@ def score(
             }
         )
     return Scored(rows, images.numpy())
+
+
+def unscored_rows(
+    arm: str, attack: str, capture: Capture, rec: Reconstruction, judge: Judge | None
+) -> list[dict[str, object]]:
+    """Rows for a capture without ground truth (outside a simulation): what the attack and
+    the judge say, with every truth-dependent column left empty."""
+    judged = judge.predict(rec.images) if judge is not None else None
+    return [
+        {
+            "arm": arm,
+            "round": capture.round,
+            "client": capture.client,
+            "attack": attack,
+            "sample": i,
+            "label_true": None,
+            "label_pred": int(rec.labels[i]),
+            "label_correct": None,
+            "judge_pred": None if judged is None else int(judged[i]),
+            "judge_correct": None,
+            "mse": None,
+            "psnr": None,
+            "ssim": None,
+            "grad_loss": rec.grad_loss,
+            "status": rec.status,
+            "seconds": rec.seconds,
+        }  # fmt: skip
+        for i in range(len(rec.labels))
+    ]

@@ -27,7 +27,9 @@ from models import build_model
 
 app = ServerApp()
 
-RESULT_FILES = (LEAKAGE_CSV, "summary.txt", "leakage_per_round.png", "grids", "run.json")
+RESULT_FILES = (
+    LEAKAGE_CSV, "summary.txt", "leakage_per_round.png", "grids", "run.json", "captures"
+)  # fmt: skip
 
 
 def say(text: str) -> None:
@@ -96,7 +98,9 @@ def run_federation(grid: Grid, cfg: RunConfig) -> dict[str, dict[str, torch.Tens
         tap = None
         if cfg.attacks:
             attacks = [build_attack(name, attack_cfg) for name in cfg.attacks]
-            tap = Eavesdropper(arm, public, attacks, judge, audit, out, cfg.grids, say)
+            tap = Eavesdropper(
+                arm, public, attacks, judge, audit, out, cfg.grids, say, cfg.save_captures
+            )
 
         def evaluate(server_round: int, arrays: ArrayRecord, model=model, arm=arm) -> MetricRecord:
             model.load_state_dict(arrays.to_torch_state_dict())

@@ -1,0 +1,20 @@
+"""Small builders shared by tests."""
+
+from __future__ import annotations
+
+import torch
+
+from attacks import Capture, PublicInfo
+from fl_sim.datasets import load_dataset
+from fl_sim.training import loss_gradient
+from models import build_model
+
+
+def ann_capture(index: int = 0) -> Capture:
+    """FedSGD capture of one real mnist5k digit on a fresh DLG LeNet (round 3, client 1)."""
+    public = PublicInfo(arch="lenet", input_shape=(1, 28, 28), num_classes=10, batch_size=1)
+    data = load_dataset("mnist5k", "train")
+    torch.manual_seed(index)
+    model = build_model(public.arch, public.input_shape, public.num_classes)
+    update = loss_gradient(model, data.images[index : index + 1], data.labels[index : index + 1])
+    return Capture(3, 1, update, model.state_dict(), public)
