@@ -5,14 +5,20 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attacks.types import Capture
+from attacks.types import Capture, PublicInfo
 from models import SPIKING, build_model
+
+
+def model_for(public: PublicInfo) -> nn.Module:
+    """A fresh model of the federation's public architecture (weights from the global RNG)."""
+    return build_model(
+        public.arch, public.input_shape, public.num_classes, T=public.T, neuron=public.neuron
+    )
 
 
 def victim_from_capture(capture: Capture) -> nn.Module:
     """Victim architecture at the captured global weights, with gradients off for weights."""
-    pub = capture.public
-    model = build_model(pub.arch, pub.input_shape, pub.num_classes, T=pub.T)
+    model = model_for(capture.public)
     model.load_state_dict({k: v.clone() for k, v in capture.global_state.items()})
     model.eval()  # no dropout/BN in the LeNets; eval keeps that true for later models
     return model

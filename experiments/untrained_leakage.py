@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from attacks import Capture, build_attack
+from attacks import Capture
+from attacks.victim import model_for
 from fl_sim.audit import GroundTruth
 from fl_sim.config import RunConfig
 from fl_sim.datasets import load_dataset
@@ -28,7 +29,6 @@ from fl_sim.report import append_rows, read_rows, summary_table, write_report
 from fl_sim.scoring import score
 from fl_sim.task import public_info
 from fl_sim.training import loss_gradient
-from models import build_model
 
 
 def attack_sample(cfg: RunConfig, index: int) -> list[dict[str, object]]:
@@ -37,17 +37,16 @@ def attack_sample(cfg: RunConfig, index: int) -> list[dict[str, object]]:
     data = load_dataset(cfg.dataset, "train", cfg.data_root or None)
     truth = GroundTruth(data.images[index : index + 1], data.labels[index : index + 1])
     judge = ensure_judge(cfg, log=lambda _: None)
-    attack_cfg = cfg.attack_config()
     rows: list[dict[str, object]] = []
     for arm in cfg.arms:
         public = dataclasses.replace(public_info(cfg, arm), batch_size=1)
         torch.manual_seed(cfg.seed * 100_003 + index)
-        victim = build_model(public.arch, public.input_shape, public.num_classes, T=public.T)
+        victim = model_for(public)
         update = loss_gradient(victim, truth.images, truth.labels)
         capture = Capture(0, index, update, victim.state_dict(), public)
-        for name in cfg.attacks:
-            rec = build_attack(name, attack_cfg).reconstruct(capture)
-            rows += score(arm, name, capture, rec, truth, judge).rows
+        for attack in cfg.build_attacks():
+            rec = attack.reconstruct(capture)
+            rows += score(arm, attack.name, capture, rec, truth, judge).rows
     return rows
 
 

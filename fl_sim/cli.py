@@ -91,7 +91,6 @@ def cmd_run(cfg: RunConfig) -> int:
 def cmd_attack(cfg: RunConfig, paths: list[Path]) -> int:
     import torch
 
-    from attacks import build_attack
     from attacks.capture_io import load_capture
     from fl_sim.audit import load_truth, truth_path
     from fl_sim.judge import ensure_judge
@@ -105,7 +104,7 @@ def cmd_attack(cfg: RunConfig, paths: list[Path]) -> int:
         raise FileExistsError(f"{csv} exists; choose another --out or set overwrite=true")
     csv.unlink(missing_ok=True)
     judge = ensure_judge(cfg)
-    attacks = [build_attack(name, cfg.attack_config()) for name in cfg.attacks]
+    attacks = cfg.build_attacks()
     all_rows: list[dict[str, object]] = []
     for path in paths:
         capture = load_capture(path)

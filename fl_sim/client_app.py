@@ -6,10 +6,10 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from attacks.victim import model_for
 from fl_sim.config import RunConfig
 from fl_sim.task import private_batch, public_info
 from fl_sim.training import loss_gradient
-from models import build_model
 
 app = ClientApp()
 
@@ -34,7 +34,7 @@ def train(msg: Message, context: Context) -> Message:
     config = msg.content["config"]
     server_round, arm = int(config["server-round"]), str(config["arm"])
     public = public_info(cfg, arm)
-    model = build_model(public.arch, public.input_shape, public.num_classes, T=public.T)
+    model = model_for(public)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     images, labels = private_batch(cfg, partition_id, num_partitions, server_round)
     grads = loss_gradient(model, images, labels)

@@ -14,12 +14,13 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from attacks import ATTACKS, AttackConfig
+from attacks import ATTACKS, Attack, AttackConfig, GRNNConfig, build_attack
 from attacks.gradient_matching import CLAMPS
 from attacks.spike_domain import INITS, THRESHOLDS
 from fl_sim.datasets import DATASETS
 from fl_sim.partition import PARTITION_SCHEMES
-from models import ARMS
+from models import ARMS, VICTIMS
+from models.surrogate import NEURONS
 
 
 def default_cache_dir() -> str:
@@ -39,11 +40,14 @@ class RunConfig:
     partition: str = "iid"
     alpha: float = 0.5  # Dirichlet concentration (partition=dirichlet)
     arms: tuple[str, ...] = ("ann", "snn")
+    victim: str = "lenet"  # family: lenet (DLG/iDLG's) or lenet5 (GRNN's), ANN + SNN twin
+    neuron: str = "if"  # spiking neuron of the SNN arm: if or lif
     attacks: tuple[str, ...] = ("dlg", "idlg")
     T: int = 4
     seed: int = 0
     lr: float = 0.1  # server-side FedSGD learning rate (public)
-    iterations: int = 300  # attack optimiser steps
+    iterations: int = 300  # DLG/iDLG L-BFGS steps (published: 300)
+    grnn_iterations: int = 1000  # GRNN RMSprop iterations (published: 1000)
     attack_init: str = "auto"  # auto: U(0.45, 0.55) images, |N(0, sigma)| events (paper)
     sigma: float = 0.1
     clamp: str = "output"
@@ -82,6 +86,8 @@ class RunConfig:
         _check_choice("attack_init", self.attack_init, INITS)
         _check_choice("clamp", self.clamp, CLAMPS)
         _check_choice("threshold", self.threshold, THRESHOLDS)
+        _check_choice("victim", self.victim, VICTIMS)
+        _check_choice("neuron", self.neuron, NEURONS)
         if not self.arms:
             raise ValueError(f"arms must name at least one of: {', '.join(sorted(ARMS))}")
         for arm in self.arms:
@@ -92,6 +98,14 @@ class RunConfig:
             raise ValueError(
                 f"attack idlg needs batch_size=1 (its label rule), got batch_size={self.batch_size}"
             )
+
+    def build_attacks(self) -> list[Attack]:
+        """The configured attacks, each with its published budget unless overridden."""
+        grnn = GRNNConfig(iterations=self.grnn_iterations, seed=self.seed)
+        return [
+            build_attack(name, grnn if name == "grnn" else self.attack_config())
+            for name in self.attacks
+        ]
 
     def attack_config(self) -> AttackConfig:
         """The attack settings of this run (shared by every attack)."""

@@ -14,7 +14,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
-from attacks import build_attack
+from attacks.victim import model_for
 from fl_sim.audit import ReplayAudit
 from fl_sim.config import RunConfig
 from fl_sim.datasets import load_dataset
@@ -23,7 +23,6 @@ from fl_sim.judge import JUDGE_ARCH, Judge, accuracy, ensure_judge
 from fl_sim.report import read_rows, write_report
 from fl_sim.strategy import EavesdroppingFedSGD
 from fl_sim.task import public_info
-from models import build_model
 
 app = ServerApp()
 
@@ -56,7 +55,7 @@ def initial_model(cfg: RunConfig, arm: str) -> torch.nn.Module:
     """Seeded init: both arms start from the same weights (same parameter names/shapes)."""
     pub = public_info(cfg, arm)
     torch.manual_seed(cfg.seed)
-    return build_model(pub.arch, pub.input_shape, pub.num_classes, T=pub.T)
+    return model_for(pub)
 
 
 def write_run_record(out: Path, cfg: RunConfig, judge: Judge) -> None:
@@ -89,7 +88,6 @@ def run_federation(grid: Grid, cfg: RunConfig) -> dict[str, dict[str, torch.Tens
     write_run_record(out, cfg, judge)
     audit = ReplayAudit(cfg)
     test = load_dataset(cfg.dataset, "test", cfg.data_root or None)
-    attack_cfg = cfg.attack_config()
     finals: dict[str, dict[str, torch.Tensor]] = {}
     for arm in cfg.arms:
         start = time.perf_counter()
@@ -97,7 +95,7 @@ def run_federation(grid: Grid, cfg: RunConfig) -> dict[str, dict[str, torch.Tens
         model = initial_model(cfg, arm)
         tap = None
         if cfg.attacks:
-            attacks = [build_attack(name, attack_cfg) for name in cfg.attacks]
+            attacks = cfg.build_attacks()
             tap = Eavesdropper(
                 arm, public, attacks, judge, audit, out, cfg.grids, say, cfg.save_captures
             )

@@ -11,7 +11,7 @@ from attacks import PublicInfo
 from fl_sim.config import RunConfig
 from fl_sim.datasets import ImageData, load_dataset
 from fl_sim.partition import partition_indices, sample_batch
-from models import arm_model_name
+from models import victim_model_name
 
 
 def train_data(cfg: RunConfig) -> ImageData:
@@ -49,9 +49,10 @@ def public_info(cfg: RunConfig, arm: str) -> PublicInfo:
     """Hyperparameters every participant of the federation knows."""
     data = train_data(cfg)
     return PublicInfo(
-        arch=arm_model_name(arm),
+        arch=victim_model_name(cfg.victim, arm),
         input_shape=data.input_shape,
         num_classes=data.num_classes,
         batch_size=cfg.batch_size,
         T=cfg.T,
+        neuron=cfg.neuron,
     )

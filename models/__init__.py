@@ -1,5 +1,23 @@
 """ANN and spiking LeNets (attack victims), judge models, and a registry by name."""
 
-from models.registry import ARMS, MODELS, SPIKING, arm_model_name, build_model
+from models.registry import (
+    ARMS,
+    MODELS,
+    SPIKING,
+    VICTIMS,
+    arm_model_name,
+    build_model,
+    victim_model_name,
+)
+from models.surrogate import NEURONS
 
-__all__ = ["ARMS", "MODELS", "SPIKING", "arm_model_name", "build_model"]
+__all__ = [
+    "ARMS",
+    "MODELS",
+    "NEURONS",
+    "SPIKING",
+    "VICTIMS",
+    "arm_model_name",
+    "build_model",
+    "victim_model_name",
+]

@@ -1,4 +1,4 @@
-"""Models by name: victims of the attacks (per arm) and judges."""
+"""Models by name: victims of the attacks (per family and arm) and judges."""
 
 from __future__ import annotations
 
@@ -8,30 +8,58 @@ from torch import nn
 
 from models.judge import LeNet5
 from models.lenet import LeNet
+from models.lenet5_victim import LeNet5Victim
 from models.snn_lenet import SNNLeNet
+from models.snn_lenet5 import SNNLeNet5
 
-MODELS: dict[str, type[nn.Module]] = {"lenet": LeNet, "snn-lenet": SNNLeNet, "lenet5": LeNet5}
+MODELS: dict[str, type[nn.Module]] = {
+    "lenet": LeNet,
+    "snn-lenet": SNNLeNet,
+    "lenet5": LeNet5,  # the judge (ReLU LeNet-5), not a victim
+    "lenet5-grnn": LeNet5Victim,
+    "snn-lenet5": SNNLeNet5,
+}
 
-# An FL "arm" is the victim architecture family a federation trains.
-ARMS: dict[str, str] = {"ann": "lenet", "snn": "snn-lenet"}
+SPIKING: frozenset[str] = frozenset({"snn-lenet", "snn-lenet5"})
 
-SPIKING: frozenset[str] = frozenset({"snn-lenet"})
+# Victim families: the same layers as an ANN ("ann" arm) and as an SNN twin ("snn" arm).
+VICTIMS: dict[str, dict[str, str]] = {
+    "lenet": {"ann": "lenet", "snn": "snn-lenet"},  # DLG/iDLG's LeNet
+    "lenet5": {"ann": "lenet5-grnn", "snn": "snn-lenet5"},  # GRNN's LeNet-5
+}
+
+# An FL "arm" is the victim architecture a federation trains (lenet family by default).
+ARMS: dict[str, str] = dict(VICTIMS["lenet"])
 
 
 def build_model(
-    name: str, input_shape: tuple[int, int, int], num_classes: int, T: int = 4
+    name: str,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    T: int = 4,
+    neuron: str = "if",
 ) -> nn.Module:
-    """Instantiate a registered model; ``T`` only applies to spiking models."""
+    """Instantiate a registered model; ``T`` and ``neuron`` only apply to spiking models."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}")
     factory: Callable[..., nn.Module] = MODELS[name]
     if name in SPIKING:
-        return factory(input_shape=input_shape, num_classes=num_classes, T=T)
+        return factory(input_shape=input_shape, num_classes=num_classes, T=T, neuron=neuron)
     return factory(input_shape=input_shape, num_classes=num_classes)
 
 
+def victim_model_name(family: str, arm: str) -> str:
+    """Model name of a victim family's arm, e.g. ("lenet5", "snn") -> "snn-lenet5"."""
+    if family not in VICTIMS:
+        raise ValueError(f"unknown victim family {family!r}; valid: {', '.join(sorted(VICTIMS))}")
+    arms = VICTIMS[family]
+    if arm not in arms:
+        raise ValueError(f"unknown arm {arm!r}; valid: {', '.join(sorted(arms))}")
+    return arms[arm]
+
+
 def arm_model_name(arm: str) -> str:
-    """Victim model name of an arm ("ann" or "snn")."""
+    """Victim model name of an arm ("ann" or "snn") of the default (lenet) family."""
     if arm not in ARMS:
         raise ValueError(f"unknown arm {arm!r}; valid: {', '.join(sorted(ARMS))}")
     return ARMS[arm]

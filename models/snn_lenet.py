@@ -1,13 +1,13 @@
-"""Spiking twin of the DLG LeNet, built with SpikingJelly (multi-step IF neurons, ATan)."""
+"""Spiking twin of the DLG LeNet, built with SpikingJelly (multi-step IF or LIF neurons, ATan)."""
 
 from __future__ import annotations
 
 import torch
-from spikingjelly.activation_based import functional, layer, neuron
+from spikingjelly.activation_based import functional, layer
 from torch import nn
 
 from models.lenet import lenet_hidden_size, uniform_init_
-from models.surrogate import StraightThroughATan
+from models.surrogate import check_neuron, make_neuron
 
 
 def encode_repeat(x: torch.Tensor, T: int) -> torch.Tensor:
@@ -16,26 +16,28 @@ def encode_repeat(x: torch.Tensor, T: int) -> torch.Tensor:
 
 
 class SNNLeNet(nn.Module):
-    """Same convolutions and classifier as :class:`models.lenet.LeNet`, with IF neurons
-    in place of the sigmoids. Input [T,B,C,H,W] (or [B,C,H,W], replicated over T);
-    logits are the mean over T of the last layer's output (its membrane input)."""
+    """Same convolutions and classifier as :class:`models.lenet.LeNet`, with IF or LIF
+    neurons (``neuron="if"``/``"lif"``) in place of the sigmoids. Input [T,B,C,H,W] (or
+    [B,C,H,W], replicated over T); logits are the mean over T of the last layer's output
+    (its membrane input)."""
 
     def __init__(
         self,
         input_shape: tuple[int, int, int] = (1, 28, 28),
         num_classes: int = 10,
         T: int = 4,
+        neuron: str = "if",
         surrogate: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if T < 1:
             raise ValueError(f"T must be >= 1, got {T}")
+        check_neuron(neuron)
         self.T = T
         c = input_shape[0]
 
-        def spiking() -> neuron.IFNode:
-            fn = surrogate if surrogate is not None else StraightThroughATan()
-            return neuron.IFNode(surrogate_function=fn, detach_reset=True, step_mode="m")
+        def spiking() -> nn.Module:
+            return make_neuron(neuron, surrogate)
 
         self.body = nn.Sequential(
             layer.Conv2d(c, 12, kernel_size=5, padding=2, stride=2, step_mode="m"),

@@ -79,7 +79,7 @@ def test_same_seed_gives_same_reconstruction() -> None:
 def test_bad_attack_inputs_give_clear_errors() -> None:
     with pytest.raises(ValueError, match="unknown attack .nope.; valid: dlg,"):
         build_attack("nope")
-    with pytest.raises(ValueError, match="valid: uniform-gray, randn"):
+    with pytest.raises(ValueError, match="unknown init .zeros.; valid: auto, uniform-gray"):
         AttackConfig(init="zeros")
     capture, _, _ = capture_of(ANN, 0)
     broken = Capture(

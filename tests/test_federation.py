@@ -12,6 +12,7 @@ from inproc_grid import InProcessGrid
 
 from attacks import AttackConfig, Capture, Reconstruction
 from attacks.idlg import IDLG
+from attacks.victim import model_for
 from fl_sim.audit import ReplayAudit
 from fl_sim.client_app import app as client_app
 from fl_sim.config import RunConfig
@@ -22,7 +23,6 @@ from fl_sim.server_app import initial_model, run_federation
 from fl_sim.strategy import EavesdroppingFedSGD
 from fl_sim.task import public_info
 from fl_sim.training import loss_gradient
-from models import build_model
 
 
 def federate(cfg: RunConfig, fault=None) -> dict[str, dict[str, torch.Tensor]]:
@@ -50,7 +50,7 @@ def test_captured_update_equals_gradient_of_audit_ground_truth(small_cfg: RunCon
         for msg in replies:
             capture, meta = capture_from_reply(msg, server_round, state, public)
             truth = audit.ground_truth(server_round, meta.partition_id, meta.num_partitions)
-            model = build_model(public.arch, public.input_shape, public.num_classes, T=public.T)
+            model = model_for(public)
             model.load_state_dict(state)
             expected = loss_gradient(model, truth.images, truth.labels)
             assert capture.update.keys() == expected.keys()
@@ -163,3 +163,20 @@ def test_a_failing_attack_costs_only_its_own_rows(small_cfg: RunConfig) -> None:
     assert [r["client"] for r in read_rows(out / "leakage.csv")] == [0, 2]
     assert any("c1] idlg failed: RuntimeError: optimiser exploded" in line for line in logs)
     assert (out / "grids" / "ann-round001.png").exists()
+
+
+def test_grnn_on_lenet5_family_with_lif_neurons(small_cfg: RunConfig) -> None:
+    """`--set attacks=...,grnn victim=lenet5 neuron=lif` runs end to end on both arms."""
+    cfg = dataclasses.replace(
+        small_cfg, rounds=1, victim="lenet5", neuron="lif", attacks=("idlg", "grnn"),
+        iterations=5, grnn_iterations=10,
+    )  # fmt: skip
+    federate(cfg)
+    rows = read_rows(Path(cfg.out) / "leakage.csv")
+    assert {(r["arm"], r["attack"]) for r in rows} == {
+        (a, k) for a in ("ann", "snn") for k in ("idlg", "grnn")
+    }
+    assert len(rows) == 2 * 2 * cfg.clients
+    assert all(r["status"] in ("ok", "converged") for r in rows)
+    public = public_info(cfg, "snn")
+    assert (public.arch, public.neuron) == ("snn-lenet5", "lif")
