@@ -1,6 +1,6 @@
 """GRNN (Ren et al. 2022): a generator, not the dummy itself, is fitted to the captured gradient.
 
-Faithful to the authors' code (github.com/Rand2AI/GRNN: ``GRNN.py``, ``Generator/model.py``,
+Faithful to the authors' public code (repository Rand2AI/GRNN: ``GRNN.py``, ``Generator/model.py``,
 ``utils.py``):
 
 - Input: B fixed N(0, 1) noise vectors of size 128, one per image of the batch (their
