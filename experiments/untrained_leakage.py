@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = read_rows(csv)
     write_report(args.out, rows)
     print(
-        f"{args.samples} samples, T={cfg.T}, {cfg.iterations} L-BFGS steps, "
+        f"{args.samples} samples, victim {cfg.victim}, T={cfg.T}, {cfg.iterations} L-BFGS "
+        f"steps (dlg/idlg), {cfg.grnn_iterations} GRNN iterations, "
         f"{time.perf_counter() - start:.0f}s with {args.workers} workers"
     )
     print(summary_table(rows))
