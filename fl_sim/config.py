@@ -63,6 +63,7 @@ class RunConfig:
     # store every captured update (and its ground truth) under out/captures, owner-only:
     # they are sensitive, so only when asked
     save_captures: bool = False
+    batched: bool = True  # attack a round's captures together (attacks.batched)
     # torch threads per process: MNIST-size attack steps are dispatch-bound, and in a
     # simulation the ServerApp and every client process share the machine's cores
     threads: int = 1

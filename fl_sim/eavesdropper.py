@@ -11,8 +11,10 @@ import numpy as np
 from flwr.app import ArrayRecord, Message
 
 from attacks import Capture, PublicInfo
+from attacks.batched import reconstruct_batch
 from attacks.capture_io import save_capture
-from attacks.types import Attack
+from attacks.gradient_matching import GradientMatchingAttack
+from attacks.types import Attack, Reconstruction
 from fl_sim.audit import ReplayAudit, save_truth, truth_path
 from fl_sim.judge import Judge
 from fl_sim.report import append_rows, save_grid
@@ -68,10 +70,12 @@ class Eavesdropper:
         grids: bool = True,
         log: Callable[[str], None] = print,
         save_captures: bool = False,
+        batched: bool = True,
     ) -> None:
         self.arm, self.public, self.attacks = arm, public, list(attacks)
         self.judge, self.audit, self.out_dir = judge, audit, out_dir
         self.grids, self.log, self.save_captures = grids, log, save_captures
+        self.batched = batched
 
     def __call__(self, server_round: int, sent: ArrayRecord, replies: list[Message]) -> None:
         start = time.perf_counter()
@@ -97,23 +101,24 @@ class Eavesdropper:
                 path = self.out_dir / "captures" / capture_name(self.arm, capture)
                 save_capture(capture, path)
                 save_truth(truth, truth_path(path))
-        for capture, truth in sorted(captures, key=lambda ct: ct[0].client):
-            for attack in self.attacks:
-                try:
-                    rec = attack.reconstruct(capture)
-                except Exception as err:  # one failed attack must not cost the others
+        captures.sort(key=lambda ct: ct[0].client)
+        for capture, truth in captures:
+            truths.append(truth.images.numpy())
+            captions += [f"c{capture.client} s{i} y={int(y)}" for i, y in enumerate(truth.labels)]
+        for attack in self.attacks:
+            results = self.reconstruct_all(attack, [capture for capture, _ in captures])
+            for (capture, truth), rec in zip(captures, results, strict=True):
+                if isinstance(rec, Exception):  # one failed attack must not cost the others
                     self.log(
                         f"[{self.arm} r{server_round} c{capture.client}] {attack.name} "
-                        f"failed: {type(err).__name__}: {err}"
+                        f"failed: {type(rec).__name__}: {rec}"
                     )
-                    recons[attack.name].append(np.full(truth.images.shape, np.nan))  # blank cell
+                    recons[attack.name].append(np.full(truth.images.shape, np.nan))  # blank
                     continue
                 scored = score(self.arm, attack.name, capture, rec, truth, self.judge)
                 append_rows(self.out_dir / LEAKAGE_CSV, scored.rows)
                 recons[attack.name].append(scored.matched_images)
                 self.log(progress_line(self.arm, scored.rows, rec.seconds))
-            truths.append(truth.images.numpy())
-            captions += [f"c{capture.client} s{i} y={int(y)}" for i, y in enumerate(truth.labels)]
         if self.grids and truths and self.attacks:
             save_grid(
                 self.out_dir / "grids" / f"{self.arm}-round{server_round:03d}.png",
@@ -125,6 +130,27 @@ class Eavesdropper:
         self.log(
             f"[{self.arm} r{server_round}] eavesdropper done in {time.perf_counter() - start:.1f}s"
         )
+
+    def reconstruct_all(
+        self, attack: Attack, captures: list[Capture]
+    ) -> list[Reconstruction | Exception]:
+        """Every capture of a round: through the batched engine when the attack supports it
+        (same results as one at a time, to float rounding), else one capture at a time."""
+        if self.batched and isinstance(attack, GradientMatchingAttack) and len(captures) > 1:
+            try:
+                return list(reconstruct_batch(attack, captures))
+            except Exception as err:  # e.g. an option the engine does not mirror
+                self.log(
+                    f"[{self.arm}] {attack.name}: batched engine unavailable "
+                    f"({type(err).__name__}: {err}); attacking one capture at a time"
+                )
+        results: list[Reconstruction | Exception] = []
+        for capture in captures:
+            try:
+                results.append(attack.reconstruct(capture))
+            except Exception as err:
+                results.append(err)
+        return results
 
 
 def capture_name(arm: str, capture: Capture) -> str:

@@ -97,8 +97,9 @@ def run_federation(grid: Grid, cfg: RunConfig) -> dict[str, dict[str, torch.Tens
         if cfg.attacks:
             attacks = cfg.build_attacks()
             tap = Eavesdropper(
-                arm, public, attacks, judge, audit, out, cfg.grids, say, cfg.save_captures
-            )
+                arm, public, attacks, judge, audit, out, cfg.grids, say, cfg.save_captures,
+                cfg.batched,
+            )  # fmt: skip
 
         def evaluate(server_round: int, arrays: ArrayRecord, model=model, arm=arm) -> MetricRecord:
             model.load_state_dict(arrays.to_torch_state_dict())

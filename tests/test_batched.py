@@ -214,7 +214,11 @@ def test_batched_equals_looped_reconstruct(public: PublicInfo, name: str, float6
     captures = [capture_of(public, i) for i in range(4)]
     attack = build_attack(name, AttackConfig(iterations=1))
     looped = [attack.reconstruct(c) for c in captures]
-    assert_same(looped, reconstruct_batch(attack, captures))
+    # A spiking victim amplifies 1e-15 summation-order differences within one step's 20
+    # L-BFGS iterations (a membrane potential crosses the threshold): seen up to 3e-6 here,
+    # depending on the torch thread count, so the SNN gets 1e-4.
+    tol = 1e-4 if public.arch == "snn-lenet" else 1e-6
+    assert_same(looped, reconstruct_batch(attack, captures), rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("public", [ANN, SNN], ids=["lenet", "snn-lenet-T4"])
