@@ -15,7 +15,29 @@ def encode_repeat(x: torch.Tensor, T: int) -> torch.Tensor:
     return x.unsqueeze(0).expand(T, *x.shape)
 
 
-class SNNLeNet(nn.Module):
+class SpikingVictim(nn.Module):
+    """What the SNN twins share: T steps, static input replicated over T, neuron state reset
+    before every forward, logits = mean over T of the last layer's output."""
+
+    def __init__(self, T: int, neuron: str) -> None:
+        super().__init__()
+        if T < 1:
+            raise ValueError(f"T must be >= 1, got {T}")
+        check_neuron(neuron)
+        self.T = T
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:
+            x = encode_repeat(x, self.T)
+        functional.reset_net(self)  # neuron state must not leak between forwards
+        return self.step_outputs(x).mean(0)
+
+    def step_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Last layer's output at every step: [T,B,classes] from [T,B,C,H,W]."""
+        raise NotImplementedError
+
+
+class SNNLeNet(SpikingVictim):
     """Same convolutions and classifier as :class:`models.lenet.LeNet`, with IF or LIF
     neurons (``neuron="if"``/``"lif"``) in place of the sigmoids. Input [T,B,C,H,W] (or
     [B,C,H,W], replicated over T); logits are the mean over T of the last layer's output
@@ -29,11 +51,7 @@ class SNNLeNet(nn.Module):
         neuron: str = "if",
         surrogate: nn.Module | None = None,
     ) -> None:
-        super().__init__()
-        if T < 1:
-            raise ValueError(f"T must be >= 1, got {T}")
-        check_neuron(neuron)
-        self.T = T
+        super().__init__(T, neuron)
         c = input_shape[0]
 
         def spiking() -> nn.Module:
@@ -51,8 +69,5 @@ class SNNLeNet(nn.Module):
         self.fc = layer.Linear(lenet_hidden_size(input_shape), num_classes, step_mode="m")
         uniform_init_(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 4:
-            x = encode_repeat(x, self.T)
-        functional.reset_net(self)  # neuron state must not leak between forwards
-        return self.fc(self.body(x)).mean(0)
+    def step_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(x))

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import torch
-from spikingjelly.activation_based import functional, layer
+from spikingjelly.activation_based import layer
 from torch import nn
 
 from models.lenet import uniform_init_
 from models.lenet5_victim import lenet5_geometry
-from models.snn_lenet import encode_repeat
-from models.surrogate import check_neuron, make_neuron
+from models.snn_lenet import SpikingVictim
+from models.surrogate import make_neuron
 
 
-class SNNLeNet5(nn.Module):
+class SNNLeNet5(SpikingVictim):
     """Same layers and parameter names as :class:`models.lenet5_victim.LeNet5Victim`, with
     IF or LIF neurons in place of the sigmoids (max-pooling acts on spikes). Input
     [T,B,C,H,W] (or [B,C,H,W], replicated over T); logits are the mean over T of fc3's output.
@@ -26,11 +26,7 @@ class SNNLeNet5(nn.Module):
         neuron: str = "if",
         surrogate: nn.Module | None = None,
     ) -> None:
-        super().__init__()
-        if T < 1:
-            raise ValueError(f"T must be >= 1, got {T}")
-        check_neuron(neuron)
-        self.T = T
+        super().__init__(T, neuron)
         pad, flat = lenet5_geometry(input_shape)
         self.conv1 = layer.Conv2d(input_shape[0], 6, kernel_size=5, padding=pad, step_mode="m")
         self.sn1 = make_neuron(neuron, surrogate)
@@ -46,12 +42,9 @@ class SNNLeNet5(nn.Module):
         self.fc3 = layer.Linear(84, num_classes, step_mode="m")
         uniform_init_(self)  # as the ANN twin (GRNN's weights_init)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 4:
-            x = encode_repeat(x, self.T)
-        functional.reset_net(self)  # neuron state must not leak between forwards
+    def step_outputs(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool1(self.sn1(self.conv1(x)))
         x = self.pool2(self.sn2(self.conv2(x)))
         x = self.sn3(self.fc1(self.flatten(x)))
         x = self.sn4(self.fc2(x))
-        return self.fc3(x).mean(0)
+        return self.fc3(x)
