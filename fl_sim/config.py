@@ -77,6 +77,8 @@ class RunConfig:
             "iterations",
             "judge_epochs",
             "threads",
+            "restarts",
+            "grnn_iterations",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -95,6 +97,7 @@ class RunConfig:
             _check_choice("arms", arm, ARMS)
         for attack in self.attacks:
             _check_choice("attacks", attack, ATTACKS)
+        self.attack_config()  # the attack settings validate themselves (sigma, tolerance...)
         if "idlg" in self.attacks and self.batch_size != 1:
             raise ValueError(
                 f"attack idlg needs batch_size=1 (its label rule), got batch_size={self.batch_size}"

@@ -36,6 +36,11 @@ def test_unknown_key_lists_valid_keys() -> None:
         ("arms=ann,cnn", "arms: unknown value 'cnn'"),
         ("batch_size=4", "idlg needs batch_size=1"),
         ("rounds", "not of the form key=value"),
+        ("restarts=0", "restarts must be >= 1, got 0"),
+        ("grnn_iterations=0", "grnn_iterations must be >= 1, got 0"),
+        ("sigma=0", "need sigma > 0"),
+        ("threshold=always", "threshold: unknown value 'always'; valid: in, none, post"),
+        ("neuron=izhikevich", "neuron: unknown value 'izhikevich'; valid: if, lif"),
     ],
 )
 def test_bad_values_are_named(override: str, message: str) -> None:
