@@ -8,6 +8,7 @@ from flwr.clientapp import ClientApp
 
 from attacks.victim import model_for
 from fl_sim.config import RunConfig
+from fl_sim.faults import inject, parse_fault_spec
 from fl_sim.task import private_batch, public_info
 from fl_sim.training import loss_gradient
 
@@ -38,6 +39,9 @@ def train(msg: Message, context: Context) -> Message:
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     images, labels = private_batch(cfg, partition_id, num_partitions, server_round)
     grads = loss_gradient(model, images, labels)
+    fault = parse_fault_spec(cfg.faults).get(partition_id)
+    if fault is not None:
+        grads = inject(fault, grads)
     meta = ConfigRecord(
         {
             "partition-id": partition_id,

@@ -18,6 +18,7 @@ from attacks import ATTACKS, Attack, AttackConfig, GRNNConfig, build_attack
 from attacks.gradient_matching import CLAMPS
 from attacks.spike_domain import INITS, THRESHOLDS
 from fl_sim.datasets import DATASETS
+from fl_sim.faults import parse_fault_spec
 from fl_sim.partition import PARTITION_SCHEMES
 from models import ARMS, VICTIMS
 from models.surrogate import NEURONS
@@ -64,6 +65,8 @@ class RunConfig:
     # they are sensitive, so only when asked
     save_captures: bool = False
     batched: bool = True  # attack a round's captures together (attacks.batched)
+    # fault injection for tests and demos: KIND@PARTITION items, KIND in nan, shape, error
+    faults: tuple[str, ...] = ()
     # torch threads per process: MNIST-size attack steps are dispatch-bound, and in a
     # simulation the ServerApp and every client process share the machine's cores
     threads: int = 1
@@ -97,6 +100,7 @@ class RunConfig:
             _check_choice("arms", arm, ARMS)
         for attack in self.attacks:
             _check_choice("attacks", attack, ATTACKS)
+        parse_fault_spec(self.faults)
         self.attack_config()  # the attack settings validate themselves (sigma, tolerance...)
         if "idlg" in self.attacks and self.batch_size != 1:
             raise ValueError(

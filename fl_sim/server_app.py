@@ -3,15 +3,17 @@ seeds and batches, each with an eavesdropping FedSGD strategy."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import flwr
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from attacks.victim import model_for
@@ -26,8 +28,33 @@ from fl_sim.task import public_info
 
 app = ServerApp()
 
+FAULTS_CSV = "faults.csv"
+
+
+class FaultLog:
+    """Records every reply left out of aggregation in ``faults.csv`` (and the console)."""
+
+    def __init__(self, out: Path, arm: str, log: Callable[[str], None]) -> None:
+        self.path, self.arm, self.log = out / FAULTS_CSV, arm, log
+
+    def __call__(self, server_round: int, msg: Message, reason: str) -> None:
+        client = ""
+        if not msg.has_error() and "meta" in msg.content.config_records:
+            client = str(msg.content["meta"].get("partition-id", ""))
+        new = not self.path.exists()
+        with open(self.path, "a", newline="") as fh:
+            writer = csv.writer(fh)
+            if new:
+                writer.writerow(["arm", "round", "node", "client", "reason"])
+            writer.writerow([self.arm, server_round, msg.metadata.src_node_id, client, reason])
+        self.log(
+            f"[{self.arm} r{server_round}] left out a reply (client {client or '?'}): {reason}"
+        )
+
+
 RESULT_FILES = (
-    LEAKAGE_CSV, "summary.txt", "leakage_per_round.png", "grids", "run.json", "captures"
+    LEAKAGE_CSV, "summary.txt", "leakage_per_round.png", "grids", "run.json", "captures",
+    FAULTS_CSV,
 )  # fmt: skip
 
 
@@ -111,6 +138,7 @@ def run_federation(grid: Grid, cfg: RunConfig) -> dict[str, dict[str, torch.Tens
         strategy = EavesdroppingFedSGD(
             lr=cfg.lr,
             tap=tap,
+            on_fault=FaultLog(out, arm, say),
             fraction_train=1.0,
             fraction_evaluate=0.0,
             min_train_nodes=cfg.clients,

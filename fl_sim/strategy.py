@@ -15,18 +15,28 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from fl_sim.faults import reply_fault
 from fl_sim.training import sgd_step
 
 # tap(server_round, global arrays the replies were computed at, replies)
 Tap = Callable[[int, ArrayRecord, list[Message]], None]
+# on_fault(server_round, reply, reason): a reply left out of aggregation
+FaultSink = Callable[[int, Message, str], None]
 
 
 class EavesdroppingFedAvg(FedAvg):
     """FedAvg that hands every train reply, with the global model sent, to a passive tap."""
 
-    def __init__(self, *args: object, tap: Tap | None = None, **kwargs: object) -> None:
+    def __init__(
+        self,
+        *args: object,
+        tap: Tap | None = None,
+        on_fault: FaultSink | None = None,
+        **kwargs: object,
+    ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.tap = tap
+        self.on_fault = on_fault
         self.sent_arrays: ArrayRecord | None = None
 
     def configure_train(
@@ -49,7 +59,21 @@ class EavesdroppingFedAvg(FedAvg):
                     server_round,
                     traceback.format_exc(),
                 )
-        return super().aggregate_train(server_round, replies)
+        return super().aggregate_train(server_round, self.screen(server_round, replies))
+
+    def screen(self, server_round: int, replies: list[Message]) -> list[Message]:
+        """Replies fit to aggregate; the others go to ``on_fault`` (FedAvg would otherwise
+        abort the round on an inconsistent reply, or average NaNs into the model)."""
+        if self.sent_arrays is None:
+            return replies
+        sound = []
+        for msg in replies:
+            reason = reply_fault(msg, self.sent_arrays)
+            if reason is None:
+                sound.append(msg)
+            elif self.on_fault is not None:
+                self.on_fault(server_round, msg, reason)
+        return sound
 
 
 class EavesdroppingFedSGD(EavesdroppingFedAvg):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
@@ -76,7 +76,10 @@ class InProcessGrid(Grid):
                 state=RecordDict(),
                 run_config=dict(self.run_config),
             )
-            reply = self.client_app(msg, ctx)
+            try:
+                reply = self.client_app(msg, ctx)
+            except Exception as err:  # Flower's runtime turns a ClientApp exception into this
+                reply = Message(Error(code=0, reason=f"{type(err).__name__}: {err}"), reply_to=msg)
             if self.fault is not None:
                 reply = self.fault(partition, reply) or reply
             replies.append(reply)

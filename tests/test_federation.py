@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 from pathlib import Path
 
@@ -21,8 +22,8 @@ from fl_sim.judge import ensure_judge
 from fl_sim.report import LEAKAGE_COLUMNS, read_rows
 from fl_sim.server_app import initial_model, run_federation
 from fl_sim.strategy import EavesdroppingFedSGD
-from fl_sim.task import public_info
-from fl_sim.training import loss_gradient
+from fl_sim.task import private_batch, public_info
+from fl_sim.training import loss_gradient, sgd_step
 
 
 def federate(cfg: RunConfig, fault=None) -> dict[str, dict[str, torch.Tensor]]:
@@ -180,3 +181,25 @@ def test_grnn_on_lenet5_family_with_lif_neurons(small_cfg: RunConfig) -> None:
     assert all(r["status"] in ("ok", "converged") for r in rows)
     public = public_info(cfg, "snn")
     assert (public.arch, public.neuron) == ("snn-lenet5", "lif")
+
+
+def test_injected_faults_are_left_out_and_recorded(small_cfg: RunConfig) -> None:
+    """NaN, wrongly shaped and crashing clients: the run goes on with the sound replies."""
+    cfg = dataclasses.replace(
+        small_cfg, clients=4, rounds=1, arms=("ann",), attacks=("idlg",), iterations=2,
+        faults=("nan@1", "shape@2", "error@3"),
+    )  # fmt: skip
+    finals = federate(cfg)
+    with open(Path(cfg.out) / "faults.csv") as fh:
+        faults = {f["client"]: f["reason"] for f in csv.DictReader(fh)}
+    assert set(faults) == {"1", "2", ""}  # a crashed client cannot say who it is
+    assert "NaN/Inf" in faults["1"] and "has shape" in faults["2"]
+    assert "injected client failure" in faults[""]
+    # The new global model is one FedSGD step with client 0's gradient alone.
+    start = initial_model(cfg, "ann")
+    images, labels = private_batch(cfg, 0, 4, 1)
+    expected = sgd_step(start.state_dict(), loss_gradient(start, images, labels), cfg.lr)
+    for k, v in expected.items():
+        assert torch.allclose(finals["ann"][k], v, rtol=0, atol=1e-7), k
+    rows = read_rows(Path(cfg.out) / "leakage.csv")
+    assert [r["status"] for r in rows if r["client"] == 0] == ["ok"]
