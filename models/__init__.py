@@ -5,7 +5,6 @@ from models.registry import (
     MODELS,
     SPIKING,
     VICTIMS,
-    arm_model_name,
     build_model,
     victim_model_name,
 )
@@ -17,7 +16,6 @@ __all__ = [
     "NEURONS",
     "SPIKING",
     "VICTIMS",
-    "arm_model_name",
     "build_model",
     "victim_model_name",
 ]

@@ -56,10 +56,3 @@ def victim_model_name(family: str, arm: str) -> str:
     if arm not in arms:
         raise ValueError(f"unknown arm {arm!r}; valid: {', '.join(sorted(arms))}")
     return arms[arm]
-
-
-def arm_model_name(arm: str) -> str:
-    """Victim model name of an arm ("ann" or "snn") of the default (lenet) family."""
-    if arm not in ARMS:
-        raise ValueError(f"unknown arm {arm!r}; valid: {', '.join(sorted(ARMS))}")
-    return ARMS[arm]
