@@ -125,7 +125,7 @@ def _batched_task(
             for i in range(len(tasks[0].variables))
         ]
         batched = fn(probe, variables, consts)
-        looped = torch.stack([t.loss(probe[p]).detach() for p, t in enumerate(tasks)])
+        looped = torch.stack([t.loss(probe[p], slice(None)).detach() for p, t in enumerate(tasks)])
     if not torch.allclose(batched, looped, rtol=1e-5, atol=1e-6):
         raise NotImplementedError(
             f"batched label task of attack {attack.name!r} does not match its LabelTask.loss "
@@ -587,6 +587,11 @@ def _common_public(captures: Sequence[Capture]) -> PublicInfo:
                 f"captures must share PublicInfo; capture round={c.round} client={c.client} "
                 f"differs from the first in {', '.join(fields)}: group captures by public info"
             )
+    if public.update != "gradient":
+        raise NotImplementedError(
+            f"batched engine matches FedSGD gradients only, not FedAvg {public.update!r} "
+            "updates: attack them one at a time"
+        )
     return public
 
 

@@ -14,9 +14,9 @@ class DLG(GradientMatchingAttack):
 
     def label_task(self, model: nn.Module, capture: Capture, gen: torch.Generator) -> LabelTask:
         pub = capture.public
-        logits = torch.randn(pub.batch_size, pub.num_classes, generator=gen).requires_grad_(True)
+        logits = torch.randn(pub.samples, pub.num_classes, generator=gen).requires_grad_(True)
 
-        def task_loss(out: torch.Tensor) -> torch.Tensor:
-            return soft_cross_entropy(out, torch.softmax(logits, dim=-1))
+        def task_loss(out: torch.Tensor, rows: slice) -> torch.Tensor:
+            return soft_cross_entropy(out, torch.softmax(logits[rows], dim=-1))
 
         return LabelTask([logits], task_loss, lambda: logits.argmax(dim=-1))

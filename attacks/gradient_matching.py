@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attacks.local_update import TaskLoss, simulated_update
 from attacks.spike_domain import INITS, THRESHOLDS, binarise, init_dummy, time_major
 from attacks.types import Capture, PublicInfo, Reconstruction
 from attacks.victim import target_gradients, victim_from_capture
@@ -96,12 +97,13 @@ class LabelTask:
     the task loss of the victim's logits on the dummy, and the labels it recovers."""
 
     variables: list[torch.Tensor]
-    loss: Callable[[torch.Tensor], torch.Tensor]
+    loss: TaskLoss  # (logits of some rows of the dummy batch, those rows) -> loss
     labels: Callable[[], torch.Tensor]
 
 
 class GradientMatchingAttack(ABC):
-    """Optimise a dummy input (and maybe label) so its gradient matches the captured one."""
+    """Optimise a dummy input (and maybe label) so the update it produces - FedSGD's
+    gradient, or FedAvg's unrolled local steps - matches the captured one."""
 
     name = "gradient-matching"
 
@@ -135,9 +137,8 @@ class GradientMatchingAttack(ABC):
         task = self.label_task(model, capture, gen)
 
         def matching_loss() -> torch.Tensor:
-            loss = task.loss(model(dummy))
-            grads = torch.autograd.grad(loss, params, create_graph=True)
-            return gradient_distance(grads, target)
+            update = simulated_update(model, params, dummy, task.loss, pub, create_graph=True)
+            return gradient_distance(update, target)
 
         status, steps = lbfgs(
             [dummy, *task.variables],

@@ -36,6 +36,7 @@ from attacks.gradient_matching import (
     gradient_distance,
     soft_cross_entropy,
 )
+from attacks.local_update import simulated_update
 from attacks.types import Capture, Reconstruction
 from attacks.victim import is_spiking, target_gradients, victim_from_capture
 
@@ -117,7 +118,7 @@ def seeded_generator(capture: Capture, seed: int) -> tuple[GRNNGenerator, torch.
     (the generator's init runs under a forked, reseeded global RNG)."""
     pub = capture.public
     gen = capture_generator(seed, capture)
-    noise = torch.randn(pub.batch_size, NOISE_DIM, generator=gen)
+    noise = torch.randn(pub.samples, NOISE_DIM, generator=gen)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(2**62, (1,), generator=gen)))
         return GRNNGenerator(pub.input_shape, pub.num_classes), noise
@@ -180,9 +181,11 @@ class GRNN:
         target = target_gradients(model, capture)
 
         def distance(images: torch.Tensor, probs: torch.Tensor, graph: bool) -> torch.Tensor:
-            loss = soft_cross_entropy(model(images), probs)  # SNNs replicate images over T
-            grads = torch.autograd.grad(loss, params, create_graph=graph)
-            return gradient_distance(grads, target)
+            def task_loss(logits: torch.Tensor, rows: slice) -> torch.Tensor:
+                return soft_cross_entropy(logits, probs[rows])  # SNNs replicate images over T
+
+            update = simulated_update(model, params, images, task_loss, capture.public, graph)
+            return gradient_distance(update, target)
 
         generator, noise = seeded_generator(capture, self.config.seed)
         status, steps, (images, probs, d2) = fit_generator(generator, noise, distance, self.config)

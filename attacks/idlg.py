@@ -8,6 +8,7 @@ from torch import nn
 
 from attacks.gradient_matching import GradientMatchingAttack, LabelTask
 from attacks.labels import idlg_label
+from attacks.local_update import observed_update
 from attacks.types import Capture
 from attacks.victim import last_linear
 
@@ -16,12 +17,17 @@ class IDLG(GradientMatchingAttack):
     name = "idlg"
 
     def label_task(self, model: nn.Module, capture: Capture, gen: torch.Generator) -> LabelTask:
-        if capture.public.batch_size != 1:
+        if capture.public.samples != 1:
             raise ValueError(
-                f"iDLG's label rule needs batch_size 1, got {capture.public.batch_size}; "
-                "use dlg for larger batches"
+                f"iDLG's label rule needs one sample per update, got {capture.public.samples} "
+                "(batch_size x FedAvg local_steps); use dlg for more"
             )
+        # FedAvg: every local step on the one sample has the label's sign pattern, so the
+        # rule holds for the summed steps too
+        update = observed_update(capture)
         name, fc = last_linear(model)
-        bias = capture.update.get(f"{name}.bias") if fc.bias is not None else None
-        label = torch.tensor([idlg_label(capture.update[f"{name}.weight"], bias)])
-        return LabelTask([], lambda logits: F.cross_entropy(logits, label), lambda: label)
+        bias = update.get(f"{name}.bias") if fc.bias is not None else None
+        label = torch.tensor([idlg_label(update[f"{name}.weight"], bias)])
+        return LabelTask(
+            [], lambda logits, rows: F.cross_entropy(logits, label[rows]), lambda: label
+        )

@@ -21,7 +21,7 @@ INPUT_KINDS = ("image", "events")
 
 def dummy_shape(public: PublicInfo) -> tuple[int, ...]:
     """[B,C,H,W] for ANN victims; [T,B,C,H,W] for spiking victims (images or events)."""
-    shape = (public.batch_size, *public.input_shape)
+    shape = (public.samples, *public.input_shape)
     return (public.T, *shape) if time_major(public) else shape
 
 

@@ -13,6 +13,8 @@ from typing import Protocol
 
 import torch
 
+UPDATE_KINDS = ("gradient", "weights", "delta")
+
 
 @dataclass(frozen=True)
 class PublicInfo:
@@ -26,6 +28,29 @@ class PublicInfo:
     loss: str = "cross_entropy"
     neuron: str = "if"  # spiking neuron model of SNN victims ("if" or "lif")
     input_kind: str = "image"  # "image" (replicated over T for SNNs) or "events" [T,B,C,H,W]
+    # The client's training protocol, public like every hyperparameter of the federation.
+    # "gradient" (FedSGD: the gradient of one batch), or FedAvg's "weights" / "delta" after
+    # local_epochs passes over local_steps mini-batches of batch_size with SGD at local_lr.
+    update: str = "gradient"
+    local_steps: int = 1
+    local_epochs: int = 1
+    local_lr: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.update not in UPDATE_KINDS:
+            raise ValueError(f"unknown update {self.update!r}; valid: {', '.join(UPDATE_KINDS)}")
+        if self.update != "gradient" and not (
+            self.local_lr > 0 and self.local_steps >= 1 and self.local_epochs >= 1
+        ):
+            raise ValueError(
+                "a FedAvg update needs local_lr > 0, local_steps >= 1, local_epochs >= 1; got "
+                f"{self.local_lr}, {self.local_steps}, {self.local_epochs}"
+            )
+
+    @property
+    def samples(self) -> int:
+        """Private samples behind one update: what an attack reconstructs."""
+        return self.batch_size * (1 if self.update == "gradient" else self.local_steps)
 
 
 @dataclass(frozen=True)
@@ -34,7 +59,8 @@ class Capture:
 
     round: int
     client: int  # the partition id the client reports in its reply
-    update: Mapping[str, torch.Tensor]  # FedSGD: gradient of the loss per parameter name
+    # per parameter name: FedSGD's gradient, or FedAvg's new weights / delta (public.update)
+    update: Mapping[str, torch.Tensor]
     global_state: Mapping[str, torch.Tensor]  # the global model the update was computed at
     public: PublicInfo
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from attacks.local_update import observed_update
 from attacks.types import Capture, PublicInfo
 from models import SPIKING, build_model
 
@@ -37,14 +38,18 @@ def last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
 
 
 def target_gradients(model: nn.Module, capture: Capture) -> list[torch.Tensor]:
-    """Captured update in the order of ``model.named_parameters()``; checks names and shapes."""
+    """Captured update in gradient form (see ``attacks.local_update.observed_update``), in
+    the order of ``model.named_parameters()``; checks names and shapes."""
     names = [n for n, _ in model.named_parameters()]
     missing = sorted(set(names) - set(capture.update))
     if missing:
         raise ValueError(f"captured update lacks parameters {missing}")
+    update = observed_update(capture)
     grads = []
     for name, p in model.named_parameters():
-        g = capture.update[name].to(p.dtype)
+        if name not in update:
+            raise ValueError(f"the global model sent lacks parameter {name!r}")
+        g = update[name].to(p.dtype)
         if g.shape != p.shape:
             raise ValueError(
                 f"update {name!r} has shape {tuple(g.shape)}, expected {tuple(p.shape)}"

@@ -1,4 +1,5 @@
-"""Flower ClientApp: FedSGD on one private batch per round (Message API)."""
+"""Flower ClientApp (Message API): FedSGD (one private batch's gradient per round) or
+FedAvg (local SGD steps; new weights or the delta)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from attacks.victim import model_for
 from fl_sim.config import RunConfig
 from fl_sim.faults import inject, parse_fault_spec
 from fl_sim.task import private_batch, public_info
-from fl_sim.training import loss_gradient
+from fl_sim.training import local_sgd, loss_gradient
 
 app = ClientApp()
 
@@ -26,9 +27,24 @@ def partition_of(context: Context) -> tuple[int, int]:
         ) from err
 
 
+def client_update(
+    cfg: RunConfig, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """What the client sends: FedSGD's gradient, or FedAvg's new weights or delta."""
+    if cfg.protocol == "fedsgd":
+        return loss_gradient(model, images, labels)
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    new = local_sgd(
+        model, images, labels, cfg.batch_size, cfg.local_steps, cfg.local_epochs, cfg.lr
+    )
+    if cfg.fedavg_update == "weights":
+        return new
+    return {k: new[k] - start[k] for k in new}
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Reply with the gradient of the private batch at the received global model."""
+    """Reply with this round's update of the private data at the received global model."""
     cfg = RunConfig.from_mapping(context.run_config)
     torch.set_num_threads(cfg.threads)
     partition_id, num_partitions = partition_of(context)
@@ -38,10 +54,10 @@ def train(msg: Message, context: Context) -> Message:
     model = model_for(public)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     images, labels = private_batch(cfg, partition_id, num_partitions, server_round)
-    grads = loss_gradient(model, images, labels)
+    update = client_update(cfg, model, images, labels)
     fault = parse_fault_spec(cfg.faults).get(partition_id)
     if fault is not None:
-        grads = inject(fault, grads)
+        update = inject(fault, update, cfg.round_timeout)
     meta = ConfigRecord(
         {
             "partition-id": partition_id,
@@ -53,7 +69,7 @@ def train(msg: Message, context: Context) -> Message:
     )
     content = RecordDict(
         {
-            "arrays": ArrayRecord(grads),
+            "arrays": ArrayRecord(update),
             "metrics": MetricRecord({"num-examples": len(labels)}),
             "meta": meta,
         }

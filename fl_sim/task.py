@@ -30,7 +30,8 @@ def client_partitions(
 def private_batch(
     cfg: RunConfig, partition_id: int, num_partitions: int, server_round: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images [B,C,H,W] and labels [B] client ``partition_id`` trains on in ``server_round``.
+    """Images [N,C,H,W] and labels [N] client ``partition_id`` trains on in ``server_round``
+    (N = ``cfg.samples_per_round``: one batch for FedSGD, local_steps batches for FedAvg).
 
     A pure function of the config and these ids, so both arms see the same batches.
     """
@@ -40,7 +41,9 @@ def private_batch(
     )
     if not 0 <= partition_id < num_partitions:
         raise ValueError(f"partition id {partition_id} is not in [0, {num_partitions})")
-    idx = sample_batch(parts[partition_id], cfg.batch_size, cfg.seed, server_round, partition_id)
+    idx = sample_batch(
+        parts[partition_id], cfg.samples_per_round, cfg.seed, server_round, partition_id
+    )
     index = torch.as_tensor(idx, dtype=torch.long)
     return data.images[index], data.labels[index]
 
@@ -55,4 +58,8 @@ def public_info(cfg: RunConfig, arm: str) -> PublicInfo:
         batch_size=cfg.batch_size,
         T=cfg.T,
         neuron=cfg.neuron,
+        update=cfg.update_kind,
+        local_steps=cfg.local_steps,
+        local_epochs=cfg.local_epochs,
+        local_lr=cfg.lr if cfg.protocol == "fedavg" else 0.0,
     )

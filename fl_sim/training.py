@@ -1,4 +1,5 @@
-"""What a client computes on its private batch (FedSGD): the cross-entropy gradient."""
+"""What a client computes on its private data: FedSGD's cross-entropy gradient, or
+FedAvg's local SGD steps."""
 
 from __future__ import annotations
 
@@ -22,3 +23,29 @@ def sgd_step(
 ) -> dict[str, torch.Tensor]:
     """w - lr * g by key; entries without a gradient (buffers) are kept unchanged."""
     return {k: (v - lr * grads[k].to(v.dtype)) if k in grads else v for k, v in state.items()}
+
+
+def local_sgd(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    local_steps: int,
+    local_epochs: int,
+    lr: float,
+) -> dict[str, torch.Tensor]:
+    """FedAvg's client update, as a client runs it with ``torch.optim.SGD``: ``local_epochs``
+    passes over ``local_steps`` consecutive mini-batches of ``batch_size`` (no shuffling,
+    the schedule is public). Returns the new state dict."""
+    if len(labels) != batch_size * local_steps:
+        raise ValueError(
+            f"need local_steps x batch_size = {local_steps * batch_size} samples, got {len(labels)}"
+        )
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    for _ in range(local_epochs):
+        for step in range(local_steps):
+            rows = slice(step * batch_size, (step + 1) * batch_size)
+            opt.zero_grad()
+            F.cross_entropy(model(images[rows]), labels[rows]).backward()
+            opt.step()
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}

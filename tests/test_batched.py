@@ -296,7 +296,7 @@ def test_one_evaluation_equals_looped_loss_and_gradient_float32(
         dummy = init_dummy(public, "auto", 0.1, gen).requires_grad_(True)
         task = attack.label_task(model, capture, gen)
         out = model(dummy)
-        grads = torch.autograd.grad(task.loss(out), params, create_graph=True)
+        grads = torch.autograd.grad(task.loss(out, slice(None)), params, create_graph=True)
         ref = gradient_distance(grads, target)
         ref_grad = torch.autograd.grad(ref, [dummy, *task.variables])
         ref_grad = torch.cat([g.reshape(-1) for g in ref_grad])
