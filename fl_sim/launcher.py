@@ -7,10 +7,12 @@ whatever environment it was started with; and we stop it when the run ends.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -69,9 +71,126 @@ def flower_env(flwr_home: Path) -> dict[str, str]:
         RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO="0",
         PYTHONUNBUFFERED="1",
     )
+    # Flower spawns flower-superexec, flwr-serverapp and flwr-clientapp by name: find ours.
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join(p for p in (bindir, env.get("PATH", "")) if p)
     root = str(project_dir())
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     return env
+
+
+class ManagedProcess:
+    """A child process in its own session (process group) that logs to a file.
+
+    Stopping it signals the whole group, so whatever it spawned in that group (a SuperNode's
+    SuperExec and ClientApps, a SuperExec's ServerApp) ends with it: no orphans.
+    """
+
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.name, self.cmd, self.env, self.log_path = name, cmd, env, log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise RuntimeError(f"{self.name} was not started")
+        return self.proc.pid
+
+    def start(self) -> ManagedProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy of the fd
+            self.proc = subprocess.Popen(
+                self.cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+        return self
+
+    def exited(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
+    def terminate(self) -> None:
+        """Send SIGTERM to the process group (no wait)."""
+        if self.proc is not None:
+            _signal_group(self.proc.pid, signal.SIGTERM)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM the group, wait for it to empty, SIGKILL whatever is left."""
+        stop_all([self], timeout)
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    """Signal a process group; False if it has no members left."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # macOS: a group of zombies only; nothing left to stop
+        return False
+    return True
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a live (not zombie) process is left in the group."""
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():  # no procfs: zombies count as alive
+        return _signal_group(pgid, 0)
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):  # exited meanwhile
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def stop_all(procs: list[ManagedProcess], timeout: float = 20.0) -> None:
+    """Stop several managed processes at once: SIGTERM every group, wait, then SIGKILL."""
+    started = [p for p in procs if p.proc is not None]
+    for p in started:
+        p.terminate()
+    deadline = time.monotonic() + timeout
+    for p in started:
+        assert p.proc is not None
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            p.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+    # Members of a group may outlive its leader (e.g. a ClientApp still finishing).
+    while time.monotonic() < deadline and any(group_alive(p.pid) for p in started):
+        time.sleep(0.1)
+    for p in started:
+        _signal_group(p.pid, signal.SIGKILL)
+        assert p.proc is not None
+        p.proc.wait()
+    deadline = time.monotonic() + 5  # SIGKILLed members take a moment to die
+    while time.monotonic() < deadline and any(group_alive(p.pid) for p in started):
+        time.sleep(0.05)
+
+
+def wait_healthy(
+    url: str,
+    procs: list[ManagedProcess],
+    timeout: float,
+    verify: ssl.SSLContext | bool = True,
+) -> None:
+    """Poll ``url`` until it answers 2xx; fail early, naming the log, if a process exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for p in procs:
+            if p.exited():
+                assert p.proc is not None
+                raise SuperLinkError(
+                    f"{p.name} exited with code {p.proc.returncode}; see {p.log_path}"
+                )
+        try:
+            if httpx.get(url, timeout=0.5, verify=verify).is_success:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    logs = ", ".join(str(p.log_path) for p in procs)
+    raise SuperLinkError(f"{url} did not answer in {timeout:.0f}s; see {logs}")
 
 
 class LocalSuperLink:
@@ -83,42 +202,30 @@ class LocalSuperLink:
         self.startup_timeout = startup_timeout
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = flwr_home / "superlink.log"
+        self._managed: ManagedProcess | None = None
 
     def __enter__(self) -> LocalSuperLink:
         self.flwr_home.mkdir(parents=True, exist_ok=True)
         (self.flwr_home / "config.toml").write_text(
-            f'[superlink]\ndefault = "{CONNECTION}"\n\n'
-            f'[superlink.{CONNECTION}]\naddress = "127.0.0.1:{self.port}"\ninsecure = true\n'
+            connection_toml(CONNECTION, f"127.0.0.1:{self.port}", None)
         )
         cmd = [
             "flower-superlink", "--insecure", "--simulation", "--isolation", "subprocess",
             "--disable-runtime-dependency-installation",
             "--host", "127.0.0.1", "--port", str(self.port),
         ]  # fmt: skip
-        log = open(self.log_path, "wb")  # noqa: SIM115 - the process owns it until exit
-        self.proc = subprocess.Popen(
-            cmd,
-            env=flower_env(self.flwr_home),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SuperLinkError(
-                    f"flower-superlink exited with code {self.proc.returncode}; see {self.log_path}"
-                )
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=0.5).is_success:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.__exit__(None, None, None)
-        raise SuperLinkError(
-            f"SuperLink did not start in {self.startup_timeout}s; see {self.log_path}"
-        )
+        self._managed = ManagedProcess(
+            "flower-superlink", cmd, flower_env(self.flwr_home), self.log_path
+        ).start()
+        self.proc = self._managed.proc
+        try:
+            wait_healthy(
+                f"http://127.0.0.1:{self.port}/health", [self._managed], self.startup_timeout
+            )
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
 
     def __exit__(
         self,
@@ -126,20 +233,28 @@ class LocalSuperLink:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)  # the SuperLink and the simulation it spawned
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        # The SuperLink and the simulation it spawned in its group; its SuperExec (own
+        # session) watches the SuperLink's pid and exits with it.
+        if self._managed is not None:
+            self._managed.stop(timeout=20)
+
+
+def connection_toml(name: str, address: str, root_certificates: Path | None) -> str:
+    """``$FLWR_HOME/config.toml`` naming one SuperLink connection (and making it the default)."""
+    tls = (
+        "insecure = true\n"
+        if root_certificates is None
+        else f'root-certificates = "{root_certificates}"\n'
+    )
+    return f'[superlink]\ndefault = "{name}"\n\n[superlink.{name}]\naddress = "{address}"\n{tls}'
 
 
 def federation_config(cfg: RunConfig) -> str:
-    """Simulation engine settings: one virtual SuperNode per client, 1 CPU each, quiet Ray."""
+    """Simulation engine settings: one virtual SuperNode per client with the configured Ray
+    resources (``client_cpus``, fractional ``client_gpus``), quiet Ray."""
     return (
-        f"num-supernodes={cfg.clients} client-resources-num-cpus=1 "
+        f"num-supernodes={cfg.clients} client-resources-num-cpus={cfg.client_cpus} "
+        f"client-resources-num-gpus={cfg.client_gpus} "
         "init-args-log-to-driver=false init-args-logging-level='ERROR'"
     )
 

@@ -1,0 +1,105 @@
+"""docker-compose.yml: valid for docker-compose, and the same role commands as `fl-sim deploy`.
+
+No Docker engine runs here: ``docker-compose config`` (Debian's docker-compose package)
+validates the files without one. Without docker-compose those checks skip, except in CI
+(``CI=true``), where they fail: .ci/run installs it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from fl_sim.certs import TlsFiles
+from fl_sim.cli import build_parser
+from fl_sim.deploy import serverapp_command, superlink_command, supernode_command
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE, TLS = ROOT / "docker-compose.yml", ROOT / "docker-compose.tls.yml"
+SUPERLINK = "superlink:8000"
+CERTS = TlsFiles.in_dir(Path("/certs"))
+
+
+def docker_compose() -> str:
+    found = shutil.which("docker-compose")
+    if found is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("docker-compose is missing in CI (.ci/run installs it with apt-get)")
+        pytest.skip("docker-compose is not installed (apt-get install docker-compose)")
+    return found
+
+
+def compose_config(*files: Path) -> dict[str, Any]:
+    """The merged configuration as docker-compose resolves it (validating it on the way)."""
+    args = [docker_compose()]
+    for f in files:
+        args += ["-f", str(f)]
+    quiet = subprocess.run([*args, "config", "-q"], capture_output=True, text=True, cwd=ROOT)
+    assert quiet.returncode == 0, quiet.stderr
+    full = subprocess.run([*args, "config"], capture_output=True, text=True, cwd=ROOT)
+    assert full.returncode == 0, full.stderr
+    return yaml.safe_load(full.stdout)
+
+
+def supernodes(services: dict[str, Any]) -> list[str]:
+    return sorted(name for name in services if name.startswith("supernode-"))
+
+
+def check_commands(services: dict[str, Any], tls: bool) -> None:
+    """Each service runs what fl_sim/deploy.py builds for its role."""
+    ca = CERTS.ca if tls else None
+    nodes = supernodes(services)
+    assert len(nodes) == 4
+    assert services["superlink"]["command"] == superlink_command(
+        "0.0.0.0", 8000, CERTS if tls else None
+    )
+    assert services["serverapp"]["command"] == serverapp_command(SUPERLINK, ca)
+    for name in nodes:
+        partition = int(name.removeprefix("supernode-")) - 1
+        assert services[name]["command"] == supernode_command(
+            SUPERLINK, partition, len(nodes), 9094, ca
+        ), name
+    submit = services["submit"]["command"]
+    assert submit[0] == "fl-sim"
+    args = build_parser().parse_args(submit[1:])
+    assert args.command == "submit" and args.superlink == SUPERLINK
+    assert args.clients == len(nodes)  # the ServerApp waits for this many SuperNodes
+    assert args.out.startswith("/results/")
+    assert args.root_certificates == (CERTS.ca if tls else None)
+
+
+def test_compose_file_matches_the_deploy_commands() -> None:
+    services = yaml.safe_load(BASE.read_text())["services"]
+    check_commands(services, tls=False)
+    assert {"superlink", "serverapp", "submit"} <= set(services)
+    assert any(v.endswith(":/results") for v in services["serverapp"]["volumes"])
+    assert all(s["image"] == "fl-sim:local" for s in services.values())
+
+
+def test_tls_override_matches_the_deploy_commands() -> None:
+    base = yaml.safe_load(BASE.read_text())["services"]
+    override = yaml.safe_load(TLS.read_text())["services"]
+    merged = {name: {**base[name], **override.get(name, {})} for name in base}
+    check_commands(merged, tls=True)
+    for name in base:
+        assert "./certs:/certs:ro" in override[name]["volumes"], name
+
+
+def test_docker_compose_validates_the_files() -> None:
+    services = compose_config(BASE)["services"]
+    check_commands(services, tls=False)
+    assert set(services) == {"superlink", "serverapp", "submit", *supernodes(services)}
+
+
+def test_docker_compose_validates_the_tls_override() -> None:
+    services = compose_config(BASE, TLS)["services"]
+    check_commands(services, tls=True)
+    volumes = services["serverapp"]["volumes"]
+    assert any(v.endswith(":/certs:ro") for v in volumes)
+    assert any(v.endswith(":/results:rw") or v.endswith(":/results") for v in volumes)
