@@ -24,6 +24,7 @@ __all__ = [
     "save_grid",
     "summary_table",
     "write_report",
+    "write_rows",
 ]
 
 LEAKAGE_COLUMNS: tuple[str, ...] = (
@@ -111,6 +112,24 @@ def append_rows(path: Path, rows: Sequence[Row]) -> None:
             writer.writerow([_format(row[c]) for c in LEAKAGE_COLUMNS])
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def write_rows(path: Path, rows: Sequence[Row]) -> None:
+    """Replace the leakage CSV with exactly ``rows`` via a temp file, fsync and rename, so a
+    reader never sees a half-written file (used to export the results store)."""
+    path = Path(path)
+    for i, row in enumerate(rows):
+        _check_columns(row, i)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(LEAKAGE_COLUMNS)
+        for row in rows:
+            writer.writerow([_format(row[c]) for c in LEAKAGE_COLUMNS])
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 def _parse(column: str, text: str) -> object:

@@ -1,0 +1,77 @@
+"""Resuming a run: the stored config, and which settings a resume may change.
+
+A resumed run continues the federation recorded in ``<out>/results.sqlite``: settings that
+define it (data, clients, seeds, models, attacks, ...) must stay as stored; only execution
+settings may change, and ``rounds`` may be raised to extend a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from fl_sim.config import RunConfig
+from fl_sim.store import ResultsStore
+
+# Keys a resume may change: how the run executes, not what it computes. Any other key (a
+# new one included) must equal the stored value.
+RESUMABLE = frozenset(
+    {
+        "rounds",  # raise it to extend a run
+        "out",
+        "overwrite",
+        "resume",
+        "cache_dir",
+        "threads",
+        "batched",
+        "grids",
+        "save_captures",
+        "client_cpus",
+        "client_gpus",
+        "round_timeout",
+    }
+)
+
+
+def stored_config(store: ResultsStore) -> RunConfig:
+    """The config of the run recorded in ``store`` (its latest invocation)."""
+    values = store.run_config()
+    try:
+        return RunConfig.from_mapping(values)
+    except ValueError as err:
+        raise ValueError(f"cannot resume {store.out_dir}: its stored config: {err}") from err
+
+
+def check_resumable(stored: RunConfig, cfg: RunConfig) -> None:
+    """Raise ValueError if ``cfg`` would change the stored federation (or lower ``rounds``)."""
+    changed = [
+        f"{key} {getattr(stored, key)!r} -> {getattr(cfg, key)!r}"
+        for key in (f.name for f in dataclasses.fields(RunConfig))
+        if key not in RESUMABLE and getattr(cfg, key) != getattr(stored, key)
+    ]
+    if changed:
+        raise ValueError(
+            f"a resumed run continues the stored federation; these settings would change it: "
+            f"{'; '.join(changed)} (a resume may change only: {', '.join(sorted(RESUMABLE))})"
+        )
+    if cfg.rounds < stored.rounds:
+        raise ValueError(
+            f"rounds can only be kept or raised on resume (stored {stored.rounds}, "
+            f"asked {cfg.rounds})"
+        )
+
+
+def resume_config(out_dir: str | Path, changes: Mapping[str, Any] = {}) -> RunConfig:  # noqa: B006
+    """The stored config of ``out_dir`` with ``changes`` (e.g. ``rounds``) applied and
+    checked, set to resume there."""
+    out = Path(out_dir).expanduser().resolve()
+    with ResultsStore.open_existing(out) as store:
+        stored = stored_config(store)
+    cfg = RunConfig.from_mapping(changes, stored)
+    cfg = dataclasses.replace(cfg, out=str(out), resume=True)
+    if cfg.overwrite:
+        raise ValueError("--resume and overwrite=true contradict each other")
+    check_resumable(stored, cfg)
+    return cfg

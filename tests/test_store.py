@@ -1,0 +1,396 @@
+"""The results store (SQLite, committed per round) and resuming a run, in-process and killed."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from inproc_grid import InProcessGrid
+
+from fl_sim.cli import main as cli_main
+from fl_sim.client_app import app as client_app
+from fl_sim.config import RunConfig
+from fl_sim.report import LEAKAGE_COLUMNS, read_rows
+from fl_sim.resume import resume_config
+from fl_sim.server_app import run_federation
+from fl_sim.store import DB_NAME, SCHEMA_VERSION, ResultsStore
+
+RECORD = {"config": {"rounds": 2}, "judge": {"arch": "lenet5"}, "versions": {"torch": "x"}}
+STATE = {"w": torch.arange(6.0).reshape(2, 3), "b": torch.zeros(2)}
+
+
+def federate(cfg: RunConfig) -> dict[str, dict[str, torch.Tensor]]:
+    return run_federation(InProcessGrid(client_app, cfg.clients, cfg.to_flower()), cfg)
+
+
+def row(**overrides: object) -> dict[str, object]:
+    """A leakage row as the scorer makes it (bools, numpy scalars, inf/nan allowed)."""
+    base: dict[str, object] = {
+        "arm": "ann", "round": 1, "client": 0, "attack": "idlg", "sample": 0,
+        "label_true": 7, "label_pred": 7, "label_correct": True, "judge_pred": 3,
+        "judge_correct": False, "mse": np.float64(0.012345678901234), "psnr": math.inf,
+        "ssim": 0.95, "grad_loss": 1e-7, "status": "ok", "seconds": 0.5,
+    }  # fmt: skip
+    return base | overrides
+
+
+def same_rows(a: list[dict[str, object]], b: list[dict[str, object]]) -> bool:
+    """Row lists equal, NaN equal to NaN."""
+
+    def norm(r: dict[str, object]) -> tuple[object, ...]:
+        return tuple(
+            "nan" if isinstance(v, float) and math.isnan(v) else v
+            for v in (r[c] for c in LEAKAGE_COLUMNS)
+        )
+
+    return [norm(r) for r in a] == [norm(r) for r in b]
+
+
+def commit(store: ResultsStore, server_round: int, arm: str = "ann") -> Path:
+    return store.commit_round(arm, server_round, STATE, accuracy=0.5, seconds=1.0, replies=2)
+
+
+# ------------------------------------------------------------------ store units
+
+
+def test_uncommitted_round_is_invisible_after_reopening(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path)
+    store.start_run(RECORD)
+    store.add_reconstructions([row(), row(client=1)], grid=tmp_path / "grids" / "ann-r1.png")
+    store.add_capture("ann", 1, 0, True, tmp_path / "captures" / "ann-r001-c000.pt")
+    store.add_capture("ann", 1, 1, True)
+    store.add_fault("ann", 1, 2**64 - 5, None, "client error: boom")  # uint64 node id
+    path = commit(store, 1)
+    store.add_reconstructions([row(round=2)])
+    store.add_capture("ann", 2, 0, True)
+    store.add_fault("ann", 2, 7, 1, "NaN")
+    store.close()  # round 2 never committed (the process died)
+
+    with ResultsStore(tmp_path) as again:
+        assert again.finished_rounds("ann") == [1] and again.last_round("snn") == 0
+        assert [(r["round"], r["client"]) for r in again.reconstruction_rows()] == [(1, 0), (1, 1)]
+        assert [(c["client"], c["path"]) for c in again.captures()] == [
+            (0, "captures/ann-r001-c000.pt"),
+            (1, None),
+        ]
+        assert again.fault_rows() == [
+            {"arm": "ann", "round": 1, "node": str(2**64 - 5), "client": None,
+             "reason": "client error: boom"}
+        ]  # fmt: skip
+        (r1,) = again.rounds()
+        assert (r1["replies"], r1["captures"], r1["attacked"]) == (2, 2, 2)
+        assert again.latest_checkpoint("ann") == (1, path)
+        assert path == tmp_path / "checkpoints" / "ann-r001.pt"
+        assert all(torch.equal(v, STATE[k]) for k, v in again.load_checkpoint("ann").items())
+        assert not list((tmp_path / "checkpoints").glob(".*"))  # no temp files left
+        (grid,) = {r[0] for r in again.conn.execute("SELECT grid FROM reconstructions")}
+        assert grid == "grids/ann-r1.png"
+        assert again.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert again.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert len(again.runs()) == 1 and again.run_config() == {"rounds": 2}
+
+
+def test_a_failed_commit_writes_nothing_of_its_round(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path)
+    store.start_run(RECORD)
+    store.add_capture("ann", 1, 0, True)
+    store.add_reconstructions([row(label_pred=[1, 2])])  # sqlite3 cannot bind a list
+    with pytest.raises(sqlite3.Error):
+        commit(store, 1)  # fails after the round and capture rows were inserted
+    assert store.rounds() == [] and store.captures() == [] and store.reconstruction_rows() == []
+    store.pending.clear()
+    commit(store, 1)
+    assert store.finished_rounds("ann") == [1]
+
+
+def test_rows_cannot_be_duplicated(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path)
+    store.start_run(RECORD)
+    store.add_reconstructions([row()])
+    with pytest.raises(ValueError, match="duplicate reconstruction row"):
+        store.add_reconstructions([row(attack="dlg"), row()])
+    assert len(store.pending["ann", 1].rows) == 1  # the refused call added nothing
+    store.add_capture("ann", 1, 0, True)
+    with pytest.raises(ValueError, match="duplicate capture"):
+        store.add_capture("ann", 1, 0, False)
+    with pytest.raises(ValueError, match="missing columns \\['status'\\]"):
+        store.add_reconstructions([{k: v for k, v in row(round=3).items() if k != "status"}])
+    commit(store, 1)
+    with pytest.raises(ValueError, match="round 1 of arm ann is already committed"):
+        store.add_reconstructions([row(client=5)])
+    with pytest.raises(sqlite3.IntegrityError):
+        commit(store, 1)
+    columns = ", ".join(LEAKAGE_COLUMNS)
+    values = tuple(row()[c] for c in LEAKAGE_COLUMNS)
+    with pytest.raises(sqlite3.IntegrityError):
+        store.conn.execute(
+            f"INSERT INTO reconstructions ({columns}) VALUES ({', '.join('?' * len(values))})",
+            values,
+        )
+    with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+        store.conn.execute(  # a row of a round that never finished
+            f"INSERT INTO reconstructions ({columns}) VALUES ({', '.join('?' * len(values))})",
+            (values[0], 9, *values[2:]),
+        )
+    assert len(store.reconstruction_rows()) == 1
+
+
+def test_exports_equal_the_database_rows(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path)
+    store.start_run(RECORD)
+    rows = [
+        row(),
+        row(client=1, ssim=float("nan"), grad_loss=np.float32(2.5), label_correct=np.bool_(0)),
+        row(client=2, mse=0.0, psnr=-math.inf, judge_pred=np.int64(7), judge_correct=True),
+    ]
+    store.add_reconstructions(rows)
+    store.add_fault("ann", 1, 11, 3, 'a "quoted", reason')
+    commit(store, 1)
+    stored = store.reconstruction_rows()
+    assert same_rows(stored, read_rows_typed(rows))
+    assert store.export_leakage_csv(tmp_path / "leakage.csv") == 3
+    assert same_rows(read_rows(tmp_path / "leakage.csv"), stored)
+    assert store.export_faults_csv(tmp_path / "faults.csv") == 1
+    text = (tmp_path / "faults.csv").read_text().splitlines()
+    assert text == ["arm,round,node,client,reason", 'ann,1,11,3,"a ""quoted"", reason"']
+
+
+def read_rows_typed(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """What report.read_rows gives for these rows once written to CSV."""
+    ints = {"round", "client", "sample", "label_true", "label_pred", "judge_pred"}
+    out = []
+    for r in rows:
+        typed = {}
+        for c in LEAKAGE_COLUMNS:
+            v = r[c]
+            if c in ints or c in ("label_correct", "judge_correct"):
+                v = int(v)  # type: ignore[call-overload]
+            elif c in ("mse", "psnr", "ssim", "grad_loss", "seconds"):
+                v = float(v)  # type: ignore[arg-type]
+            typed[c] = v
+        out.append(typed)
+    return out
+
+
+def test_a_database_of_another_schema_version_is_refused(tmp_path: Path) -> None:
+    ResultsStore(tmp_path).close()
+    with sqlite3.connect(tmp_path / DB_NAME) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(ValueError, match="schema version 2; this fl-sim reads 1"):
+        ResultsStore(tmp_path)
+
+
+# ------------------------------------------------------------------ resume config
+
+
+def stored_run(out: Path, cfg: RunConfig) -> None:
+    """A results store recording ``cfg`` (what a run writes before its first round)."""
+    with ResultsStore(out) as store:
+        store.start_run({"config": dataclasses.asdict(cfg), "versions": {}})
+
+
+def test_resume_takes_the_stored_config_and_refuses_federation_changes(tmp_path: Path) -> None:
+    cfg = RunConfig(clients=2, rounds=3, seed=4, attacks=("idlg",), out=str(tmp_path))
+    stored_run(tmp_path, cfg)
+    resumed = resume_config(tmp_path, {"rounds": "5", "threads": 2})
+    assert resumed == dataclasses.replace(cfg, rounds=5, threads=2, resume=True)
+    with pytest.raises(ValueError, match="would change it: seed 4 -> 1; clients 2 -> 3|"
+                       "would change it: clients 2 -> 3; seed 4 -> 1"):  # fmt: skip
+        resume_config(tmp_path, {"seed": 1, "clients": 3})
+    with pytest.raises(ValueError, match="rounds can only be kept or raised"):
+        resume_config(tmp_path, {"rounds": 2})
+    with pytest.raises(FileNotFoundError, match="holds no results.sqlite: nothing to resume"):
+        resume_config(tmp_path / "elsewhere")
+
+
+def test_cli_resume_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    stored_run(tmp_path / "run", RunConfig(clients=2, out=str(tmp_path / "run")))
+    cases = [
+        (["--resume", str(tmp_path / "none")], "holds no results.sqlite: nothing to resume"),
+        (["--resume", str(tmp_path / "run"), "--set", "dataset=mnist"], "dataset 'mnist5k' ->"),
+        (["--resume", str(tmp_path / "run"), "--overwrite"], "cannot be combined with"),
+        (["--resume", str(tmp_path / "run"), "--out", str(tmp_path)], "different directories"),
+    ]
+    for args, message in cases:
+        with pytest.raises(SystemExit) as exc:
+            cli_main(["run", *args])
+        assert exc.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ resume in-process
+
+
+def final_weights(out: Path, arms: tuple[str, ...]) -> dict[str, dict[str, torch.Tensor]]:
+    return {arm: torch.load(out / f"final_model_{arm}.pt", weights_only=True) for arm in arms}
+
+
+def assert_bit_identical(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for arm in a:
+        assert a[arm].keys() == b[arm].keys()
+        for key, value in a[arm].items():
+            assert torch.equal(value, b[arm][key]), (arm, key)
+
+
+def test_resumed_federation_is_bit_identical_to_an_uninterrupted_one(
+    small_cfg: RunConfig, tmp_path: Path
+) -> None:
+    """3 clients (the summation order matters), both arms; interrupted after round 1, and
+    (from the full run's store, rounds rolled back) in the middle of the second arm."""
+    base = dataclasses.replace(
+        small_cfg, clients=3, rounds=3, attacks=("idlg",), iterations=2, grids=False,
+        save_captures=True,
+    )  # fmt: skip
+    full = federate(dataclasses.replace(base, out=str(tmp_path / "full")))
+
+    part = tmp_path / "part"
+    federate(dataclasses.replace(base, rounds=1, out=str(part)))
+    resumed = federate(resume_config(part, {"rounds": 3}))
+    assert_bit_identical(resumed, full)
+    assert_bit_identical(final_weights(part, base.arms), full)
+
+    with ResultsStore(tmp_path / "full") as a, ResultsStore(part) as b:
+        ignore_time = [{**r, "seconds": 0.0} for r in a.reconstruction_rows()]
+        assert same_rows([{**r, "seconds": 0.0} for r in b.reconstruction_rows()], ignore_time)
+        assert [r["run_id"] for r in b.rounds()] == [1, 2, 2, 1, 2, 2]  # ann 1-3, snn 1-3
+        assert [r["resumed"] for r in b.runs()] == [0, 1]
+        assert all(r["finished"] for r in b.runs())
+        captures = b.captures()
+        assert len(captures) == 2 * 3 * 3 and all(c["attacked"] for c in captures)
+        for c in captures:
+            assert (part / str(c["path"])).stat().st_mode & 0o777 == 0o600
+        assert same_rows(read_rows(part / "leakage.csv"), b.reconstruction_rows())
+
+    # Killed after ann finished and snn round 1: roll the full run's store back to that.
+    with ResultsStore(tmp_path / "full") as store, store.transaction() as db:
+        for table in ("reconstructions", "captures", "faults", "rounds"):
+            db.execute(f"DELETE FROM {table} WHERE arm = 'snn' AND round > 1")
+    for name in ("final_model_snn.pt", "final_model_ann.pt"):
+        (tmp_path / "full" / name).unlink()
+    again = federate(resume_config(tmp_path / "full"))
+    assert_bit_identical(again, full)
+    with ResultsStore(tmp_path / "full") as store:
+        assert [(r["arm"], r["round"], r["run_id"]) for r in store.rounds()] == [
+            ("ann", 1, 1), ("ann", 2, 1), ("ann", 3, 1), ("snn", 1, 1), ("snn", 2, 2),
+            ("snn", 3, 2),
+        ]  # fmt: skip
+        rows = store.reconstruction_rows()
+        assert len(rows) == len({tuple(r[c] for c in LEAKAGE_COLUMNS[:5]) for r in rows}) == 18
+
+    # Resuming a finished run runs nothing and reports again.
+    before = (tmp_path / "full" / "leakage.csv").read_text()
+    federate(resume_config(tmp_path / "full"))
+    assert (tmp_path / "full" / "leakage.csv").read_text() == before
+
+
+# ------------------------------------------------------------------ killed for real
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_run(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the run's process group and those of everything it started (the SuperLink,
+    the SuperExec with the ServerApp and Ray each run in their own process group)."""
+    groups = set()
+    for pid in [proc.pid, *descendants(proc.pid)]:
+        with contextlib.suppress(ProcessLookupError):
+            groups.add(os.getpgid(pid))
+    groups.discard(os.getpgrp())
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def committed_rounds(db: Path) -> int:
+    """Rounds committed so far, read-only (never creates the database)."""
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            return int(conn.execute("SELECT count(*) FROM rounds").fetchone()[0])
+    except sqlite3.Error:  # not created yet
+        return 0
+
+
+def test_run_killed_with_sigkill_resumes_without_duplicates(
+    tmp_path: Path, judge_cache: str
+) -> None:
+    out = tmp_path / "out"
+    arms, rounds, clients = ("ann", "snn"), 2, 2
+    cmd = [
+        sys.executable, "-m", "fl_sim.cli", "run", "--out", str(out),
+        "--set", f"clients={clients}", "--set", f"rounds={rounds}", "--set", "arms=ann,snn",
+        "--set", "attacks=idlg", "--set", "iterations=5", "--set", "grids=false",
+        "--set", f"cache_dir={judge_cache}",
+    ]  # fmt: skip
+    log = tmp_path / "first.log"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while committed_rounds(out / DB_NAME) < 1:
+            assert proc.poll() is None, log.read_text()[-4000:]
+            assert time.monotonic() < deadline, "no round committed in time"
+            time.sleep(0.1)
+    finally:
+        kill_run(proc)
+    at_kill = committed_rounds(out / DB_NAME)
+    assert 1 <= at_kill < len(arms) * rounds, "the run was not interrupted"
+
+    resume = [sys.executable, "-m", "fl_sim.cli", "run", "--resume", str(out)]
+    done = subprocess.run(resume, capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert "fl-sim: resuming ann after round " in done.stdout
+
+    with ResultsStore(out) as store:
+        rows = store.reconstruction_rows()
+        keys = [tuple(r[c] for c in ("arm", "round", "client", "attack", "sample")) for r in rows]
+        expected = {(a, r, c, "idlg", 0) for a in arms for r in (1, 2) for c in range(clients)}
+        assert sorted(keys) == sorted(expected)  # each exactly once
+        for arm in arms:
+            assert store.finished_rounds(arm) == [1, 2]
+            latest = store.load_checkpoint(arm)
+            final = torch.load(out / f"final_model_{arm}.pt", weights_only=True)
+            assert all(torch.equal(v, latest[k]) for k, v in final.items())
+        assert same_rows(read_rows(out / "leakage.csv"), rows)
+        runs = store.runs()
+        assert [r["resumed"] for r in runs] == [0, 1]
+        assert runs[0]["finished"] is None and runs[1]["finished"]  # the first one was killed
+    assert "ASR %" in (out / "summary.txt").read_text()
+
+    # Resuming a finished run only exports and reports again (no federation).
+    again = subprocess.run(resume, capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert "has every round of ann, snn finished" in again.stdout
+    assert same_rows(read_rows(out / "leakage.csv"), rows)
