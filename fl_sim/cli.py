@@ -26,6 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(run)
     run.add_argument("--out", help="output directory (config key 'out'; default: results)")
     run.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    run.add_argument(
+        "--resume", type=Path, metavar="DIR",
+        help="continue the run whose results are in DIR from each arm's last finished round, "
+        "with its stored config (--set may raise rounds or change execution settings only)",
+    )  # fmt: skip
     attack = sub.add_parser(
         "attack",
         help="attack saved captures (fl-sim run --set save_captures=true) outside a simulation",
@@ -36,6 +41,58 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("captures", nargs="+", type=Path, help="capture files (.pt)")
     add_config_args(attack)
     attack.add_argument("--out", required=True, help="output directory")
+    deploy = sub.add_parser(
+        "deploy",
+        help="run the same apps on Flower's deployment engine: one OS process per role",
+        description="Starts a SuperLink, the ServerApp's SuperExec and one SuperNode per client "
+        "(each its own process group, with --netns its own network namespace), submits the run "
+        "with flwr run and stops every process it started when the run ends or is interrupted. "
+        "Writes the same results as `fl-sim run` to --out.",
+    )
+    add_config_args(deploy)
+    deploy.add_argument("--clients", type=int, help="SuperNodes, one partition each (key clients)")
+    deploy.add_argument("--rounds", type=int, help="FL rounds per arm (key rounds)")
+    deploy.add_argument("--out", help="output directory (config key 'out'; default: results)")
+    deploy.add_argument("--overwrite", action="store_true", help="replace results in --out")
+    deploy.add_argument(
+        "--netns", action="store_true",
+        help="put the SuperLink and each SuperNode in its own network namespace (Linux, root)",
+    )  # fmt: skip
+    deploy.add_argument(
+        "--tls", action="store_true", help="TLS with a throwaway CA and server certificate"
+    )
+    deploy.add_argument(
+        "--workdir", type=Path,
+        help="keep logs, pids.json and Flower homes here (default: a temporary dir, removed "
+        "after a clean run, kept after a failure)",
+    )  # fmt: skip
+    submit = sub.add_parser(
+        "submit",
+        help="flwr run the apps on a running SuperLink (e.g. the docker-compose federation)",
+        description="Waits for the SuperLink's health endpoint, then runs `flwr run` on it with "
+        "the config (the same command `fl-sim deploy` submits). --out is a path where the "
+        "ServerApp runs (in a container: /results/...).",
+    )
+    add_config_args(submit)
+    submit.add_argument("--superlink", required=True, metavar="HOST:PORT")
+    submit.add_argument(
+        "--root-certificates", type=Path, metavar="CA", help="CA certificate (TLS); else insecure"
+    )
+    submit.add_argument("--clients", type=int, help="SuperNodes to wait for (key clients)")
+    submit.add_argument("--rounds", type=int, help="FL rounds per arm (key rounds)")
+    submit.add_argument("--out", help="output directory of the ServerApp (key 'out')")
+    submit.add_argument("--overwrite", action="store_true", help="replace results in --out")
+    submit.add_argument("--wait", type=float, default=120.0, help="seconds to wait for it")
+    certs = sub.add_parser(
+        "deploy-certs",
+        help="write a throwaway CA and SuperLink certificate (ca.crt, server.pem, server.key)",
+    )
+    certs.add_argument("directory", type=Path)
+    certs.add_argument(
+        "--san", action="append", default=[], metavar="NAME",
+        help="host name or IP of the SuperLink (repeatable; default: localhost superlink "
+        "127.0.0.1)",
+    )  # fmt: skip
     judge = sub.add_parser("judge", help="train (or show) the cached judge of a dataset")
     add_config_args(judge)
     judge.add_argument("--retrain", action="store_true", help="train again even if cached")
@@ -51,8 +108,16 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def load_config(args: argparse.Namespace) -> RunConfig:
+    if getattr(args, "resume", None) is not None:
+        return load_resume_config(args)
     cfg = RunConfig.load(args.config, args.overrides)
+    if cfg.resume:  # --set resume=true: resume --out
+        args.resume = Path(args.out or cfg.out)
+        return load_resume_config(args)
     extra: dict[str, object] = {}
+    for key in ("clients", "rounds"):
+        if getattr(args, key, None) is not None:
+            extra[key] = getattr(args, key)
     if getattr(args, "out", None):
         extra["out"] = args.out
     if getattr(args, "overwrite", False):
@@ -64,13 +129,52 @@ def load_config(args: argparse.Namespace) -> RunConfig:
     )
 
 
+def load_resume_config(args: argparse.Namespace) -> RunConfig:
+    """``--resume DIR``: the config stored in DIR's results store, with the --config/--set
+    changes applied and checked (execution settings only; rounds may be raised)."""
+    import tomllib
+
+    from fl_sim.config import parse_overrides
+    from fl_sim.resume import resume_config
+
+    changes: dict[str, object] = {}
+    if args.config:
+        with open(args.config, "rb") as fh:
+            changes.update(tomllib.load(fh))
+    changes.update(parse_overrides(args.overrides))
+    for key in ("clients", "rounds"):
+        if getattr(args, key, None) is not None:
+            changes[key] = getattr(args, key)
+    if getattr(args, "overwrite", False):
+        raise ValueError("--resume continues a run; it cannot be combined with --overwrite")
+    out = args.resume.expanduser().resolve()
+    for other in (getattr(args, "out", None), changes.get("out")):
+        if other and Path(str(other)).expanduser().resolve() != out:
+            raise ValueError(f"--resume {out} and out={other} name different directories")
+    cfg = resume_config(out, changes)
+    return dataclasses.replace(cfg, cache_dir=str(cfg.judge_cache.resolve()))
+
+
 def cmd_run(cfg: RunConfig) -> int:
     from fl_sim.eavesdropper import LEAKAGE_CSV
     from fl_sim.judge import ensure_judge
     from fl_sim.launcher import run_simulation
-    from fl_sim.server_app import prepare_out_dir
+    from fl_sim.server_app import finish_from_store, prepare_out_dir
+    from fl_sim.store import ResultsStore
 
     out = prepare_out_dir(cfg)  # fail fast, before Flower starts
+    if cfg.resume:
+        with ResultsStore.open_existing(out) as store:
+            done = {arm: store.last_round(arm) for arm in cfg.arms}
+            if all(n >= cfg.rounds for n in done.values()):  # nothing to run: report again
+                summary = finish_from_store(store, cfg.arms)
+                print(f"fl-sim: {out} has every round of {', '.join(cfg.arms)} finished")
+                print(summary or "fl-sim: no reconstruction rows")
+                return 0
+        print(
+            "fl-sim: resuming " + ", ".join(f"{arm} after round {n}" for arm, n in done.items()),
+            flush=True,
+        )
     ensure_judge(cfg)
     print(
         f"fl-sim: {len(cfg.arms)} arm(s) x {cfg.clients} clients x {cfg.rounds} rounds, "
@@ -85,6 +189,54 @@ def cmd_run(cfg: RunConfig) -> int:
         print(f"fl-sim: the run wrote no {out / LEAKAGE_CSV}; see the log above", file=sys.stderr)
         return 1
     print(f"fl-sim: wrote {', '.join(sorted(p.name for p in out.iterdir()))} in {out}")
+    return 0
+
+
+def cmd_deploy(cfg: RunConfig, args: argparse.Namespace) -> int:
+    from fl_sim.deploy import DeployOptions, deploy
+    from fl_sim.eavesdropper import LEAKAGE_CSV
+    from fl_sim.judge import ensure_judge
+    from fl_sim.server_app import prepare_out_dir
+
+    out = prepare_out_dir(cfg)  # fail fast, before any process starts
+    ensure_judge(cfg)  # train it here, not while the federation waits
+    print(
+        f"fl-sim deploy: {len(cfg.arms)} arm(s) x {cfg.clients} SuperNodes x {cfg.rounds} "
+        f"rounds, attacks {', '.join(cfg.attacks) or 'none'}; results in {out}",
+        flush=True,
+    )
+    options = DeployOptions(netns=args.netns, tls=args.tls, workdir=args.workdir)
+    deploy(cfg, options)
+    if cfg.attacks and not (out / LEAKAGE_CSV).exists():
+        print(f"fl-sim: the run wrote no {out / LEAKAGE_CSV}; see the log above", file=sys.stderr)
+        return 1
+    print(f"fl-sim: wrote {', '.join(sorted(p.name for p in out.iterdir()))} in {out}")
+    return 0
+
+
+def cmd_submit(cfg: RunConfig, args: argparse.Namespace) -> int:
+    import tempfile
+
+    from fl_sim.deploy import submit
+
+    with tempfile.TemporaryDirectory(prefix="fl-sim-submit-") as work:
+        result = submit(cfg, args.superlink, args.root_certificates, Path(work), wait_s=args.wait)
+    if not result.ok:
+        print(
+            f"fl-sim: run {result.run_id} {result.status or 'did not start'} (flwr run exit "
+            f"code {result.code}) {result.details}",
+            file=sys.stderr,
+        )
+        return result.code or 1
+    print(f"fl-sim: run {result.run_id} {result.status}")
+    return 0
+
+
+def cmd_deploy_certs(args: argparse.Namespace) -> int:
+    from fl_sim.certs import DEFAULT_SANS, write_certs
+
+    files = write_certs(args.directory, tuple(args.san) or DEFAULT_SANS)
+    print(f"fl-sim: wrote {files.ca}, {files.cert} and {files.key}")
     return 0
 
 
@@ -158,14 +310,22 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM unwinds like Ctrl-C, so the SuperLink and simulation we started are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
+        if args.command == "deploy-certs":
+            return cmd_deploy_certs(args)
         cfg = load_config(args)
         if args.command == "run":
             return cmd_run(cfg)
+        if args.command == "deploy":
+            return cmd_deploy(cfg, args)
+        if args.command == "submit":
+            return cmd_submit(cfg, args)
         if args.command == "attack":
             return cmd_attack(cfg, args.captures)
         return cmd_judge(cfg, args.retrain)
     except (ValueError, FileNotFoundError, FileExistsError, SuperLinkError) as err:
         parser.exit(2, f"fl-sim: error: {err}\n")
+    except KeyboardInterrupt:  # what we started was stopped on the way out
+        parser.exit(130, "fl-sim: interrupted\n")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,9 @@ from fl_sim.partition import PARTITION_SCHEMES
 from models import ARMS, VICTIMS
 from models.surrogate import NEURONS
 
+PROTOCOLS = ("fedsgd", "fedavg")
+FEDAVG_UPDATES = ("weights", "delta")
+
 
 def default_cache_dir() -> str:
     """Where judges are cached: $FL_SIM_CACHE, else ~/.cache/fl-sim."""
@@ -46,7 +49,22 @@ class RunConfig:
     attacks: tuple[str, ...] = ("dlg", "idlg")
     T: int = 4
     seed: int = 0
-    lr: float = 0.1  # server-side FedSGD learning rate (public)
+    # learning rate (public): the server's SGD step under FedSGD, the clients' local SGD
+    # steps under FedAvg
+    lr: float = 0.1
+    # fedsgd: one gradient of one batch per round; fedavg: local_epochs passes over
+    # local_steps mini-batches of batch_size, replying new weights or the delta
+    protocol: str = "fedsgd"
+    local_steps: int = 1
+    local_epochs: int = 1
+    fedavg_update: str = "weights"  # what a FedAvg client sends: "weights" or "delta"
+    fraction: float = 1.0  # fraction of the clients sampled per round (seeded per round)
+    attack_budget: int = 0  # at most this many captures attacked per round (0: all)
+    # Ray resources per virtual client (simulation engine): whole CPUs (Flower's federation
+    # config takes an integer), a GPU fraction
+    client_cpus: int = 1
+    client_gpus: float = 0.0
+    round_timeout: float = 600.0  # seconds the server waits for replies in a round
     iterations: int = 300  # DLG/iDLG L-BFGS steps (published: 300)
     grnn_iterations: int = 1000  # GRNN RMSprop iterations (published: 1000)
     attack_init: str = "auto"  # auto: U(0.45, 0.55) images, |N(0, sigma)| events (paper)
@@ -60,6 +78,7 @@ class RunConfig:
     cache_dir: str = ""  # judge cache; "" = $FL_SIM_CACHE or ~/.cache/fl-sim
     out: str = "results"
     overwrite: bool = False  # replace results already in ``out``
+    resume: bool = False  # continue the run recorded in ``out`` (fl-sim run --resume)
     grids: bool = True  # write ground truth vs reconstruction grids per round
     # store every captured update (and its ground truth) under out/captures, owner-only:
     # they are sensitive, so only when asked
@@ -82,11 +101,25 @@ class RunConfig:
             "threads",
             "restarts",
             "grnn_iterations",
+            "local_steps",
+            "local_epochs",
+            "client_cpus",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.alpha <= 0:
             raise ValueError(f"lr and alpha must be > 0, got lr={self.lr}, alpha={self.alpha}")
+        if not 0 < self.fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
+        if self.attack_budget < 0:
+            raise ValueError(f"attack_budget must be >= 0 (0: all), got {self.attack_budget}")
+        if self.client_gpus < 0 or self.round_timeout <= 0:
+            raise ValueError(
+                "need client_gpus >= 0 and round_timeout > 0; got "
+                f"client_gpus={self.client_gpus}, round_timeout={self.round_timeout}"
+            )
+        _check_choice("protocol", self.protocol, PROTOCOLS)
+        _check_choice("fedavg_update", self.fedavg_update, FEDAVG_UPDATES)
         _check_choice("dataset", self.dataset, DATASETS)
         _check_choice("partition", self.partition, PARTITION_SCHEMES)
         _check_choice("attack_init", self.attack_init, INITS)
@@ -102,10 +135,22 @@ class RunConfig:
             _check_choice("attacks", attack, ATTACKS)
         parse_fault_spec(self.faults)
         self.attack_config()  # the attack settings validate themselves (sigma, tolerance...)
-        if "idlg" in self.attacks and self.batch_size != 1:
+        if "idlg" in self.attacks and self.samples_per_round != 1:
             raise ValueError(
-                f"attack idlg needs batch_size=1 (its label rule), got batch_size={self.batch_size}"
+                "attack idlg needs one private sample per round (its label rule): batch_size=1"
+                f" and local_steps=1, got batch_size={self.batch_size}, "
+                f"local_steps={self.local_steps}"
             )
+
+    @property
+    def samples_per_round(self) -> int:
+        """Private samples a client trains on per round (and an attack must recover)."""
+        return self.batch_size * (self.local_steps if self.protocol == "fedavg" else 1)
+
+    @property
+    def update_kind(self) -> str:
+        """What a client's reply holds: "gradient" (FedSGD), "weights" or "delta" (FedAvg)."""
+        return "gradient" if self.protocol == "fedsgd" else self.fedavg_update
 
     def build_attacks(self) -> list[Attack]:
         """The configured attacks, each with its published budget unless overridden."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from flwr.app import ArrayRecord, Message
@@ -21,6 +23,35 @@ from fl_sim.report import append_rows, save_grid
 from fl_sim.scoring import score
 
 LEAKAGE_CSV = "leakage.csv"
+
+
+class LeakageSink(Protocol):
+    """Where the eavesdropper hands a round's results (``fl_sim.store.ResultsStore``)."""
+
+    def add_reconstructions(
+        self, rows: Sequence[Mapping[str, object]], grid: Path | None = None
+    ) -> None: ...
+
+    def add_capture(
+        self, arm: str, server_round: int, client: int, attacked: bool, path: Path | None = None
+    ) -> None: ...
+
+
+class CsvSink:
+    """A sink that appends rows to a leakage CSV (standalone use, without a results store)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def add_reconstructions(
+        self, rows: Sequence[Mapping[str, object]], grid: Path | None = None
+    ) -> None:
+        append_rows(self.path, rows)
+
+    def add_capture(
+        self, arm: str, server_round: int, client: int, attacked: bool, path: Path | None = None
+    ) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -55,8 +86,8 @@ class Eavesdropper:
     """A tap for :class:`fl_sim.strategy.EavesdroppingFedAvg` (see ``Tap``).
 
     Attacks get only the :class:`Capture`; the auditor's ground truth goes to the scorer.
-    Rows are appended to ``out_dir/leakage.csv`` after every attack, so nothing finished
-    is lost if the run dies.
+    A round's scored rows and captures go to ``sink`` when the round's attacks are done (by
+    default appended to ``out_dir/leakage.csv``; the ServerApp passes its results store).
     """
 
     def __init__(
@@ -71,11 +102,15 @@ class Eavesdropper:
         log: Callable[[str], None] = print,
         save_captures: bool = False,
         batched: bool = True,
+        sink: LeakageSink | None = None,
+        budget: int = 0,
+        seed: int = 0,
     ) -> None:
         self.arm, self.public, self.attacks = arm, public, list(attacks)
         self.judge, self.audit, self.out_dir = judge, audit, out_dir
         self.grids, self.log, self.save_captures = grids, log, save_captures
-        self.batched = batched
+        self.batched, self.budget, self.seed = batched, budget, seed
+        self.sink: LeakageSink = sink or CsvSink(out_dir / LEAKAGE_CSV)
 
     def __call__(self, server_round: int, sent: ArrayRecord, replies: list[Message]) -> None:
         start = time.perf_counter()
@@ -84,6 +119,8 @@ class Eavesdropper:
         captions: list[str] = []
         recons: dict[str, list[np.ndarray]] = {a.name: [] for a in self.attacks}
         captures = []
+        saved: dict[int, Path] = {}  # client -> saved capture file
+        rows: list[dict[str, object]] = []
         for msg in replies:
             if msg.has_error():
                 self.log(f"[{self.arm} r{server_round}] skipped a failed reply: {msg.error.reason}")
@@ -101,7 +138,17 @@ class Eavesdropper:
                 path = self.out_dir / "captures" / capture_name(self.arm, capture)
                 save_capture(capture, path)
                 save_truth(truth, truth_path(path))
+                saved[capture.client] = path
         captures.sort(key=lambda ct: ct[0].client)
+        captured = [c.client for c, _ in captures]
+        if self.budget and len(captures) > self.budget:
+            chosen = attack_selection(captured, self.budget, self.seed, server_round)
+            self.log(
+                f"[{self.arm} r{server_round}] attack budget {self.budget}: attacking clients "
+                f"{', '.join(map(str, chosen))} of {len(captures)} captured"
+            )
+            captures = [ct for ct in captures if ct[0].client in chosen]
+        attacked = {c.client for c, _ in captures} if self.attacks else set()
         for capture, truth in captures:
             truths.append(truth.images.numpy())
             captions += [f"c{capture.client} s{i} y={int(y)}" for i, y in enumerate(truth.labels)]
@@ -116,17 +163,28 @@ class Eavesdropper:
                     recons[attack.name].append(np.full(truth.images.shape, np.nan))  # blank
                     continue
                 scored = score(self.arm, attack.name, capture, rec, truth, self.judge)
-                append_rows(self.out_dir / LEAKAGE_CSV, scored.rows)
+                rows += scored.rows
                 recons[attack.name].append(scored.matched_images)
                 self.log(progress_line(self.arm, scored.rows, rec.seconds))
+        grid: Path | None = None
         if self.grids and truths and self.attacks:
-            save_grid(
-                self.out_dir / "grids" / f"{self.arm}-round{server_round:03d}.png",
-                np.concatenate(truths),
-                {name: np.concatenate(imgs) for name, imgs in recons.items()},
-                captions,
-                f"{self.arm.upper()} round {server_round}: ground truth vs reconstructions",
+            grid = self.out_dir / "grids" / f"{self.arm}-round{server_round:03d}.png"
+            try:
+                save_grid(
+                    grid,
+                    np.concatenate(truths),
+                    {name: np.concatenate(imgs) for name, imgs in recons.items()},
+                    captions,
+                    f"{self.arm.upper()} round {server_round}: ground truth vs reconstructions",
+                )
+            except Exception as err:  # a plotting failure must not cost the round's rows
+                self.log(f"[{self.arm} r{server_round}] grid not written: {err}")
+                grid = None
+        for client in captured:
+            self.sink.add_capture(
+                self.arm, server_round, client, client in attacked, saved.get(client)
             )
+        self.sink.add_reconstructions(rows, grid)
         self.log(
             f"[{self.arm} r{server_round}] eavesdropper done in {time.perf_counter() - start:.1f}s"
         )
@@ -151,6 +209,13 @@ class Eavesdropper:
             except Exception as err:
                 results.append(err)
         return results
+
+
+def attack_selection(clients: list[int], budget: int, seed: int, server_round: int) -> list[int]:
+    """The clients whose captures are attacked under a budget: a seeded draw per round from
+    the captured clients' partition ids, the same for every arm. Sorted."""
+    rng = random.Random(seed * 1_000_003 + server_round)
+    return sorted(rng.sample(sorted(clients), min(budget, len(clients))))
 
 
 def capture_name(arm: str, capture: Capture) -> str:

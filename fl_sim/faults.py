@@ -7,12 +7,13 @@ parameters sent, with one MetricRecord holding ``num-examples``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 import numpy as np
 from flwr.app import ArrayRecord, Message
 
-FAULT_KINDS = ("nan", "shape", "error")
+FAULT_KINDS = ("nan", "shape", "error", "timeout")
 
 
 def reply_fault(msg: Message, sent: ArrayRecord) -> str | None:
@@ -57,10 +58,14 @@ def parse_fault_spec(spec: Iterable[str]) -> dict[int, str]:
     return faults
 
 
-def inject(kind: str, grads: dict) -> dict:
-    """Corrupt a client's update the way ``kind`` says (``error`` raises in the client)."""
+def inject(kind: str, grads: dict, round_timeout: float) -> dict:
+    """Corrupt a client's update the way ``kind`` says (``error`` raises in the client,
+    ``timeout`` replies only after the server stopped waiting)."""
     if kind == "error":
         raise RuntimeError("injected client failure")
+    if kind == "timeout":
+        time.sleep(round_timeout + 2.0)
+        return grads
     name = next(iter(grads))
     bad = dict(grads)
     if kind == "nan":

@@ -3,7 +3,6 @@ seeds and batches, each with an eavesdropping FedSGD strategy."""
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import shutil
@@ -19,11 +18,13 @@ from flwr.serverapp import Grid, ServerApp
 from attacks.victim import model_for
 from fl_sim.audit import ReplayAudit
 from fl_sim.config import RunConfig
-from fl_sim.datasets import load_dataset
+from fl_sim.datasets import ImageData, load_dataset
 from fl_sim.eavesdropper import LEAKAGE_CSV, Eavesdropper
 from fl_sim.judge import JUDGE_ARCH, Judge, accuracy, ensure_judge
-from fl_sim.report import read_rows, write_report
-from fl_sim.strategy import EavesdroppingFedSGD
+from fl_sim.report import write_report
+from fl_sim.resume import check_resumable, stored_config
+from fl_sim.store import CHECKPOINTS, DB_NAME, ResultsStore, save_atomic
+from fl_sim.strategy import EavesdroppingFedAvg, EavesdroppingFedSGD, Tap
 from fl_sim.task import public_info
 
 app = ServerApp()
@@ -32,39 +33,110 @@ FAULTS_CSV = "faults.csv"
 
 
 class FaultLog:
-    """Records every reply left out of aggregation in ``faults.csv`` (and the console)."""
+    """Records every reply left out of aggregation in the results store (exported to
+    ``faults.csv`` when the round commits) and on the console."""
 
-    def __init__(self, out: Path, arm: str, log: Callable[[str], None]) -> None:
-        self.path, self.arm, self.log = out / FAULTS_CSV, arm, log
+    def __init__(self, store: ResultsStore, arm: str, log: Callable[[str], None]) -> None:
+        self.store, self.arm, self.log = store, arm, log
 
-    def __call__(self, server_round: int, msg: Message, reason: str) -> None:
-        client = ""
-        if not msg.has_error() and "meta" in msg.content.config_records:
-            client = str(msg.content["meta"].get("partition-id", ""))
-        new = not self.path.exists()
-        with open(self.path, "a", newline="") as fh:
-            writer = csv.writer(fh)
-            if new:
-                writer.writerow(["arm", "round", "node", "client", "reason"])
-            writer.writerow([self.arm, server_round, msg.metadata.src_node_id, client, reason])
-        self.log(
-            f"[{self.arm} r{server_round}] left out a reply (client {client or '?'}): {reason}"
-        )
+    def __call__(self, server_round: int, node: int, client: int | None, reason: str) -> None:
+        who = "?" if client is None else str(client)
+        self.store.add_fault(self.arm, server_round, node, client, reason)
+        self.log(f"[{self.arm} r{server_round}] left out node {node} (client {who}): {reason}")
 
 
 RESULT_FILES = (
     LEAKAGE_CSV, "summary.txt", "leakage_per_round.png", "grids", "run.json", "captures",
-    FAULTS_CSV,
+    FAULTS_CSV, DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", CHECKPOINTS,
 )  # fmt: skip
+
+
+class RoundRecorder:
+    """Commits each finished round of one arm to the results store.
+
+    Its ``evaluate`` is the strategy's ``evaluate_fn``, which Flower calls after each round's
+    aggregation with the new global model: the round's accuracy, checkpoint and everything
+    the tap and the fault log handed the store are committed together, then the CSVs are
+    re-exported. Its ``tap`` counts the replies and hands them on to the eavesdropper.
+    """
+
+    def __init__(
+        self,
+        store: ResultsStore,
+        arm: str,
+        model: torch.nn.Module,
+        test: ImageData,
+        done: int = 0,
+        spy: Tap | None = None,
+    ) -> None:
+        self.store, self.arm, self.model, self.test = store, arm, model, test
+        self.done = done  # round 0 or a resumed run's last round: already recorded
+        self.spy = spy
+        self.replies: dict[int, int] = {}
+        self.clock = time.perf_counter()
+
+    def tap(self, server_round: int, sent: ArrayRecord, replies: list[Message]) -> None:
+        self.replies[server_round] = len(replies)
+        if self.spy is not None:
+            self.spy(server_round, sent, replies)
+
+    def evaluate(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        state = arrays.to_torch_state_dict()
+        self.model.load_state_dict(state)
+        acc = accuracy(self.model, self.test.images, self.test.labels)
+        say(f"[{self.arm} r{server_round}] global model test accuracy {acc:.2%}")
+        if server_round > self.done:
+            self.store.commit_round(
+                self.arm,
+                server_round,
+                state,
+                accuracy=acc,
+                seconds=time.perf_counter() - self.clock,
+                replies=self.replies.pop(server_round, 0),
+            )
+            export_results(self.store)
+        self.clock = time.perf_counter()
+        return MetricRecord({"accuracy": acc})
+
+
+def export_results(store: ResultsStore) -> None:
+    """leakage.csv and faults.csv from the store (each only once it has rows)."""
+    if store.reconstruction_rows():
+        store.export_leakage_csv(store.out_dir / LEAKAGE_CSV)
+    if store.fault_rows():
+        store.export_faults_csv(store.out_dir / FAULTS_CSV)
+
+
+def write_outputs(store: ResultsStore) -> str | None:
+    """Export the CSVs and write the report (plot, summary) from the store's rows; returns
+    the summary, or None when there are no reconstruction rows."""
+    export_results(store)
+    rows = store.reconstruction_rows()
+    return write_report(store.out_dir, rows) if rows else None
 
 
 def say(text: str) -> None:
     print(text, flush=True)
 
 
+def finish_from_store(store: ResultsStore, arms: tuple[str, ...]) -> str | None:
+    """Outputs of a run whose arms are all finished, from the store alone: the final models
+    (latest checkpoints), the CSV exports and the report; returns the summary."""
+    for arm in arms:
+        save_atomic(store.load_checkpoint(arm), store.out_dir / f"final_model_{arm}.pt")
+    return write_outputs(store)
+
+
 def prepare_out_dir(cfg: RunConfig) -> Path:
-    """Create ``cfg.out``; refuse to mix with an earlier run's results unless overwrite."""
+    """Create ``cfg.out``; refuse to mix with an earlier run's results unless overwrite (or
+    resume, which needs the earlier run's results store)."""
     out = Path(cfg.out).expanduser().resolve()
+    if cfg.resume:
+        if cfg.overwrite:
+            raise ValueError("resume and overwrite=true contradict each other")
+        if not (out / DB_NAME).is_file():
+            raise FileNotFoundError(f"{out} holds no {DB_NAME}: nothing to resume")
+        return out
     out.mkdir(parents=True, exist_ok=True)
     old = [name for name in RESULT_FILES if (out / name).exists()]
     if old and not cfg.overwrite:
@@ -85,8 +157,9 @@ def initial_model(cfg: RunConfig, arm: str) -> torch.nn.Module:
     return model_for(pub)
 
 
-def write_run_record(out: Path, cfg: RunConfig, judge: Judge) -> None:
-    """run.json: the config and the judge (with its test accuracy) that produced the results."""
+def write_run_record(out: Path, cfg: RunConfig, judge: Judge) -> dict[str, object]:
+    """run.json: the config and the judge (with its test accuracy) that produced the results;
+    returns the record (also stored in the results store's ``runs``)."""
     record = {
         "config": dataclasses.asdict(cfg),
         "judge": {
@@ -98,6 +171,29 @@ def write_run_record(out: Path, cfg: RunConfig, judge: Judge) -> None:
         "versions": {"torch": torch.__version__, "flwr": flwr.__version__},
     }
     (out / "run.json").write_text(json.dumps(record, indent=2))
+    return record
+
+
+def build_strategy(
+    cfg: RunConfig, tap: Tap | None, on_fault: FaultLog, round_offset: int = 0
+) -> EavesdroppingFedAvg:
+    """The aggregation rule of ``cfg.protocol``, with the tap, seeded client sampling of
+    ``cfg.fraction`` of the clients (all must be connected), and no client-side evaluation."""
+    kwargs = dict(
+        tap=tap,
+        on_fault=on_fault,
+        sampling_seed=cfg.seed,
+        round_offset=round_offset,
+        fraction_train=cfg.fraction,
+        fraction_evaluate=0.0,
+        min_train_nodes=max(1, int(cfg.clients * cfg.fraction)),
+        min_available_nodes=cfg.clients,
+    )
+    if cfg.update_kind == "gradient":
+        return EavesdroppingFedSGD(lr=cfg.lr, **kwargs)  # type: ignore[arg-type]
+    if cfg.update_kind == "delta":
+        return EavesdroppingFedSGD(lr=-1.0, **kwargs)  # type: ignore[arg-type]
+    return EavesdroppingFedAvg(**kwargs)  # type: ignore[arg-type]
 
 
 @app.main()
@@ -111,51 +207,51 @@ def run_federation(grid: Grid, cfg: RunConfig) -> dict[str, dict[str, torch.Tens
     """Run every arm; return each arm's final global model (state dict)."""
     out = prepare_out_dir(cfg)
     say(f"fl-sim: results go to {out}")
+    store = ResultsStore(out)
+    if cfg.resume:
+        check_resumable(stored_config(store), cfg)
     judge = ensure_judge(cfg, say)
-    write_run_record(out, cfg, judge)
+    store.start_run(write_run_record(out, cfg, judge), resumed=cfg.resume)
     audit = ReplayAudit(cfg)
     test = load_dataset(cfg.dataset, "test", cfg.data_root or None)
     finals: dict[str, dict[str, torch.Tensor]] = {}
     for arm in cfg.arms:
         start = time.perf_counter()
         public = public_info(cfg, arm)
+        done = store.last_round(arm)
+        if done >= cfg.rounds:
+            say(f"=== arm {arm}: all {cfg.rounds} rounds already finished ===")
+            finals[arm] = store.load_checkpoint(arm)
+            save_atomic(finals[arm], out / f"final_model_{arm}.pt")
+            continue
         model = initial_model(cfg, arm)
+        if done:
+            model.load_state_dict(store.load_checkpoint(arm))
+            say(f"=== arm {arm}: resuming after round {done} (checkpoint) ===")
         tap = None
         if cfg.attacks:
             attacks = cfg.build_attacks()
             tap = Eavesdropper(
                 arm, public, attacks, judge, audit, out, cfg.grids, say, cfg.save_captures,
-                cfg.batched,
+                cfg.batched, sink=store, budget=cfg.attack_budget, seed=cfg.seed,
             )  # fmt: skip
-
-        def evaluate(server_round: int, arrays: ArrayRecord, model=model, arm=arm) -> MetricRecord:
-            model.load_state_dict(arrays.to_torch_state_dict())
-            acc = accuracy(model, test.images, test.labels)
-            say(f"[{arm} r{server_round}] global model test accuracy {acc:.2%}")
-            return MetricRecord({"accuracy": acc})
-
+        recorder = RoundRecorder(store, arm, model, test, done, tap)
         say(f"=== arm {arm}: {public.arch}, {cfg.clients} clients, {cfg.rounds} rounds ===")
-        strategy = EavesdroppingFedSGD(
-            lr=cfg.lr,
-            tap=tap,
-            on_fault=FaultLog(out, arm, say),
-            fraction_train=1.0,
-            fraction_evaluate=0.0,
-            min_train_nodes=cfg.clients,
-            min_available_nodes=cfg.clients,
-        )
+        strategy = build_strategy(cfg, recorder.tap, FaultLog(store, arm, say), done)
         result = strategy.start(
             grid=grid,
             initial_arrays=ArrayRecord(model.state_dict()),
-            num_rounds=cfg.rounds,
+            num_rounds=cfg.rounds - done,
+            timeout=cfg.round_timeout,
             train_config=ConfigRecord({"arm": arm}),
-            evaluate_fn=evaluate,
+            evaluate_fn=recorder.evaluate,
         )
         finals[arm] = result.arrays.to_torch_state_dict()
-        torch.save(finals[arm], out / f"final_model_{arm}.pt")
+        save_atomic(finals[arm], out / f"final_model_{arm}.pt")
         say(f"=== arm {arm} done in {time.perf_counter() - start:.1f}s ===")
-    csv = out / LEAKAGE_CSV
-    if csv.exists():
-        summary = write_report(out, read_rows(csv))
+    summary = write_outputs(store)
+    if summary is not None:
         say(f"judge {JUDGE_ARCH}: test accuracy {judge.accuracy:.2%} on {judge.dataset}\n{summary}")
+    store.finish_run()
+    store.close()
     return finals

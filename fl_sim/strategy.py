@@ -6,22 +6,27 @@ reads the replies, so the sequence of global models is the same with or without 
 
 from __future__ import annotations
 
+import random
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from logging import ERROR
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common.logger import log
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy import FedAvg, Result
 
 from fl_sim.faults import reply_fault
 from fl_sim.training import sgd_step
 
 # tap(server_round, global arrays the replies were computed at, replies)
 Tap = Callable[[int, ArrayRecord, list[Message]], None]
-# on_fault(server_round, reply, reason): a reply left out of aggregation
-FaultSink = Callable[[int, Message, str], None]
+# on_fault(server_round, node id, client partition id or None, reason): a client left out
+# of aggregation (faulty reply, or no reply in time)
+FaultSink = Callable[[int, int, int | None, str], None]
+# evaluate_fn(server_round, global arrays) of Flower's Strategy.start
+EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
 
 
 class EavesdroppingFedAvg(FedAvg):
@@ -32,23 +37,63 @@ class EavesdroppingFedAvg(FedAvg):
         *args: object,
         tap: Tap | None = None,
         on_fault: FaultSink | None = None,
+        sampling_seed: int | None = None,
+        round_offset: int = 0,
         **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.tap = tap
         self.on_fault = on_fault
+        self.sampling_seed = sampling_seed
+        # Rounds already done (a resumed run): Flower's loop counts 1..num_rounds, and every
+        # entry point below adds this, so clients, tap, faults and evaluate_fn see true rounds.
+        self.round_offset = round_offset
         self.sent_arrays: ArrayRecord | None = None
+        self.sent_to: list[int] = []
+
+    def start(
+        self,
+        grid: Grid,
+        initial_arrays: ArrayRecord,
+        num_rounds: int = 3,
+        timeout: float = 3600,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: EvaluateFn | None = None,
+    ) -> Result:
+        """Flower's loop for ``num_rounds`` more rounds, numbered from ``round_offset + 1``
+        (``evaluate_fn`` first sees ``round_offset`` with ``initial_arrays``)."""
+        offset_fn = evaluate_fn
+        if evaluate_fn is not None and self.round_offset:
+
+            def offset_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+                return evaluate_fn(server_round + self.round_offset, arrays)
+
+        return super().start(
+            grid, initial_arrays, num_rounds, timeout, train_config, evaluate_config, offset_fn
+        )
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        server_round += self.round_offset
         self.sent_arrays = arrays
-        return super().configure_train(server_round, arrays, config, grid)
+        with seeded_sampling(self.sampling_seed, server_round):
+            messages = list(super().configure_train(server_round, arrays, config, grid))
+        self.sent_to = [msg.metadata.dst_node_id for msg in messages]
+        return messages
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return super().configure_evaluate(server_round + self.round_offset, arrays, config, grid)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        server_round += self.round_offset
         replies = list(replies)
+        self.record_missing(server_round, replies)
         if self.tap is not None and self.sent_arrays is not None:
             try:
                 self.tap(server_round, self.sent_arrays, replies)
@@ -72,12 +117,51 @@ class EavesdroppingFedAvg(FedAvg):
             if reason is None:
                 sound.append(msg)
             elif self.on_fault is not None:
-                self.on_fault(server_round, msg, reason)
-        return sound
+                self.on_fault(server_round, msg.metadata.src_node_id, reported_client(msg), reason)
+        # A fixed summation order (replies arrive in any order): reruns and resumed runs
+        # aggregate bit-identically.
+        return sorted(sound, key=aggregation_order)
+
+    def record_missing(self, server_round: int, replies: list[Message]) -> None:
+        """Clients sampled this round that did not reply before the round's timeout."""
+        replied = {msg.metadata.src_node_id for msg in replies}
+        for node in self.sent_to:
+            if node not in replied and self.on_fault is not None:
+                self.on_fault(server_round, node, None, "no reply before the round timeout")
+
+
+def aggregation_order(msg: Message) -> tuple[int, int]:
+    """Sort key of a sound reply: its partition id, then its node id."""
+    client = reported_client(msg)
+    return (-1 if client is None else client, msg.metadata.src_node_id)
+
+
+def reported_client(msg: Message) -> int | None:
+    """The partition id a reply reports, if it is readable."""
+    try:
+        return int(msg.content["meta"]["partition-id"])
+    except Exception:
+        return None
+
+
+@contextmanager
+def seeded_sampling(seed: int | None, server_round: int) -> Iterator[None]:
+    """Make Flower's node sampling (``random.sample``) a function of (seed, round), so both
+    arms and a resumed run sample the same nodes; the global RNG state is restored after."""
+    if seed is None:
+        yield
+        return
+    state = random.getstate()
+    random.seed(seed * 1_000_003 + server_round)
+    try:
+        yield
+    finally:
+        random.setstate(state)
 
 
 class EavesdroppingFedSGD(EavesdroppingFedAvg):
-    """Clients reply with gradients; the weighted mean gradient takes one SGD step by key."""
+    """Clients reply with gradients; the weighted mean gradient takes one SGD step by key.
+    (With ``lr=-1`` this is FedAvg over deltas: the mean delta is added to the model.)"""
 
     def __init__(self, *args: object, lr: float, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)

@@ -9,7 +9,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # for tests/inproc_grid.py
 
+import torch  # noqa: E402
+
 from fl_sim.config import RunConfig  # noqa: E402
+
+# One torch thread, as every fl-sim process uses (threads=1): tests that recompute a client's
+# result in the main thread then sum in the same order as the client did.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

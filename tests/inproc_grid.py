@@ -6,6 +6,7 @@ Real runs use Flower's simulation or deployment engine; this grid only replaces 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, wait
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
@@ -63,24 +64,32 @@ class InProcessGrid(Grid):
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
-        replies = []
+        """Every ClientApp call runs in a thread; replies not back within ``timeout`` are
+        dropped, as Flower's grids do (the late thread finishes in the background)."""
+        messages = list(messages)
         for msg in messages:
             self._next += 1
             msg.metadata.__dict__["_message_id"] = f"m{self._next}"
-            node = msg.metadata.dst_node_id
-            partition = self.nodes[node]
-            ctx = Context(
-                run_id=1,
-                node_id=node,
-                node_config={"partition-id": partition, "num-partitions": len(self.nodes)},
-                state=RecordDict(),
-                run_config=dict(self.run_config),
-            )
-            try:
-                reply = self.client_app(msg, ctx)
-            except Exception as err:  # Flower's runtime turns a ClientApp exception into this
-                reply = Message(Error(code=0, reason=f"{type(err).__name__}: {err}"), reply_to=msg)
-            if self.fault is not None:
-                reply = self.fault(partition, reply) or reply
-            replies.append(reply)
-        return replies
+        pool = ThreadPoolExecutor(max_workers=max(1, len(messages)))
+        futures = [pool.submit(self._deliver, msg) for msg in messages]
+        pool.shutdown(wait=False)
+        done, _ = wait(futures, timeout=timeout)
+        return [f.result() for f in futures if f in done]
+
+    def _deliver(self, msg: Message) -> Message:
+        node = msg.metadata.dst_node_id
+        partition = self.nodes[node]
+        ctx = Context(
+            run_id=1,
+            node_id=node,
+            node_config={"partition-id": partition, "num-partitions": len(self.nodes)},
+            state=RecordDict(),
+            run_config=dict(self.run_config),
+        )
+        try:
+            reply = self.client_app(msg, ctx)
+        except Exception as err:  # Flower's runtime turns a ClientApp exception into this
+            reply = Message(Error(code=0, reason=f"{type(err).__name__}: {err}"), reply_to=msg)
+        if self.fault is not None:
+            reply = self.fault(partition, reply) or reply
+        return reply

@@ -1,0 +1,108 @@
+"""Wall time and peak memory of a large simulation: ``fl-sim run`` with many virtual clients.
+
+Runs ``fl-sim run`` as a child process with the given ``--set`` options and samples, every
+``--interval`` seconds, the memory of every process it started (the SuperLink, the ServerApp,
+Ray's processes and client actors), read from /proc: the sum of PSS (shared pages split
+between the processes that map them, the honest total) and of RSS (shared pages counted in
+every process), and the largest single RSS. Prints them with the wall time at the end.
+
+    python -m experiments.bench_scale --out results/scale100 \\
+        --set clients=100 --set fraction=0.1 --set rounds=3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Peak:
+    pss_total: int = 0  # kB
+    rss_total: int = 0
+    rss_max: int = 0
+    processes: int = 0
+
+
+def children_of(root: int) -> set[int]:
+    """``root`` and all its descendants, from /proc/*/stat."""
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        parent[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        kids = [p for p, pp in parent.items() if pp == pid and p not in found]
+        found.update(kids)
+        frontier += kids
+    return found
+
+
+def memory_kb(pid: int) -> tuple[int, int]:
+    """(PSS, RSS) of one process in kB, (0, 0) if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0, 0
+    values = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] in ("Pss:", "Rss:"):
+            values[parts[0]] = int(parts[1])
+    return values.get("Pss:", 0), values.get("Rss:", 0)
+
+
+def sample(root: int, peak: Peak, stop: threading.Event, interval: float) -> None:
+    while not stop.is_set():
+        pids = children_of(root)
+        mems = [memory_kb(p) for p in pids]
+        peak.pss_total = max(peak.pss_total, sum(p for p, _ in mems))
+        peak.rss_total = max(peak.rss_total, sum(r for _, r in mems))
+        peak.rss_max = max(peak.rss_max, max((r for _, r in mems), default=0))
+        peak.processes = max(peak.processes, len(pids))
+        stop.wait(interval)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--interval", type=float, default=1.0)
+    args = parser.parse_args()
+    cmd = [sys.executable, "-m", "fl_sim.cli", "run", "--out", args.out, "--overwrite"]
+    for item in args.overrides:
+        cmd += ["--set", item]
+    print("$", " ".join(cmd), flush=True)
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd)
+    peak, stop = Peak(), threading.Event()
+    sampler = threading.Thread(target=sample, args=(proc.pid, peak, stop, args.interval))
+    sampler.start()
+    code = proc.wait()
+    stop.set()
+    sampler.join()
+    wall = time.perf_counter() - start
+    gib = 1024 * 1024
+    print(
+        f"exit code {code}; wall {wall:.0f} s; peak memory of the process tree: "
+        f"PSS {peak.pss_total / gib:.2f} GiB, RSS sum {peak.rss_total / gib:.2f} GiB, "
+        f"largest process RSS {peak.rss_max / gib:.2f} GiB, up to {peak.processes} processes",
+        flush=True,
+    )
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
