@@ -13,13 +13,14 @@ every process), and the largest single RSS. Prints them with the wall time at th
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from fl_sim.launcher import descendants
 
 
 @dataclass
@@ -28,26 +29,6 @@ class Peak:
     rss_total: int = 0
     rss_max: int = 0
     processes: int = 0
-
-
-def children_of(root: int) -> set[int]:
-    """``root`` and all its descendants, from /proc/*/stat."""
-    parent: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        parent[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, frontier = {root}, [root]
-    while frontier:
-        pid = frontier.pop()
-        kids = [p for p, pp in parent.items() if pp == pid and p not in found]
-        found.update(kids)
-        frontier += kids
-    return found
 
 
 def memory_kb(pid: int) -> tuple[int, int]:
@@ -66,7 +47,7 @@ def memory_kb(pid: int) -> tuple[int, int]:
 
 def sample(root: int, peak: Peak, stop: threading.Event, interval: float) -> None:
     while not stop.is_set():
-        pids = children_of(root)
+        pids = [root, *descendants(root)]
         mems = [memory_kb(p) for p in pids]
         peak.pss_total = max(peak.pss_total, sum(p for p, _ in mems))
         peak.rss_total = max(peak.rss_total, sum(r for _, r in mems))

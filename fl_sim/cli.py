@@ -156,7 +156,6 @@ def load_resume_config(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_run(cfg: RunConfig) -> int:
-    from fl_sim.eavesdropper import LEAKAGE_CSV
     from fl_sim.judge import ensure_judge
     from fl_sim.launcher import run_simulation
     from fl_sim.server_app import finish_from_store, prepare_out_dir
@@ -185,6 +184,22 @@ def cmd_run(cfg: RunConfig) -> int:
     if code != 0:
         print(f"fl-sim: flwr run exited with code {code}", file=sys.stderr)
         return code
+    return check_results(out, cfg)
+
+
+def check_results(out: Path, cfg: RunConfig) -> int:
+    """Exit code of a finished ``flwr run``, which exits 0 even when the ServerApp failed:
+    the results store says what really finished."""
+    from fl_sim.eavesdropper import LEAKAGE_CSV
+
+    unfinished = unfinished_arms(out, cfg)
+    if unfinished:
+        print(
+            f"fl-sim: the run stopped early ({unfinished}); see the log above. Finished rounds "
+            f"are kept: continue with `fl-sim run --resume {out}`",
+            file=sys.stderr,
+        )
+        return 1
     if cfg.attacks and not (out / LEAKAGE_CSV).exists():
         print(f"fl-sim: the run wrote no {out / LEAKAGE_CSV}; see the log above", file=sys.stderr)
         return 1
@@ -192,9 +207,19 @@ def cmd_run(cfg: RunConfig) -> int:
     return 0
 
 
+def unfinished_arms(out: Path, cfg: RunConfig) -> str:
+    """Arms whose rounds are not all committed, e.g. "snn: 1 of 3 rounds"; "" if none."""
+    from fl_sim.store import DB_NAME, ResultsStore
+
+    if not (out / DB_NAME).exists():
+        return "no results store was written"
+    with ResultsStore.open_existing(out) as store:
+        done = {arm: store.last_round(arm) for arm in cfg.arms}
+    return ", ".join(f"{a}: {n} of {cfg.rounds} rounds" for a, n in done.items() if n < cfg.rounds)
+
+
 def cmd_deploy(cfg: RunConfig, args: argparse.Namespace) -> int:
     from fl_sim.deploy import DeployOptions, deploy
-    from fl_sim.eavesdropper import LEAKAGE_CSV
     from fl_sim.judge import ensure_judge
     from fl_sim.server_app import prepare_out_dir
 
@@ -207,11 +232,7 @@ def cmd_deploy(cfg: RunConfig, args: argparse.Namespace) -> int:
     )
     options = DeployOptions(netns=args.netns, tls=args.tls, workdir=args.workdir)
     deploy(cfg, options)
-    if cfg.attacks and not (out / LEAKAGE_CSV).exists():
-        print(f"fl-sim: the run wrote no {out / LEAKAGE_CSV}; see the log above", file=sys.stderr)
-        return 1
-    print(f"fl-sim: wrote {', '.join(sorted(p.name for p in out.iterdir()))} in {out}")
-    return 0
+    return check_results(out, cfg)
 
 
 def cmd_submit(cfg: RunConfig, args: argparse.Namespace) -> int:

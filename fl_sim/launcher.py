@@ -134,16 +134,34 @@ def group_alive(pgid: int) -> bool:
     proc = Path("/proc")
     if not (proc / "self" / "stat").exists():  # no procfs: zombies count as alive
         return _signal_group(pgid, 0)
-    for entry in proc.iterdir():
+    return any(g == pgid and state != "Z" for state, _, g in process_table().values())
+
+
+def process_table() -> dict[int, tuple[str, int, int]]:
+    """pid -> (state, parent pid, process group) of every process, from /proc/*/stat."""
+    table = {}
+    for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):  # exited meanwhile
             continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+        table[int(entry.name)] = (fields[0], int(fields[1]), int(fields[2]))
+    return table
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``: Flower and Ray start theirs in other process groups."""
+    children: dict[int, list[int]] = {}
+    for child, (_, parent, _) in process_table().items():
+        children.setdefault(parent, []).append(child)
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def stop_all(procs: list[ManagedProcess], timeout: float = 20.0) -> None:

@@ -21,6 +21,7 @@ from inproc_grid import InProcessGrid
 from fl_sim.cli import main as cli_main
 from fl_sim.client_app import app as client_app
 from fl_sim.config import RunConfig
+from fl_sim.launcher import descendants
 from fl_sim.report import LEAKAGE_COLUMNS, read_rows
 from fl_sim.resume import resume_config
 from fl_sim.server_app import run_federation
@@ -296,26 +297,6 @@ def test_resumed_federation_is_bit_identical_to_an_uninterrupted_one(
 
 
 # ------------------------------------------------------------------ killed for real
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 def kill_run(proc: subprocess.Popen[bytes]) -> None:
