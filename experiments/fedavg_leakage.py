@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
-from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,12 +28,13 @@ import torch
 from attacks import Capture
 from attacks.local_update import observed_update
 from attacks.victim import model_for
+from experiments.trials import add_common_args, leakage_csv, run_trials
 from fl_sim.audit import GroundTruth
 from fl_sim.client_app import client_update
 from fl_sim.config import RunConfig
 from fl_sim.datasets import load_dataset
 from fl_sim.judge import ensure_judge
-from fl_sim.report import append_rows, read_rows, summary_table
+from fl_sim.report import summary_table
 from fl_sim.scoring import score
 from fl_sim.task import public_info
 
@@ -67,9 +66,7 @@ def attack_trial(cfg: RunConfig, trial: int, indices: np.ndarray) -> list[dict[s
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=10)
-    parser.add_argument("--out", type=Path, default=Path("results/fedavg"))
-    parser.add_argument("--workers", type=int, default=2, help="processes (1 torch thread each)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
+    add_common_args(parser, "results/fedavg")
     args = parser.parse_args(argv)
     cfg = RunConfig.load(overrides=["protocol=fedavg", "attacks=dlg", *args.overrides])
     if cfg.protocol != "fedavg":
@@ -79,23 +76,17 @@ def main(argv: list[str] | None = None) -> None:
     draws = [
         rng.choice(len(data), cfg.samples_per_round, replace=False) for _ in range(args.trials)
     ]
-    args.out.mkdir(parents=True, exist_ok=True)
-    csv = args.out / "leakage.csv"
-    if csv.exists():
-        parser.error(f"{csv} exists; choose another --out")
+    csv = leakage_csv(parser, args.out)
     ensure_judge(cfg)
     start = time.perf_counter()
-    with ProcessPoolExecutor(args.workers) as pool:
-        futures = [pool.submit(attack_trial, cfg, t, d) for t, d in enumerate(draws)]
-        for done, future in enumerate(futures, 1):
-            append_rows(csv, future.result())
-            print(f"{done}/{len(futures)} trials ({time.perf_counter() - start:.0f}s)", flush=True)
+    jobs = [(cfg, t, d) for t, d in enumerate(draws)]
+    rows = run_trials(attack_trial, jobs, csv, args.workers, "trials")
     print(
         f"{args.trials} FedAvg updates: {cfg.local_epochs} epoch(s) x {cfg.local_steps} step(s) "
         f"x batch {cfg.batch_size}, lr {cfg.lr}; {cfg.iterations} L-BFGS steps; "
         f"{time.perf_counter() - start:.0f}s with {args.workers} workers"
     )
-    print(summary_table(read_rows(csv)))
+    print(summary_table(rows))
 
 
 if __name__ == "__main__":

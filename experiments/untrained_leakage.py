@@ -13,19 +13,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
-from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from attacks import Capture
 from attacks.victim import model_for
+from experiments.trials import add_common_args, leakage_csv, run_trials
 from fl_sim.audit import GroundTruth
 from fl_sim.config import RunConfig
 from fl_sim.datasets import load_dataset
 from fl_sim.judge import ensure_judge
-from fl_sim.report import append_rows, read_rows, summary_table, write_report
+from fl_sim.report import summary_table, write_report
 from fl_sim.scoring import score
 from fl_sim.task import public_info
 from fl_sim.training import loss_gradient
@@ -53,27 +52,18 @@ def attack_sample(cfg: RunConfig, index: int) -> list[dict[str, object]]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=100)
-    parser.add_argument("--out", type=Path, default=Path("results/untrained"))
-    parser.add_argument("--workers", type=int, default=2, help="processes (1 torch thread each)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
+    add_common_args(parser, "results/untrained")
     args = parser.parse_args(argv)
     cfg = RunConfig.load(overrides=args.overrides)
     data = load_dataset(cfg.dataset, "train", cfg.data_root or None)
     if not 1 <= args.samples <= len(data):
         parser.error(f"--samples must be in 1..{len(data)}, got {args.samples}")
     indices = np.random.default_rng(cfg.seed).choice(len(data), args.samples, replace=False)
-    args.out.mkdir(parents=True, exist_ok=True)
-    csv = args.out / "leakage.csv"
-    if csv.exists():
-        parser.error(f"{csv} exists; choose another --out")
+    csv = leakage_csv(parser, args.out)
     ensure_judge(cfg)
     start = time.perf_counter()
-    with ProcessPoolExecutor(args.workers) as pool:
-        futures = [pool.submit(attack_sample, cfg, int(i)) for i in indices]
-        for done, future in enumerate(futures, 1):
-            append_rows(csv, future.result())
-            print(f"{done}/{len(futures)} samples ({time.perf_counter() - start:.0f}s)", flush=True)
-    rows = read_rows(csv)
+    jobs = [(cfg, int(i)) for i in indices]
+    rows = run_trials(attack_sample, jobs, csv, args.workers, "samples")
     write_report(args.out, rows)
     print(
         f"{args.samples} samples, victim {cfg.victim}, T={cfg.T}, {cfg.iterations} L-BFGS "

@@ -30,6 +30,17 @@ def fedavg(cfg: RunConfig, **changes: object) -> RunConfig:
     return dataclasses.replace(cfg, protocol="fedavg", **changes)  # type: ignore[arg-type]
 
 
+def ann_fedavg_capture(
+    cfg: RunConfig, partition: int
+) -> tuple[Capture, torch.Tensor, torch.Tensor]:
+    """The round-1 FedAvg update of one of 4 clients on the initial ANN, with its data."""
+    model = initial_model(cfg, "ann")
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    images, labels = private_batch(cfg, partition, 4, 1)
+    sent = client_update(cfg, model, images, labels)
+    return Capture(1, partition, sent, start, public_info(cfg, "ann")), images, labels
+
+
 def true_update(capture: Capture, images: torch.Tensor, labels: torch.Tensor) -> list:
     """The attacker's unrolled simulation, fed the client's true data and labels."""
     model = victim_from_capture(capture)
@@ -127,14 +138,10 @@ def test_unrolling_recovers_two_step_updates_that_a_gradient_reading_cannot() ->
     """DLG on a 2-step FedAvg update (batch 1 per step): matching the unrolled steps
     recovers both digits; treating (w0 - w) / lr as one batch-2 gradient does not."""
     cfg = RunConfig(protocol="fedavg", local_steps=2, attacks=("dlg",), seed=1)
-    public = public_info(cfg, "ann")
-    model = initial_model(cfg, "ann")
-    start = {k: v.clone() for k, v in model.state_dict().items()}
-    images, labels = private_batch(cfg, 1, 4, 1)
-    capture = Capture(1, 1, client_update(cfg, model, images, labels), start, public)
+    capture, images, _ = ann_fedavg_capture(cfg, partition=1)
     as_gradient = Capture(
-        1, 1, observed_update(capture), start,
-        dataclasses.replace(public, update="gradient", batch_size=2),
+        1, 1, observed_update(capture), capture.global_state,
+        dataclasses.replace(capture.public, update="gradient", batch_size=2),
     )  # fmt: skip
 
     def best_ssim(cap: Capture) -> float:
@@ -167,11 +174,7 @@ def test_config_rejects_idlg_on_several_samples_per_round() -> None:
 
 def test_grnn_attacks_fedavg_updates_through_the_unrolled_steps() -> None:
     cfg = RunConfig(protocol="fedavg", local_steps=2, attacks=("grnn",), grnn_iterations=3)
-    public = public_info(cfg, "ann")
-    model = initial_model(cfg, "ann")
-    start = {k: v.clone() for k, v in model.state_dict().items()}
-    images, labels = private_batch(cfg, 0, 4, 1)
-    capture = Capture(1, 0, client_update(cfg, model, images, labels), start, public)
+    capture, images, labels = ann_fedavg_capture(cfg, partition=0)
     rec = cfg.build_attacks()[0].reconstruct(capture)
     assert rec.images.shape == images.shape and rec.labels.shape == labels.shape
     assert rec.status == "ok" and rec.iterations == 3
