@@ -44,7 +44,7 @@ def attack_trial(cfg: RunConfig, trial: int, indices: np.ndarray) -> list[dict[s
     torch.set_num_threads(1)
     data = load_dataset(cfg.dataset, "train", cfg.data_root or None)
     index = torch.as_tensor(indices, dtype=torch.long)
-    truth = GroundTruth(data.images[index], data.labels[index])
+    truth = GroundTruth(data.inputs[index], data.labels[index])
     judge = ensure_judge(cfg, log=lambda _: None)
     rows: list[dict[str, object]] = []
     for arm in cfg.arms:

@@ -34,7 +34,7 @@ def attack_sample(cfg: RunConfig, index: int) -> list[dict[str, object]]:
     """Every (arm, attack) on one training sample, each arm on a fresh victim seeded by index."""
     torch.set_num_threads(1)
     data = load_dataset(cfg.dataset, "train", cfg.data_root or None)
-    truth = GroundTruth(data.images[index : index + 1], data.labels[index : index + 1])
+    truth = GroundTruth(data.inputs[index : index + 1], data.labels[index : index + 1])
     judge = ensure_judge(cfg, log=lambda _: None)
     rows: list[dict[str, object]] = []
     for arm in cfg.arms:

@@ -17,7 +17,7 @@ from typing import Any
 from attacks import ATTACKS, Attack, AttackConfig, GRNNConfig, build_attack
 from attacks.gradient_matching import CLAMPS
 from attacks.spike_domain import INITS, THRESHOLDS
-from fl_sim.datasets import DATASETS
+from fl_sim.datasets import DATASETS, DataOptions
 from fl_sim.faults import parse_fault_spec
 from fl_sim.partition import PARTITION_SCHEMES
 from models import ARMS, VICTIMS
@@ -47,7 +47,11 @@ class RunConfig:
     victim: str = "lenet"  # family: lenet (DLG/iDLG's) or lenet5 (GRNN's), ANN + SNN twin
     neuron: str = "if"  # spiking neuron of the SNN arm: if or lif
     attacks: tuple[str, ...] = ("dlg", "idlg")
-    T: int = 4
+    T: int = 4  # SNN time steps on images (each image replicated over T)
+    # event data: time bins per recording (the SNN runs that many steps on the frames) and
+    # the integer spatial downsampling factor of the sensor
+    frames: int = 20
+    downsample: int = 1
     seed: int = 0
     # learning rate (public): the server's SGD step under FedSGD, the clients' local SGD
     # steps under FedAvg
@@ -96,6 +100,8 @@ class RunConfig:
             "rounds",
             "batch_size",
             "T",
+            "frames",
+            "downsample",
             "iterations",
             "judge_epochs",
             "threads",
@@ -167,6 +173,11 @@ class RunConfig:
             clamp=self.clamp, threshold=self.threshold, tau=self.tau,
             tolerance=self.tolerance, restarts=self.restarts, seed=self.seed,
         )  # fmt: skip
+
+    @property
+    def data_options(self) -> DataOptions:
+        """What the dataset loader needs beyond the name (part of its cache key)."""
+        return DataOptions(frames=self.frames, downsample=self.downsample)
 
     @property
     def judge_cache(self) -> Path:

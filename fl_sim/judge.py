@@ -74,12 +74,12 @@ def train_judge(cfg: RunConfig, log: Callable[[str], None] = print) -> Judge:
         order = torch.randperm(len(train), generator=gen)
         total = 0.0
         for batch in order.split(64):
-            loss = F.cross_entropy(model(train.images[batch]), train.labels[batch])
+            loss = F.cross_entropy(model(train.inputs[batch]), train.labels[batch])
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(batch)
-        acc = accuracy(model, test.images, test.labels)
+        acc = accuracy(model, test.inputs, test.labels)
         log(
             f"judge: epoch {epoch}/{cfg.judge_epochs} loss {total / len(train):.4f} "
             f"test accuracy {acc:.2%} ({time.perf_counter() - start:.0f}s)"

@@ -18,7 +18,7 @@ from flwr.serverapp import Grid, ServerApp
 from attacks.victim import model_for
 from fl_sim.audit import ReplayAudit
 from fl_sim.config import RunConfig
-from fl_sim.datasets import ImageData, load_dataset
+from fl_sim.datasets import DataSplit, load_dataset
 from fl_sim.eavesdropper import LEAKAGE_CSV, Eavesdropper
 from fl_sim.judge import JUDGE_ARCH, Judge, accuracy, ensure_judge
 from fl_sim.report import write_report
@@ -65,7 +65,7 @@ class RoundRecorder:
         store: ResultsStore,
         arm: str,
         model: torch.nn.Module,
-        test: ImageData,
+        test: DataSplit,
         done: int = 0,
         spy: Tap | None = None,
     ) -> None:
@@ -83,7 +83,7 @@ class RoundRecorder:
     def evaluate(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
         state = arrays.to_torch_state_dict()
         self.model.load_state_dict(state)
-        acc = accuracy(self.model, self.test.images, self.test.labels)
+        acc = accuracy(self.model, self.test.inputs, self.test.labels)
         say(f"[{self.arm} r{server_round}] global model test accuracy {acc:.2%}")
         if server_round > self.done:
             self.store.commit_round(

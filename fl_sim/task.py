@@ -9,21 +9,32 @@ import torch
 
 from attacks import PublicInfo
 from fl_sim.config import RunConfig
-from fl_sim.datasets import ImageData, load_dataset
+from fl_sim.datasets import DataOptions, DataSplit, load_dataset
 from fl_sim.partition import partition_indices, sample_batch
 from models import victim_model_name
 
 
-def train_data(cfg: RunConfig) -> ImageData:
-    return load_dataset(cfg.dataset, "train", cfg.data_root or None)
+def dataset_split(cfg: RunConfig, split: str) -> DataSplit:
+    """The run's dataset split, loaded with the run's data options (cached)."""
+    return load_dataset(cfg.dataset, split, cfg.data_root or None, cfg.data_options)
+
+
+def train_data(cfg: RunConfig) -> DataSplit:
+    return dataset_split(cfg, "train")
 
 
 @functools.lru_cache(maxsize=8)
 def client_partitions(
-    dataset: str, data_root: str, num_partitions: int, scheme: str, alpha: float, seed: int
+    dataset: str,
+    data_root: str,
+    num_partitions: int,
+    scheme: str,
+    alpha: float,
+    seed: int,
+    options: DataOptions | None = None,
 ) -> tuple[np.ndarray, ...]:
     """Dataset indices of every client's partition (cached: clients and auditor reuse it)."""
-    labels = load_dataset(dataset, "train", data_root or None).labels
+    labels = load_dataset(dataset, "train", data_root or None, options).labels
     return tuple(partition_indices(labels, num_partitions, scheme, alpha, seed))
 
 
@@ -37,7 +48,13 @@ def private_batch(
     """
     data = train_data(cfg)
     parts = client_partitions(
-        cfg.dataset, cfg.data_root, num_partitions, cfg.partition, cfg.alpha, cfg.seed
+        cfg.dataset,
+        cfg.data_root,
+        num_partitions,
+        cfg.partition,
+        cfg.alpha,
+        cfg.seed,
+        cfg.data_options,
     )
     if not 0 <= partition_id < num_partitions:
         raise ValueError(f"partition id {partition_id} is not in [0, {num_partitions})")
@@ -45,7 +62,7 @@ def private_batch(
         parts[partition_id], cfg.samples_per_round, cfg.seed, server_round, partition_id
     )
     index = torch.as_tensor(idx, dtype=torch.long)
-    return data.images[index], data.labels[index]
+    return data.inputs[index], data.labels[index]
 
 
 def public_info(cfg: RunConfig, arm: str) -> PublicInfo:

@@ -23,7 +23,7 @@ SNN = PublicInfo(arch="snn-lenet", input_shape=(1, 28, 28), num_classes=10, batc
 def capture_of(public: PublicInfo, index: int, seed: int = 0) -> tuple[Capture, torch.Tensor, int]:
     """A FedSGD capture of one real mnist5k digit on a freshly initialised victim."""
     data = load_dataset("mnist5k", "train")
-    x, y = data.images[index : index + 1], data.labels[index : index + 1]
+    x, y = data.inputs[index : index + 1], data.labels[index : index + 1]
     torch.manual_seed(seed + index)
     model = build_model(public.arch, public.input_shape, public.num_classes, T=public.T)
     update = loss_gradient(model, x, y)

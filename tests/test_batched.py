@@ -44,7 +44,7 @@ def capture_of(public: PublicInfo, index: int) -> Capture:
     model = build_model(
         public.arch, public.input_shape, public.num_classes, T=public.T, neuron=public.neuron
     ).float()
-    x, y = data.images[index : index + 1].float(), data.labels[index : index + 1]
+    x, y = data.inputs[index : index + 1].float(), data.labels[index : index + 1]
     return Capture(0, index, loss_gradient(model, x, y), model.state_dict(), public)
 
 

