@@ -47,7 +47,7 @@ def attack_trial(cfg: RunConfig, trial: int, indices: np.ndarray) -> list[dict[s
     truth = GroundTruth(data.inputs[index], data.labels[index])
     judge = ensure_judge(cfg, log=lambda _: None)
     rows: list[dict[str, object]] = []
-    for arm in cfg.arms:
+    for arm in cfg.federated_arms:
         public = public_info(cfg, arm)
         torch.manual_seed(cfg.seed * 100_003 + trial)
         victim = model_for(public)

@@ -37,7 +37,7 @@ def attack_sample(cfg: RunConfig, index: int) -> list[dict[str, object]]:
     truth = GroundTruth(data.inputs[index : index + 1], data.labels[index : index + 1])
     judge = ensure_judge(cfg, log=lambda _: None)
     rows: list[dict[str, object]] = []
-    for arm in cfg.arms:
+    for arm in cfg.federated_arms:
         public = dataclasses.replace(public_info(cfg, arm), batch_size=1)
         torch.manual_seed(cfg.seed * 100_003 + index)
         victim = model_for(public)

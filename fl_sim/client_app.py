@@ -10,7 +10,7 @@ from flwr.clientapp import ClientApp
 from attacks.victim import model_for
 from fl_sim.config import RunConfig
 from fl_sim.faults import inject, parse_fault_spec
-from fl_sim.task import private_batch, public_info
+from fl_sim.task import model_inputs, private_batch, public_info
 from fl_sim.training import local_sgd, loss_gradient
 
 app = ClientApp()
@@ -53,8 +53,8 @@ def train(msg: Message, context: Context) -> Message:
     public = public_info(cfg, arm)
     model = model_for(public)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-    images, labels = private_batch(cfg, partition_id, num_partitions, server_round)
-    update = client_update(cfg, model, images, labels)
+    inputs, labels = private_batch(cfg, partition_id, num_partitions, server_round)
+    update = client_update(cfg, model, model_inputs(inputs), labels)
     fault = parse_fault_spec(cfg.faults).get(partition_id)
     if fault is not None:
         update = inject(fault, update, cfg.round_timeout)

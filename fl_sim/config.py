@@ -7,7 +7,6 @@ so ``fl-sim run`` and ``flwr run .`` drive the same apps with the same settings.
 from __future__ import annotations
 
 import dataclasses
-import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -17,19 +16,15 @@ from typing import Any
 from attacks import ATTACKS, Attack, AttackConfig, GRNNConfig, build_attack
 from attacks.gradient_matching import CLAMPS
 from attacks.spike_domain import INITS, THRESHOLDS
-from fl_sim.datasets import DATASETS, DataOptions
+from fl_sim.datasets import DATASETS, DataOptions, dataset_kind
 from fl_sim.faults import parse_fault_spec
+from fl_sim.loaders.base import default_cache_dir
 from fl_sim.partition import PARTITION_SCHEMES
 from models import ARMS, VICTIMS
 from models.surrogate import NEURONS
 
 PROTOCOLS = ("fedsgd", "fedavg")
 FEDAVG_UPDATES = ("weights", "delta")
-
-
-def default_cache_dir() -> str:
-    """Where judges are cached: $FL_SIM_CACHE, else ~/.cache/fl-sim."""
-    return os.environ.get("FL_SIM_CACHE", str(Path.home() / ".cache" / "fl-sim"))
 
 
 @dataclass(frozen=True)
@@ -43,7 +38,9 @@ class RunConfig:
     batch_size: int = 1
     partition: str = "iid"
     alpha: float = 0.5  # Dirichlet concentration (partition=dirichlet)
-    arms: tuple[str, ...] = ("ann", "snn")
+    # victims federated: () = every arm the data supports (ann,snn on images; snn on events,
+    # which only a spiking network takes, as in the paper)
+    arms: tuple[str, ...] = ()
     victim: str = "lenet"  # family: lenet (DLG/iDLG's) or lenet5 (GRNN's), ANN + SNN twin
     neuron: str = "if"  # spiking neuron of the SNN arm: if or lif
     attacks: tuple[str, ...] = ("dlg", "idlg")
@@ -133,10 +130,13 @@ class RunConfig:
         _check_choice("threshold", self.threshold, THRESHOLDS)
         _check_choice("victim", self.victim, VICTIMS)
         _check_choice("neuron", self.neuron, NEURONS)
-        if not self.arms:
-            raise ValueError(f"arms must name at least one of: {', '.join(sorted(ARMS))}")
         for arm in self.arms:
             _check_choice("arms", arm, ARMS)
+            if arm not in self.supported_arms:
+                raise ValueError(
+                    f"arms: {arm!r} cannot take {self.dataset} ({self.data_kind} data); "
+                    f"valid: {', '.join(self.supported_arms)}"
+                )
         for attack in self.attacks:
             _check_choice("attacks", attack, ATTACKS)
         parse_fault_spec(self.faults)
@@ -147,6 +147,26 @@ class RunConfig:
                 f" and local_steps=1, got batch_size={self.batch_size}, "
                 f"local_steps={self.local_steps}"
             )
+
+    @property
+    def data_kind(self) -> str:
+        """"image" or "events" (the dataset's kind)."""
+        return dataset_kind(self.dataset)
+
+    @property
+    def supported_arms(self) -> tuple[str, ...]:
+        """Arms that can train on this dataset: event frames need the spiking victim."""
+        return ("snn",) if self.data_kind == "events" else tuple(ARMS)
+
+    @property
+    def federated_arms(self) -> tuple[str, ...]:
+        """The arms this run federates: ``arms``, or every supported arm when it is empty."""
+        return self.arms or self.supported_arms
+
+    @property
+    def time_steps(self) -> int:
+        """Steps the SNN runs: ``frames`` on event data, ``T`` on images."""
+        return self.frames if self.data_kind == "events" else self.T
 
     @property
     def samples_per_round(self) -> int:
@@ -177,7 +197,7 @@ class RunConfig:
     @property
     def data_options(self) -> DataOptions:
         """What the dataset loader needs beyond the name (part of its cache key)."""
-        return DataOptions(frames=self.frames, downsample=self.downsample)
+        return DataOptions(self.frames, self.downsample, self.cache_dir)
 
     @property
     def judge_cache(self) -> Path:

@@ -10,7 +10,18 @@ from __future__ import annotations
 import functools
 import os
 
-from fl_sim.loaders.base import KINDS, SPLITS, DataOptions, DatasetLoader, DataSplit
+from fl_sim.loaders.base import (
+    KINDS,
+    SPLITS,
+    DataOptions,
+    DatasetLoader,
+    DataSplit,
+    check_split,
+)
+from fl_sim.loaders.cifar import Cifar100Loader
+from fl_sim.loaders.dvsgesture import DvsGestureLoader
+from fl_sim.loaders.lfw import LfwLoader, decode_lfw_folder
+from fl_sim.loaders.lfw_subset import LfwSubsetLoader, _lfw_subset_splits
 from fl_sim.loaders.mnist import (
     MNIST5K_SEED,
     MNIST5K_TRAIN_PER_CLASS,
@@ -19,6 +30,7 @@ from fl_sim.loaders.mnist import (
     TorchvisionMnistLoader,
     _mnist5k_splits,
 )
+from fl_sim.loaders.nmnist_emulated import NmnistEmulatedLoader
 
 __all__ = [
     "DATASETS",
@@ -38,6 +50,11 @@ __all__ = [
 DATASETS: dict[str, type[DatasetLoader]] = {
     TorchvisionMnistLoader.name: TorchvisionMnistLoader,
     Mnist5kLoader.name: Mnist5kLoader,
+    Cifar100Loader.name: Cifar100Loader,
+    LfwLoader.name: LfwLoader,
+    DvsGestureLoader.name: DvsGestureLoader,
+    LfwSubsetLoader.name: LfwSubsetLoader,
+    NmnistEmulatedLoader.name: NmnistEmulatedLoader,
 }
 """Registry of dataset name -> loader class."""
 
@@ -72,8 +89,7 @@ def load_dataset(
 ) -> DataSplit:
     """Load a registered dataset split (cached in-process; do not modify the returned tensors)."""
     _loader(name)
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; allowed splits: {list(SPLITS)}")
+    check_split(split)
     root = None if data_root is None else os.fspath(data_root)
     return _load_cached(name, split, root, options or DataOptions())
 
@@ -82,3 +98,5 @@ def clear_dataset_cache() -> None:
     """Forget cached loads (e.g. after files were added, or in tests)."""
     _load_cached.cache_clear()
     _mnist5k_splits.cache_clear()
+    _lfw_subset_splits.cache_clear()
+    decode_lfw_folder.cache_clear()

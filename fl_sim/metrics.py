@@ -12,7 +12,14 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 
-__all__ = ["ImageMetrics", "image_metrics", "match_reconstructions", "ssim_win_size"]
+__all__ = [
+    "ImageMetrics",
+    "image_metrics",
+    "match_reconstructions",
+    "sample_metrics",
+    "spike_l2",
+    "ssim_win_size",
+]
 
 _DEFAULT_WIN = 7
 
@@ -106,3 +113,18 @@ def spike_l2(truth: np.ndarray, recon: np.ndarray) -> float:
     if truth.shape != recon.shape:
         raise ValueError(f"shape mismatch: truth {truth.shape} vs recon {recon.shape}")
     return float(np.linalg.norm((truth.astype(np.float64) - recon.astype(np.float64)).ravel()))
+
+
+def sample_metrics(truth: np.ndarray, recon: np.ndarray) -> ImageMetrics:
+    """MSE/PSNR/SSIM of one sample: an image [C,H,W], or event frames [T,C,H,W], whose MSE
+    and PSNR cover every spike and whose SSIM compares the frames averaged over T."""
+    if np.ndim(truth) != 4:
+        return image_metrics(truth, recon)
+    if np.shape(truth) != np.shape(recon):
+        raise ValueError(f"shape mismatch: truth {np.shape(truth)} vs recon {np.shape(recon)}")
+    t = np.asarray(truth, dtype=np.float64)
+    r = np.clip(np.asarray(recon, dtype=np.float64), 0.0, 1.0)
+    mse = float(mean_squared_error(t, r))
+    with np.errstate(divide="ignore"):
+        psnr = float("inf") if mse == 0.0 else float(peak_signal_noise_ratio(t, r, data_range=1.0))
+    return ImageMetrics(mse=mse, psnr=psnr, ssim=image_metrics(t.mean(0), r.mean(0)).ssim)

@@ -41,6 +41,7 @@ LEAKAGE_COLUMNS: tuple[str, ...] = (
     "mse",
     "psnr",
     "ssim",
+    "l2",
     "grad_loss",
     "status",
     "seconds",
@@ -58,7 +59,7 @@ _INT_COLUMNS = frozenset(
         "judge_correct",
     }
 )
-_FLOAT_COLUMNS = frozenset({"mse", "psnr", "ssim", "grad_loss", "seconds"})
+_FLOAT_COLUMNS = frozenset({"mse", "psnr", "ssim", "l2", "grad_loss", "seconds"})
 
 Row = Mapping[str, object]
 
@@ -152,8 +153,13 @@ def read_rows(path: Path) -> list[dict[str, object]]:
 
 
 def _to_display(img: np.ndarray) -> tuple[np.ndarray, str | None]:
-    """[C, H, W] in [0, 1] -> (imshow array, colormap); gray for C=1, RGB for C=3."""
+    """[C, H, W] in [0, 1] -> (imshow array, colormap); gray for C=1, RGB for C=3.
+    Event frames [T, 2, H, W] show as their spike rate per pixel (both polarities, over T),
+    scaled to the sample's maximum."""
     arr = np.clip(np.asarray(img, dtype=np.float64), 0.0, 1.0)
+    if arr.ndim == 4:
+        rate = arr.mean(axis=(0, 1))
+        return rate / rate.max() if rate.max() > 0 else rate, "gray"
     if arr.ndim != 3 or arr.shape[0] not in (1, 3):
         raise ValueError(f"expected an image [C, H, W] with C in (1, 3), got {arr.shape}")
     if arr.shape[0] == 1:
@@ -168,10 +174,11 @@ def save_grid(
     captions: Sequence[str],
     title: str,
 ) -> None:
-    """One PNG: ground truth on the first row, one row per attack, one column per sample."""
+    """One PNG: ground truth on the first row, one row per attack, one column per sample
+    (images [N,C,H,W] or event frames [N,T,C,H,W])."""
     truth = np.asarray(truth)
-    if truth.ndim != 4:
-        raise ValueError(f"truth must be [N, C, H, W], got {truth.shape}")
+    if truth.ndim not in (4, 5):
+        raise ValueError(f"truth must be [N, C, H, W] or [N, T, C, H, W], got {truth.shape}")
     n = truth.shape[0]
     if len(captions) != n:
         raise ValueError(f"{len(captions)} captions for {n} samples")
@@ -286,6 +293,7 @@ _SUMMARY_HEADER = (
     "PSNR (median)",
     "SSIM (mean)",
     "SSIM>0.9 %",
+    "l2 (mean)",
 )
 
 
@@ -316,6 +324,7 @@ def summary_table(rows: Iterable[Row]) -> str:
                 _fmt(float(np.median(psnr)) if psnr else math.nan, ".2f"),
                 _fmt(_nanmean(ssim), ".4f"),
                 _fmt(100.0 * sum(v > 0.9 for v in ssim) / n, ".1f"),
+                _fmt(_nanmean(_num(r["l2"]) for r in grp), ".2f"),
             )
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(_SUMMARY_HEADER))]

@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
-from attacks import Capture, Reconstruction
+from attacks import Capture, PublicInfo, Reconstruction
 from fl_sim.audit import GroundTruth
 from fl_sim.judge import Judge
-from fl_sim.metrics import image_metrics, match_reconstructions
+from fl_sim.metrics import match_reconstructions, sample_metrics, spike_l2
 
 
 @dataclass(frozen=True)
@@ -17,21 +18,31 @@ class Scored:
     """Leakage rows of one (capture, attack) plus the images in ground-truth order."""
 
     rows: list[dict[str, object]]
-    matched_images: np.ndarray  # [B,C,H,W], row i reconstructs ground-truth sample i
+    matched_images: np.ndarray  # [B,C,H,W] or [B,T,C,H,W]: row i reconstructs sample i
+
+
+def sample_major(rec: Reconstruction, public: PublicInfo) -> torch.Tensor:
+    """The reconstruction in the data's layout: event frames come time-major [T,B,...]."""
+    return rec.images.transpose(0, 1) if public.input_kind == "events" else rec.images
 
 
 def score(
     arm: str, attack: str, capture: Capture, rec: Reconstruction, truth: GroundTruth, judge: Judge
 ) -> Scored:
-    """One row per ground-truth sample; reconstructions matched to samples by least MSE."""
+    """One row per ground-truth sample; reconstructions matched to samples by least MSE.
+
+    ``l2`` is the distance to the ground truth of the reconstruction as the attack output it
+    (the paper's fidelity measure for spikes); MSE/PSNR/SSIM clip it to [0, 1] first.
+    """
     gt = truth.images.numpy()
-    perm = match_reconstructions(gt, rec.images.numpy())
-    images = rec.images[perm]
+    recon = sample_major(rec, capture.public)
+    perm = match_reconstructions(gt, recon.numpy())
+    images = recon[perm]
     labels = rec.labels[perm]
     judged = judge.predict(images)
     rows: list[dict[str, object]] = []
     for i in range(len(gt)):
-        m = image_metrics(gt[i], images[i].numpy())
+        m = sample_metrics(gt[i], images[i].numpy())
         label_true = int(truth.labels[i])
         rows.append(
             {
@@ -48,6 +59,7 @@ def score(
                 "mse": m.mse,
                 "psnr": m.psnr,
                 "ssim": m.ssim,
+                "l2": spike_l2(gt[i], images[i].numpy()),
                 "grad_loss": rec.grad_loss,
                 "status": rec.status,
                 "seconds": rec.seconds,
@@ -61,7 +73,7 @@ def unscored_rows(
 ) -> list[dict[str, object]]:
     """Rows for a capture without ground truth (outside a simulation): what the attack and
     the judge say, with every truth-dependent column left empty."""
-    judged = judge.predict(rec.images) if judge is not None else None
+    judged = judge.predict(sample_major(rec, capture.public)) if judge is not None else None
     return [
         {
             "arm": arm,
@@ -77,6 +89,7 @@ def unscored_rows(
             "mse": None,
             "psnr": None,
             "ssim": None,
+            "l2": None,
             "grad_loss": rec.grad_loss,
             "status": rec.status,
             "seconds": rec.seconds,

@@ -18,14 +18,14 @@ from flwr.serverapp import Grid, ServerApp
 from attacks.victim import model_for
 from fl_sim.audit import ReplayAudit
 from fl_sim.config import RunConfig
-from fl_sim.datasets import DataSplit, load_dataset
+from fl_sim.datasets import DataSplit
 from fl_sim.eavesdropper import LEAKAGE_CSV, Eavesdropper
-from fl_sim.judge import JUDGE_ARCH, Judge, accuracy, ensure_judge
+from fl_sim.judge import JUDGE_ARCH, Judge, ensure_judge
 from fl_sim.report import write_report
 from fl_sim.resume import check_resumable, stored_config
 from fl_sim.store import CHECKPOINTS, DB_NAME, ResultsStore, save_atomic
 from fl_sim.strategy import EavesdroppingFedAvg, EavesdroppingFedSGD, Tap
-from fl_sim.task import public_info
+from fl_sim.task import dataset_split, public_info, test_accuracy
 
 app = ServerApp()
 
@@ -83,7 +83,7 @@ class RoundRecorder:
     def evaluate(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
         state = arrays.to_torch_state_dict()
         self.model.load_state_dict(state)
-        acc = accuracy(self.model, self.test.inputs, self.test.labels)
+        acc = test_accuracy(self.model, self.test)
         say(f"[{self.arm} r{server_round}] global model test accuracy {acc:.2%}")
         if server_round > self.done:
             self.store.commit_round(
@@ -213,9 +213,9 @@ def run_federation(grid: Grid, cfg: RunConfig) -> dict[str, dict[str, torch.Tens
     judge = ensure_judge(cfg, say)
     store.start_run(write_run_record(out, cfg, judge), resumed=cfg.resume)
     audit = ReplayAudit(cfg)
-    test = load_dataset(cfg.dataset, "test", cfg.data_root or None)
+    test = dataset_split(cfg, "test")
     finals: dict[str, dict[str, torch.Tensor]] = {}
-    for arm in cfg.arms:
+    for arm in cfg.federated_arms:
         start = time.perf_counter()
         public = public_info(cfg, arm)
         done = store.last_round(arm)

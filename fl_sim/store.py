@@ -29,7 +29,7 @@ from fl_sim.report import _FLOAT_COLUMNS, _INT_COLUMNS, LEAKAGE_COLUMNS, write_r
 DB_NAME = "results.sqlite"
 CHECKPOINTS = "checkpoints"
 FAULT_COLUMNS = ("arm", "round", "node", "client", "reason")
-SCHEMA_VERSION = 1  # PRAGMA user_version of a database this code writes
+SCHEMA_VERSION = 2  # PRAGMA user_version of a database this code writes
 
 Row = Mapping[str, object]
 
@@ -84,6 +84,7 @@ CREATE TABLE reconstructions (
     mse REAL,
     psnr REAL,
     ssim REAL,
+    l2 REAL,                          -- l2 distance to the ground truth (pixels or spikes)
     grad_loss REAL,
     status TEXT,
     seconds REAL,

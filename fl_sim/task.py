@@ -65,6 +65,11 @@ def private_batch(
     return data.inputs[index], data.labels[index]
 
 
+def model_inputs(inputs: torch.Tensor) -> torch.Tensor:
+    """What a victim takes: images as they are, event frames [B,T,C,H,W] time-major."""
+    return inputs.transpose(0, 1) if inputs.ndim == 5 else inputs
+
+
 def public_info(cfg: RunConfig, arm: str) -> PublicInfo:
     """Hyperparameters every participant of the federation knows."""
     data = train_data(cfg)
@@ -73,10 +78,21 @@ def public_info(cfg: RunConfig, arm: str) -> PublicInfo:
         input_shape=data.input_shape,
         num_classes=data.num_classes,
         batch_size=cfg.batch_size,
-        T=cfg.T,
+        T=cfg.time_steps,
         neuron=cfg.neuron,
+        input_kind=data.kind,
         update=cfg.update_kind,
         local_steps=cfg.local_steps,
         local_epochs=cfg.local_epochs,
         local_lr=cfg.lr if cfg.protocol == "fedavg" else 0.0,
     )
+
+
+@torch.no_grad()
+def test_accuracy(model: torch.nn.Module, data: DataSplit, chunk: int = 256) -> float:
+    """Accuracy of a victim model on a whole split (images or event frames)."""
+    model.eval()
+    correct = 0
+    for x, y in zip(data.inputs.split(chunk), data.labels.split(chunk), strict=True):
+        correct += int((model(model_inputs(x)).argmax(-1) == y).sum())
+    return correct / len(data)

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attacks.local_update import sample_dim
+
 
 def loss_gradient(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor
@@ -36,16 +38,20 @@ def local_sgd(
 ) -> dict[str, torch.Tensor]:
     """FedAvg's client update, as a client runs it with ``torch.optim.SGD``: ``local_epochs``
     passes over ``local_steps`` consecutive mini-batches of ``batch_size`` (no shuffling,
-    the schedule is public). Returns the new state dict."""
-    if len(labels) != batch_size * local_steps:
+    the schedule is public); ``images`` may be time-major event frames [T,B,C,H,W].
+    Returns the new state dict."""
+    dim = sample_dim(images)
+    if len(labels) != batch_size * local_steps or images.shape[dim] != len(labels):
         raise ValueError(
-            f"need local_steps x batch_size = {local_steps * batch_size} samples, got {len(labels)}"
+            f"need local_steps x batch_size = {local_steps * batch_size} samples, got "
+            f"{len(labels)} labels and {images.shape[dim]} inputs"
         )
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     for _ in range(local_epochs):
         for step in range(local_steps):
             rows = slice(step * batch_size, (step + 1) * batch_size)
             opt.zero_grad()
-            F.cross_entropy(model(images[rows]), labels[rows]).backward()
+            batch = images.narrow(dim, rows.start, batch_size)
+            F.cross_entropy(model(batch), labels[rows]).backward()
             opt.step()
     return {k: v.detach().clone() for k, v in model.state_dict().items()}

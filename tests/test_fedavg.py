@@ -76,7 +76,7 @@ def test_unrolled_attacker_reproduces_the_clients_update_exactly(
                 assert torch.equal(value.detach(), observed[name]), (public.arch, name)
             checked.append((public.arch, server_round, meta.partition_id))
 
-    for arm in cfg.arms:
+    for arm in cfg.federated_arms:
         public = public_info(cfg, arm)
         strategy = build_strategy(cfg, None, lambda *a: None)
         strategy.tap = tap
@@ -86,7 +86,7 @@ def test_unrolled_attacker_reproduces_the_clients_update_exactly(
             num_rounds=2,
             train_config=ConfigRecord({"arm": arm}),
         )
-    assert len(checked) == len(cfg.arms) * 2 * cfg.clients
+    assert len(checked) == len(cfg.federated_arms) * 2 * cfg.clients
 
 
 def test_one_local_step_update_equals_the_fedsgd_gradient(small_cfg: RunConfig) -> None:
@@ -129,7 +129,7 @@ def test_attacks_on_fedavg_updates_produce_rows(small_cfg: RunConfig) -> None:
     cfg = fedavg(small_cfg, rounds=1, local_epochs=3, iterations=10, grids=False)
     run_federation(InProcessGrid(client_app, cfg.clients, cfg.to_flower()), cfg)
     rows = read_rows(Path(cfg.out) / "leakage.csv")
-    assert len(rows) == len(cfg.arms) * cfg.clients * 2
+    assert len(rows) == len(cfg.federated_arms) * cfg.clients * 2
     assert all(r["status"] in ("ok", "converged") for r in rows)
     assert all(r["label_correct"] for r in rows if r["attack"] == "idlg" and r["arm"] == "ann")
 

@@ -33,7 +33,7 @@ def federate(cfg: RunConfig, fault=None) -> dict[str, dict[str, torch.Tensor]]:
 def test_tap_is_passive_global_models_bit_identical(small_cfg: RunConfig, tmp_path) -> None:
     with_tap = federate(dataclasses.replace(small_cfg, attacks=("dlg", "idlg"), iterations=2))
     without = federate(dataclasses.replace(small_cfg, attacks=(), out=str(tmp_path / "off")))
-    for arm in small_cfg.arms:
+    for arm in small_cfg.federated_arms:
         assert with_tap[arm].keys() == without[arm].keys()
         for key, value in with_tap[arm].items():
             assert torch.equal(value, without[arm][key]), (arm, key)
@@ -59,7 +59,7 @@ def test_captured_update_equals_gradient_of_audit_ground_truth(small_cfg: RunCon
                 assert torch.allclose(capture.update[k], v, rtol=0, atol=1e-7), k
             checked.append((public.arch, server_round, meta.partition_id))
 
-    for arm in cfg.arms:
+    for arm in cfg.federated_arms:
         public = public_info(cfg, arm)
         strategy = EavesdroppingFedSGD(
             lr=cfg.lr, tap=tap, fraction_evaluate=0.0, min_train_nodes=2, min_available_nodes=2

@@ -35,6 +35,7 @@ def _row(**overrides: object) -> dict[str, object]:
         "mse": 0.0123456789012345,
         "psnr": 19.08,
         "ssim": 0.95,
+        "l2": 1.5,
         "grad_loss": 1e-7,
         "status": "ok",
         "seconds": 3.5,

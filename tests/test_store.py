@@ -41,7 +41,7 @@ def row(**overrides: object) -> dict[str, object]:
         "arm": "ann", "round": 1, "client": 0, "attack": "idlg", "sample": 0,
         "label_true": 7, "label_pred": 7, "label_correct": True, "judge_pred": 3,
         "judge_correct": False, "mse": np.float64(0.012345678901234), "psnr": math.inf,
-        "ssim": 0.95, "grad_loss": 1e-7, "status": "ok", "seconds": 0.5,
+        "ssim": 0.95, "l2": 1.5, "grad_loss": 1e-7, "status": "ok", "seconds": 0.5,
     }  # fmt: skip
     return base | overrides
 
@@ -177,7 +177,7 @@ def read_rows_typed(rows: list[dict[str, object]]) -> list[dict[str, object]]:
             v = r[c]
             if c in ints or c in ("label_correct", "judge_correct"):
                 v = int(v)  # type: ignore[call-overload]
-            elif c in ("mse", "psnr", "ssim", "grad_loss", "seconds"):
+            elif c in ("mse", "psnr", "ssim", "l2", "grad_loss", "seconds"):
                 v = float(v)  # type: ignore[arg-type]
             typed[c] = v
         out.append(typed)
@@ -188,7 +188,9 @@ def test_a_database_of_another_schema_version_is_refused(tmp_path: Path) -> None
     ResultsStore(tmp_path).close()
     with sqlite3.connect(tmp_path / DB_NAME) as db:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    with pytest.raises(ValueError, match="schema version 2; this fl-sim reads 1"):
+    with pytest.raises(
+        ValueError, match=f"schema version {SCHEMA_VERSION + 1}; this fl-sim reads {SCHEMA_VERSION}"
+    ):
         ResultsStore(tmp_path)
 
 
@@ -260,7 +262,7 @@ def test_resumed_federation_is_bit_identical_to_an_uninterrupted_one(
     federate(dataclasses.replace(base, rounds=1, out=str(part)))
     resumed = federate(resume_config(part, {"rounds": 3}))
     assert_bit_identical(resumed, full)
-    assert_bit_identical(final_weights(part, base.arms), full)
+    assert_bit_identical(final_weights(part, base.federated_arms), full)
 
     with ResultsStore(tmp_path / "full") as a, ResultsStore(part) as b:
         ignore_time = [{**r, "seconds": 0.0} for r in a.reconstruction_rows()]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar, Protocol
 
 import torch
@@ -14,12 +16,29 @@ KINDS: tuple[str, ...] = ("image", "events")
 """Data kinds: static images [N,C,H,W], or event frames [N,T,2,H,W]."""
 
 
+def check_split(split: str) -> None:
+    """Reject a split name other than those in :data:`SPLITS`."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; allowed splits: {list(SPLITS)}")
+
+
+def default_cache_dir() -> str:
+    """Where judges and derived datasets are cached: $FL_SIM_CACHE, else ~/.cache/fl-sim."""
+    return os.environ.get("FL_SIM_CACHE", str(Path.home() / ".cache" / "fl-sim"))
+
+
 @dataclass(frozen=True)
 class DataOptions:
     """Settings that change what a loader returns (part of every cache key)."""
 
     frames: int = 20  # time bins T of event data (tonic ToFrame n_time_bins)
     downsample: int = 1  # event data: integer spatial downsampling factor of the sensor
+    cache_dir: str = ""  # where derived data (emulated events) is cached; "" = default
+
+    @property
+    def cache_path(self) -> Path:
+        """The cache directory in use."""
+        return Path(self.cache_dir or default_cache_dir()).expanduser()
 
     def __post_init__(self) -> None:
         for name in ("frames", "downsample"):

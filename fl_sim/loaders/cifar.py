@@ -7,19 +7,13 @@ from typing import ClassVar
 
 import torch
 
-from fl_sim.loaders.base import SPLITS, DataOptions, DataSplit, uint8_images_to_float
+from fl_sim.loaders.base import DataOptions, DataSplit, check_split, uint8_images_to_float
 
 CIFAR100_FOLDER: str = "cifar-100-python"
 """Folder under ``data_root`` that extracting ``cifar-100-python.tar.gz`` creates."""
 
 CIFAR100_FILES: tuple[str, ...] = ("train", "test", "meta")
 """Pickles torchvision's CIFAR100 needs in :data:`CIFAR100_FOLDER` (it md5-checks all three)."""
-
-
-def _check_split(split: str) -> None:
-    """Reject a split name other than those in :data:`SPLITS`."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; allowed splits: {list(SPLITS)}")
 
 
 class Cifar100Loader:
@@ -46,7 +40,7 @@ class Cifar100Loader:
         """Read the split's uint8 array directly (no per-image PIL); ``options`` do not apply."""
         from torchvision.datasets import CIFAR100
 
-        _check_split(split)
+        check_split(split)
         if data_root is None:
             raise FileNotFoundError(self._missing_files_message(None, list(CIFAR100_FILES)))
         folder = os.path.join(data_root, CIFAR100_FOLDER)

@@ -10,7 +10,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from fl_sim.loaders.base import SPLITS, DataOptions, DataSplit
+from fl_sim.loaders.base import DataOptions, DataSplit, check_split
 from fl_sim.loaders.events import downsampled_size, event_frames
 
 DVSGESTURE_FOLDER: str = "DVSGesture"
@@ -72,8 +72,7 @@ class DvsGestureLoader:
         from tonic.datasets import DVSGesture
         from tqdm import tqdm
 
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; allowed splits: {list(SPLITS)}")
+        check_split(split)
         if data_root is None:
             raise FileNotFoundError(_missing_files_message(None, split, []))
         missing = _missing_files(os.path.join(data_root, DVSGESTURE_FOLDER), split)

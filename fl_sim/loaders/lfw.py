@@ -10,7 +10,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from fl_sim.loaders.base import SPLITS, DataOptions, DataSplit
+from fl_sim.loaders.base import DataOptions, DataSplit, check_split
 
 LFW_FOLDERS: tuple[str, ...] = ("lfw", "lfw_funneled", os.path.join("lfw-py", "lfw_funneled"))
 """Folders under ``data_root`` searched in this order; the first holding a ``<Name>/*.jpg`` is
@@ -98,8 +98,7 @@ class LfwLoader:
     def load(self, split: str, data_root: str | None, options: DataOptions) -> DataSplit:
         """Decode the folder found by :func:`find_lfw_folder` (cached) and return one split;
         ``options`` do not apply to images."""
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; allowed splits: {list(SPLITS)}")
+        check_split(split)
         folder = find_lfw_folder(data_root)
         images, labels, classes = decode_lfw_folder(os.path.abspath(folder))
         total = len(labels)
