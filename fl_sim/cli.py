@@ -318,10 +318,11 @@ def cmd_attack(cfg: RunConfig, paths: list[Path]) -> int:
 
 
 def cmd_judge(cfg: RunConfig, retrain: bool) -> int:
-    from fl_sim.judge import ensure_judge, train_judge
+    from fl_sim.judge import describe, ensure_judge, train_judge
 
     judge = train_judge(cfg) if retrain else ensure_judge(cfg)
-    print(f"judge for {judge.dataset}: test accuracy {judge.accuracy:.2%} ({judge.path})")
+    print(f"judge: {describe(judge)}; {judge.train_size} train / {judge.test_size} test")
+    print(f"judge: {judge.path}")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from models.registry import (
     ARMS,
+    JUDGES,
     MODELS,
     SPIKING,
     VICTIMS,
@@ -12,6 +13,7 @@ from models.surrogate import NEURONS
 
 __all__ = [
     "ARMS",
+    "JUDGES",
     "MODELS",
     "NEURONS",
     "SPIKING",

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
+from models.dvs_gesture_snn import DVSGestureSNN
 from models.judge import LeNet5
 from models.lenet import LeNet
 from models.lenet5_victim import LeNet5Victim
+from models.resnet_arcface import ResNetArcFace
 from models.snn_lenet import SNNLeNet
 from models.snn_lenet5 import SNNLeNet5
 
@@ -18,9 +21,16 @@ MODELS: dict[str, type[nn.Module]] = {
     "lenet5": LeNet5,  # the judge (ReLU LeNet-5), not a victim
     "lenet5-grnn": LeNet5Victim,
     "snn-lenet5": SNNLeNet5,
+    "resnet50-arcface": ResNetArcFace,  # LFW's judge
+    "dvs-gesture-snn": DVSGestureSNN,  # DVS128 Gesture's judge (spiking, but not a victim)
 }
 
+# Spiking victims, built with ``T`` and ``neuron``; the spiking judge dvs-gesture-snn is not
+# one (it takes event frames with their own T and always uses LIF neurons).
 SPIKING: frozenset[str] = frozenset({"snn-lenet", "snn-lenet5"})
+
+JUDGES: frozenset[str] = frozenset({"lenet5", "resnet50-arcface", "dvs-gesture-snn"})
+"""Models that serve as a dataset's judge (see :func:`fl_sim.datasets.judge_arch`)."""
 
 # Victim families: the same layers as an ANN ("ann" arm) and as an SNN twin ("snn" arm).
 VICTIMS: dict[str, dict[str, str]] = {
@@ -38,14 +48,16 @@ def build_model(
     num_classes: int,
     T: int = 4,
     neuron: str = "if",
+    **options: Any,
 ) -> nn.Module:
-    """Instantiate a registered model; ``T`` and ``neuron`` only apply to spiking models."""
+    """Instantiate a registered model; ``T`` and ``neuron`` only apply to spiking victims,
+    ``options`` are further constructor arguments (e.g. ``width`` of dvs-gesture-snn)."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}")
     factory: Callable[..., nn.Module] = MODELS[name]
     if name in SPIKING:
-        return factory(input_shape=input_shape, num_classes=num_classes, T=T, neuron=neuron)
-    return factory(input_shape=input_shape, num_classes=num_classes)
+        options = {"T": T, "neuron": neuron, **options}
+    return factory(input_shape=input_shape, num_classes=num_classes, **options)
 
 
 def victim_model_name(family: str, arm: str) -> str:

@@ -158,7 +158,10 @@ def test_surrogate_matches_spikingjelly_atan_to_float64_precision(
 
 
 def test_registry_rejects_unknown_model() -> None:
-    valid = "valid: lenet, lenet5, lenet5-grnn, snn-lenet, snn-lenet5"
+    valid = (
+        "valid: dvs-gesture-snn, lenet, lenet5, lenet5-grnn, resnet50-arcface, snn-lenet, "
+        "snn-lenet5"
+    )
     with pytest.raises(ValueError, match=valid):
         build_model("resnet", (1, 28, 28), 10)
     with pytest.raises(ValueError, match="T must be >= 1"):
