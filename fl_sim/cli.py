@@ -93,6 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="host name or IP of the SuperLink (repeatable; default: localhost superlink "
         "127.0.0.1)",
     )  # fmt: skip
+    l2 = sub.add_parser(
+        "l2-stats",
+        help="intra-/inter-class l2 distances of a dataset split (reference for leakage l2)",
+        description="Pairwise l2 distances between the samples of the config's dataset split "
+        "(with its data options), as in the paper's Table VI: per class and averaged over "
+        "classes, intra-class (same class) and inter-class (different classes).",
+    )
+    add_config_args(l2)
+    l2.add_argument("--split", choices=["train", "test"], default="train", help="default: train")
+    l2.add_argument(
+        "--per-class", type=int, metavar="N",
+        help="use at most N samples per class, drawn with the config's seed (default: all)",
+    )  # fmt: skip
+    l2.add_argument("--json", type=Path, metavar="PATH", help="also write the result as JSON")
     judge = sub.add_parser("judge", help="train (or show) the cached judge of a dataset")
     add_config_args(judge)
     judge.add_argument("--retrain", action="store_true", help="train again even if cached")
@@ -164,10 +178,10 @@ def cmd_run(cfg: RunConfig) -> int:
     out = prepare_out_dir(cfg)  # fail fast, before Flower starts
     if cfg.resume:
         with ResultsStore.open_existing(out) as store:
-            done = {arm: store.last_round(arm) for arm in cfg.arms}
+            done = {arm: store.last_round(arm) for arm in cfg.federated_arms}
             if all(n >= cfg.rounds for n in done.values()):  # nothing to run: report again
-                summary = finish_from_store(store, cfg.arms)
-                print(f"fl-sim: {out} has every round of {', '.join(cfg.arms)} finished")
+                summary = finish_from_store(store, cfg.federated_arms)
+                print(f"fl-sim: {out} has every round of {', '.join(cfg.federated_arms)} finished")
                 print(summary or "fl-sim: no reconstruction rows")
                 return 0
         print(
@@ -175,8 +189,9 @@ def cmd_run(cfg: RunConfig) -> int:
             flush=True,
         )
     ensure_judge(cfg)
+    preload_data(cfg)
     print(
-        f"fl-sim: {len(cfg.arms)} arm(s) x {cfg.clients} clients x {cfg.rounds} rounds, "
+        f"fl-sim: {len(cfg.federated_arms)} arm(s) x {cfg.clients} clients x {cfg.rounds} rounds, "
         f"attacks {', '.join(cfg.attacks) or 'none'}; results in {out}",
         flush=True,
     )
@@ -207,6 +222,15 @@ def check_results(out: Path, cfg: RunConfig) -> int:
     return 0
 
 
+def preload_data(cfg: RunConfig) -> None:
+    """Load (and, for derived data, build and cache) both splits here, with progress, rather
+    than in every client process at once."""
+    from fl_sim.task import dataset_split
+
+    for split in ("train", "test"):
+        dataset_split(cfg, split)
+
+
 def unfinished_arms(out: Path, cfg: RunConfig) -> str:
     """Arms whose rounds are not all committed, e.g. "snn: 1 of 3 rounds"; "" if none."""
     from fl_sim.store import DB_NAME, ResultsStore
@@ -214,7 +238,7 @@ def unfinished_arms(out: Path, cfg: RunConfig) -> str:
     if not (out / DB_NAME).exists():
         return "no results store was written"
     with ResultsStore.open_existing(out) as store:
-        done = {arm: store.last_round(arm) for arm in cfg.arms}
+        done = {arm: store.last_round(arm) for arm in cfg.federated_arms}
     return ", ".join(f"{a}: {n} of {cfg.rounds} rounds" for a, n in done.items() if n < cfg.rounds)
 
 
@@ -225,9 +249,10 @@ def cmd_deploy(cfg: RunConfig, args: argparse.Namespace) -> int:
 
     out = prepare_out_dir(cfg)  # fail fast, before any process starts
     ensure_judge(cfg)  # train it here, not while the federation waits
+    preload_data(cfg)
     print(
-        f"fl-sim deploy: {len(cfg.arms)} arm(s) x {cfg.clients} SuperNodes x {cfg.rounds} "
-        f"rounds, attacks {', '.join(cfg.attacks) or 'none'}; results in {out}",
+        f"fl-sim deploy: {len(cfg.federated_arms)} arm(s) x {cfg.clients} SuperNodes x "
+        f"{cfg.rounds} rounds, attacks {', '.join(cfg.attacks) or 'none'}; results in {out}",
         flush=True,
     )
     options = DeployOptions(netns=args.netns, tls=args.tls, workdir=args.workdir)
@@ -326,6 +351,31 @@ def cmd_judge(cfg: RunConfig, retrain: bool) -> int:
     return 0
 
 
+def cmd_l2_stats(args: argparse.Namespace) -> int:
+    """``fl-sim l2-stats``: Table VI of the config's dataset split, optionally as JSON."""
+    import json
+    import time
+
+    from fl_sim.reference_l2 import format_table, reference_l2_for_config
+
+    cfg = RunConfig.load(args.config, args.overrides)
+    start = time.perf_counter()
+    result = reference_l2_for_config(cfg, args.split, args.per_class)
+    loaded = time.perf_counter() - start - result.seconds
+    print(format_table(result))
+    intra = result.intra_pooled.pairs if result.intra_pooled else 0
+    inter = result.inter_pooled.pairs if result.inter_pooled else 0
+    print(
+        f"fl-sim: {result.samples} samples, {intra} intra + {inter} inter pairs; distances "
+        f"{result.seconds:.2f}s (loading {loaded:.2f}s)"
+    )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        print(f"fl-sim: wrote {args.json}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -334,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "deploy-certs":
             return cmd_deploy_certs(args)
+        if args.command == "l2-stats":
+            return cmd_l2_stats(args)
         cfg = load_config(args)
         if args.command == "run":
             return cmd_run(cfg)

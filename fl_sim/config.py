@@ -75,7 +75,10 @@ class RunConfig:
     tau: float = 0.5
     restarts: int = 1
     tolerance: float = 0.0  # attack early stop on the gradient-matching loss
-    judge_epochs: int = 15
+    # judge training: 0 = the default of the dataset's judge (fl_sim/judge.py); the width
+    # applies to the spiking DVSGestureSNN judge only (Table I: 64)
+    judge_epochs: int = 0
+    judge_width: int = 0
     cache_dir: str = ""  # judge cache; "" = $FL_SIM_CACHE or ~/.cache/fl-sim
     out: str = "results"
     overwrite: bool = False  # replace results already in ``out``
@@ -100,7 +103,6 @@ class RunConfig:
             "frames",
             "downsample",
             "iterations",
-            "judge_epochs",
             "threads",
             "restarts",
             "grnn_iterations",
@@ -114,6 +116,11 @@ class RunConfig:
             raise ValueError(f"lr and alpha must be > 0, got lr={self.lr}, alpha={self.alpha}")
         if not 0 < self.fraction <= 1:
             raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
+        if self.judge_epochs < 0 or self.judge_width < 0:
+            raise ValueError(
+                "judge_epochs and judge_width must be >= 0 (0: the judge's default), got "
+                f"{self.judge_epochs}, {self.judge_width}"
+            )
         if self.attack_budget < 0:
             raise ValueError(f"attack_budget must be >= 0 (0: all), got {self.attack_budget}")
         if self.client_gpus < 0 or self.round_timeout <= 0:
@@ -150,7 +157,7 @@ class RunConfig:
 
     @property
     def data_kind(self) -> str:
-        """"image" or "events" (the dataset's kind)."""
+        """ "image" or "events" (the dataset's kind)."""
         return dataset_kind(self.dataset)
 
     @property

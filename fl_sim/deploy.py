@@ -449,7 +449,8 @@ def deploy(cfg: RunConfig, options: DeployOptions) -> int:
                     "DROP, as on Docker hosts)"
                 )
             start(f"supernode-{i}", host, supernode_command(superlink, i, n, node_ports[i], ca))
-        say(f"submitting the run: {n} clients x {cfg.rounds} rounds, arms {','.join(cfg.federated_arms)}")
+        arms = ",".join(cfg.federated_arms)
+        say(f"submitting the run: {n} clients x {cfg.rounds} rounds, arms {arms}")
         start_t = time.monotonic()
         result = submit(cfg, superlink, ca, work, watch=procs, wait_s=options.startup_timeout)
         total = time.monotonic() - start_t

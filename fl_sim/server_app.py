@@ -20,7 +20,7 @@ from fl_sim.audit import ReplayAudit
 from fl_sim.config import RunConfig
 from fl_sim.datasets import DataSplit
 from fl_sim.eavesdropper import LEAKAGE_CSV, Eavesdropper
-from fl_sim.judge import JUDGE_ARCH, Judge, ensure_judge
+from fl_sim.judge import Judge, ensure_judge, judge_record
 from fl_sim.report import write_report
 from fl_sim.resume import check_resumable, stored_config
 from fl_sim.store import CHECKPOINTS, DB_NAME, ResultsStore, save_atomic
@@ -162,12 +162,7 @@ def write_run_record(out: Path, cfg: RunConfig, judge: Judge) -> dict[str, objec
     returns the record (also stored in the results store's ``runs``)."""
     record = {
         "config": dataclasses.asdict(cfg),
-        "judge": {
-            "arch": JUDGE_ARCH,
-            "dataset": judge.dataset,
-            "test_accuracy": judge.accuracy,
-            "path": str(judge.path),
-        },
+        "judge": judge_record(judge),
         "versions": {"torch": torch.__version__, "flwr": flwr.__version__},
     }
     (out / "run.json").write_text(json.dumps(record, indent=2))
@@ -251,7 +246,7 @@ def run_federation(grid: Grid, cfg: RunConfig) -> dict[str, dict[str, torch.Tens
         say(f"=== arm {arm} done in {time.perf_counter() - start:.1f}s ===")
     summary = write_outputs(store)
     if summary is not None:
-        say(f"judge {JUDGE_ARCH}: test accuracy {judge.accuracy:.2%} on {judge.dataset}\n{summary}")
+        say(f"judge {judge.arch}: test accuracy {judge.accuracy:.2%} on {judge.dataset}\n{summary}")
     store.finish_run()
     store.close()
     return finals

@@ -45,6 +45,7 @@ CREATE TABLE runs (
     judge_dataset TEXT,
     judge_accuracy REAL,
     judge_path TEXT,
+    judge TEXT,                       -- JSON: the judge's whole record (fl_sim.judge)
     versions TEXT NOT NULL            -- JSON: library versions
 );
 CREATE TABLE rounds (
@@ -188,11 +189,11 @@ class ResultsStore:
         with self.transaction() as db:
             cur = db.execute(
                 "INSERT INTO runs (started, resumed, config, judge_arch, judge_dataset, "
-                "judge_accuracy, judge_path, versions) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "judge_accuracy, judge_path, judge, versions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     now(), int(resumed), json.dumps(record["config"]), judge.get("arch"),
                     judge.get("dataset"), judge.get("test_accuracy"), judge.get("path"),
-                    json.dumps(record.get("versions") or {}),
+                    json.dumps(judge), json.dumps(record.get("versions") or {}),
                 ),
             )  # fmt: skip
         self.run_id = int(cur.lastrowid or 0)

@@ -11,7 +11,9 @@ sys.path.insert(0, str(Path(__file__).parent))  # for tests/inproc_grid.py
 
 import torch  # noqa: E402
 
+import fl_sim.loaders.nmnist_emulated as nm  # noqa: E402
 from fl_sim.config import RunConfig  # noqa: E402
+from fl_sim.datasets import DataSplit, clear_dataset_cache  # noqa: E402
 
 # One torch thread, as every fl-sim process uses (threads=1): tests that recompute a client's
 # result in the main thread then sum in the same order as the client did.
@@ -29,3 +31,18 @@ def small_cfg(tmp_path: Path, judge_cache: str) -> RunConfig:
     return RunConfig(
         clients=2, rounds=2, iterations=20, out=str(tmp_path / "out"), cache_dir=judge_cache
     )
+
+
+@pytest.fixture
+def tiny_digits(monkeypatch: pytest.MonkeyPatch, tmp_path) -> dict[str, DataSplit]:
+    """nmnist-emulated over 12 real mnist5k digits per split (emulating all 5000 takes ~2.5 min)."""
+    full = nm._mnist5k_splits()
+    tiny = {
+        split: DataSplit("mnist5k", d.inputs[:12], d.labels[:12], d.num_classes)
+        for split, d in full.items()
+    }
+    monkeypatch.setattr(nm, "_mnist5k_splits", lambda: tiny)
+    monkeypatch.setenv("FL_SIM_CACHE", str(tmp_path))
+    clear_dataset_cache()
+    yield tiny
+    clear_dataset_cache()

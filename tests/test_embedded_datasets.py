@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import fl_sim.loaders.nmnist_emulated as nm
-from fl_sim.datasets import DataOptions, DataSplit, clear_dataset_cache, load_dataset
+from fl_sim.datasets import DataOptions, clear_dataset_cache, load_dataset
 from fl_sim.event_emulation import DEFAULT_DURATION_US, DEFAULT_SENSOR_SIZE, emulate_events
 from fl_sim.loaders.events import event_frames
 
@@ -31,21 +31,6 @@ def test_lfw_subset_is_scikit_images_crops_as_face_vs_non_face() -> None:
     assert sorted(source.tolist()) == list(range(200))
     assert (labels == (source < 100)).all()
     assert train.labels[:20].unique().numel() == 2  # shuffled, not sorted by class
-
-
-@pytest.fixture
-def tiny_digits(monkeypatch: pytest.MonkeyPatch, tmp_path) -> dict[str, DataSplit]:
-    """nmnist-emulated over 12 real mnist5k digits per split (emulating all 5000 takes ~2.5 min)."""
-    full = nm._mnist5k_splits()
-    tiny = {
-        split: DataSplit("mnist5k", d.inputs[:12], d.labels[:12], d.num_classes)
-        for split, d in full.items()
-    }
-    monkeypatch.setattr(nm, "_mnist5k_splits", lambda: tiny)
-    monkeypatch.setenv("FL_SIM_CACHE", str(tmp_path))
-    clear_dataset_cache()
-    yield tiny
-    clear_dataset_cache()
 
 
 def test_nmnist_emulated_frames_are_the_event_pipeline_of_real_digits(tiny_digits) -> None:

@@ -160,6 +160,7 @@ def _hand_rows() -> list[dict[str, object]]:
                 mse=0.1 * (s + 1),
                 psnr=10.0 + s,
                 ssim=0.2 + 0.4 * s,
+                l2=2.0 * (s + 1),
             )
             for r in (1, 2)
             for s in (0, 1)
@@ -180,11 +181,11 @@ def test_summary_numbers() -> None:
     lines = text.splitlines()
     assert lines[0].split()[:3] == ["arm", "attack", "n"]
     assert len(lines) == 4  # header, rule, two groups
-    # arm attack n ASR label MSE PSNR SSIM SSIM>0.9
+    # arm attack n ASR label MSE PSNR SSIM SSIM>0.9 l2
     ann = _table_line(text, "ann", "dlg")
-    assert ann[2:] == ["2", "50.0", "100.0", "0.02", "inf", "0.7500", "50.0"]
+    assert ann[2:] == ["2", "50.0", "100.0", "0.02", "inf", "0.7500", "50.0", "1.50"]
     snn = _table_line(text, "snn", "idlg")
-    assert snn[2:] == ["4", "75.0", "50.0", "0.15", "10.50", "0.4000", "0.0"]
+    assert snn[2:] == ["4", "75.0", "50.0", "0.15", "10.50", "0.4000", "0.0", "3.00"]
     widths = {len(line) for line in lines[2:]}
     assert len(widths) == 1  # fixed width (right-aligned last column)
 
