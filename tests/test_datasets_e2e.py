@@ -22,8 +22,13 @@ def federate(cfg: RunConfig) -> dict[str, dict]:
 def test_event_federation_attacks_the_snn_on_frames(tiny_digits, tmp_path: Path) -> None:
     cfg = RunConfig.from_mapping(
         {
-            "dataset": "nmnist-emulated", "frames": 4, "clients": 2, "rounds": 2,
-            "iterations": 3, "judge_epochs": 1, "out": str(tmp_path / "out"),
+            "dataset": "nmnist-emulated",
+            "frames": 4,
+            "clients": 2,
+            "rounds": 2,
+            "iterations": 3,
+            "judge_epochs": 1,
+            "out": str(tmp_path / "out"),
             "cache_dir": str(tmp_path / "cache"),
         }  # fmt: skip
     )
@@ -49,8 +54,13 @@ def test_event_federation_attacks_the_snn_on_frames(tiny_digits, tmp_path: Path)
 def test_lfw_subset_federation_with_the_resnet_arcface_judge(tmp_path: Path) -> None:
     cfg = RunConfig.from_mapping(
         {
-            "dataset": "lfw-subset", "clients": 2, "rounds": 1, "attacks": "idlg",
-            "iterations": 20, "judge_epochs": 1, "out": str(tmp_path / "out"),
+            "dataset": "lfw-subset",
+            "clients": 2,
+            "rounds": 1,
+            "attacks": "idlg",
+            "iterations": 20,
+            "judge_epochs": 1,
+            "out": str(tmp_path / "out"),
             "cache_dir": str(tmp_path / "cache"),
         }  # fmt: skip
     )
