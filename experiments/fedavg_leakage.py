@@ -32,17 +32,16 @@ from experiments.trials import add_common_args, leakage_csv, run_trials
 from fl_sim.audit import GroundTruth
 from fl_sim.client_app import client_update
 from fl_sim.config import RunConfig
-from fl_sim.datasets import load_dataset
 from fl_sim.judge import ensure_judge
 from fl_sim.report import summary_table
 from fl_sim.scoring import score
-from fl_sim.task import public_info
+from fl_sim.task import dataset_split, model_inputs, public_info
 
 
 def attack_trial(cfg: RunConfig, trial: int, indices: np.ndarray) -> list[dict[str, object]]:
     """Both readings of one FedAvg update, for every arm and attack."""
     torch.set_num_threads(1)
-    data = load_dataset(cfg.dataset, "train", cfg.data_root or None)
+    data = dataset_split(cfg, "train")
     index = torch.as_tensor(indices, dtype=torch.long)
     truth = GroundTruth(data.inputs[index], data.labels[index])
     judge = ensure_judge(cfg, log=lambda _: None)
@@ -52,7 +51,7 @@ def attack_trial(cfg: RunConfig, trial: int, indices: np.ndarray) -> list[dict[s
         torch.manual_seed(cfg.seed * 100_003 + trial)
         victim = model_for(public)
         start = {k: v.clone() for k, v in victim.state_dict().items()}
-        sent = client_update(cfg, victim, truth.images, truth.labels)
+        sent = client_update(cfg, victim, model_inputs(truth.images), truth.labels)
         capture = Capture(1, trial, sent, start, public)
         naive_public = dataclasses.replace(public, update="gradient", batch_size=public.samples)
         naive = Capture(1, trial, observed_update(capture), start, naive_public)
@@ -71,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = RunConfig.load(overrides=["protocol=fedavg", "attacks=dlg", *args.overrides])
     if cfg.protocol != "fedavg":
         parser.error("this experiment attacks FedAvg updates: leave protocol=fedavg")
-    data = load_dataset(cfg.dataset, "train", cfg.data_root or None)
+    data = dataset_split(cfg, "train")
     rng = np.random.default_rng(cfg.seed)
     draws = [
         rng.choice(len(data), cfg.samples_per_round, replace=False) for _ in range(args.trials)

@@ -22,18 +22,17 @@ from attacks.victim import model_for
 from experiments.trials import add_common_args, leakage_csv, run_trials
 from fl_sim.audit import GroundTruth
 from fl_sim.config import RunConfig
-from fl_sim.datasets import load_dataset
 from fl_sim.judge import ensure_judge
 from fl_sim.report import summary_table, write_report
 from fl_sim.scoring import score
-from fl_sim.task import public_info
+from fl_sim.task import dataset_split, model_inputs, public_info
 from fl_sim.training import loss_gradient
 
 
 def attack_sample(cfg: RunConfig, index: int) -> list[dict[str, object]]:
     """Every (arm, attack) on one training sample, each arm on a fresh victim seeded by index."""
     torch.set_num_threads(1)
-    data = load_dataset(cfg.dataset, "train", cfg.data_root or None)
+    data = dataset_split(cfg, "train")
     truth = GroundTruth(data.inputs[index : index + 1], data.labels[index : index + 1])
     judge = ensure_judge(cfg, log=lambda _: None)
     rows: list[dict[str, object]] = []
@@ -41,7 +40,7 @@ def attack_sample(cfg: RunConfig, index: int) -> list[dict[str, object]]:
         public = dataclasses.replace(public_info(cfg, arm), batch_size=1)
         torch.manual_seed(cfg.seed * 100_003 + index)
         victim = model_for(public)
-        update = loss_gradient(victim, truth.images, truth.labels)
+        update = loss_gradient(victim, model_inputs(truth.images), truth.labels)
         capture = Capture(0, index, update, victim.state_dict(), public)
         for attack in cfg.build_attacks():
             rec = attack.reconstruct(capture)
@@ -55,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     add_common_args(parser, "results/untrained")
     args = parser.parse_args(argv)
     cfg = RunConfig.load(overrides=args.overrides)
-    data = load_dataset(cfg.dataset, "train", cfg.data_root or None)
+    data = dataset_split(cfg, "train")
     if not 1 <= args.samples <= len(data):
         parser.error(f"--samples must be in 1..{len(data)}, got {args.samples}")
     indices = np.random.default_rng(cfg.seed).choice(len(data), args.samples, replace=False)
@@ -66,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = run_trials(attack_sample, jobs, csv, args.workers, "samples")
     write_report(args.out, rows)
     print(
-        f"{args.samples} samples, victim {cfg.victim}, T={cfg.T}, {cfg.iterations} L-BFGS "
+        f"{args.samples} samples, victim {cfg.victim}, T={cfg.time_steps}, {cfg.iterations} L-BFGS "
         f"steps (dlg/idlg), {cfg.grnn_iterations} GRNN iterations, "
         f"{time.perf_counter() - start:.0f}s with {args.workers} workers"
     )
