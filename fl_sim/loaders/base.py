@@ -22,6 +22,13 @@ def check_split(split: str) -> None:
         raise ValueError(f"unknown split {split!r}; allowed splits: {list(SPLITS)}")
 
 
+def missing_files_reason(data_root: str | None, missing: list[str]) -> tuple[str, str]:
+    """(root to show, why) for a missing-files message: no root given, or what is missing."""
+    if data_root is None:
+        return "<data_root>", "no data_root was given"
+    return data_root, f"missing: {', '.join(missing)}"
+
+
 def default_cache_dir() -> str:
     """Where judges and derived datasets are cached: $FL_SIM_CACHE, else ~/.cache/fl-sim."""
     return os.environ.get("FL_SIM_CACHE", str(Path.home() / ".cache" / "fl-sim"))

@@ -7,7 +7,13 @@ from typing import ClassVar
 
 import torch
 
-from fl_sim.loaders.base import DataOptions, DataSplit, check_split, uint8_images_to_float
+from fl_sim.loaders.base import (
+    DataOptions,
+    DataSplit,
+    check_split,
+    missing_files_reason,
+    uint8_images_to_float,
+)
 
 CIFAR100_FOLDER: str = "cifar-100-python"
 """Folder under ``data_root`` that extracting ``cifar-100-python.tar.gz`` creates."""
@@ -27,8 +33,7 @@ class Cifar100Loader:
     @staticmethod
     def _missing_files_message(data_root: str | None, missing: list[str]) -> str:
         """Explain exactly which files must be placed where (nothing is downloaded)."""
-        root = "<data_root>" if data_root is None else data_root
-        reason = "no data_root was given" if data_root is None else f"missing: {', '.join(missing)}"
+        root, reason = missing_files_reason(data_root, missing)
         return (
             f"CIFAR-100 files not found ({reason}). Extract cifar-100-python.tar.gz (the "
             f"python version) so that {os.path.join(root, CIFAR100_FOLDER)}/"

@@ -9,7 +9,12 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from fl_sim.loaders.base import DataOptions, DataSplit, uint8_images_to_float
+from fl_sim.loaders.base import (
+    DataOptions,
+    DataSplit,
+    missing_files_reason,
+    uint8_images_to_float,
+)
 
 MNIST5K_SEED: int = 0
 """Fixed seed of the stratified train/test split of ``mnist5k`` (the split never changes)."""
@@ -37,9 +42,8 @@ class TorchvisionMnistLoader:
     @staticmethod
     def _missing_files_message(data_root: str | None, missing: list[str]) -> str:
         """Explain exactly which files must be placed where (nothing is downloaded)."""
-        root = "<data_root>" if data_root is None else data_root
+        root, reason = missing_files_reason(data_root, missing)
         wanted = ", ".join(MNIST_RAW_FILES)
-        reason = "no data_root was given" if data_root is None else f"missing: {', '.join(missing)}"
         return (
             f"MNIST files not found ({reason}). Put the four uncompressed IDX files at "
             f"{os.path.join(root, 'MNIST', 'raw')}/{{{wanted}}} (gunzip the original .gz "
