@@ -304,8 +304,15 @@ def cmd_attack(cfg: RunConfig, paths: list[Path]) -> int:
     judge = ensure_judge(cfg)
     attacks = cfg.build_attacks()
     all_rows: list[dict[str, object]] = []
-    for path in paths:
-        capture = load_capture(path)
+    captures = [(path, load_capture(path)) for path in paths]
+    for path, capture in captures:  # fail before any (long) attack runs
+        if capture.public.input_kind != judge.kind:
+            raise ValueError(
+                f"{path} holds {capture.public.input_kind} data "
+                f"{capture.public.input_shape}, but the judge of dataset {cfg.dataset!r} takes "
+                f"{judge.kind} data: pass the run's dataset, e.g. --set dataset=NAME"
+            )
+    for path, capture in captures:
         arm = "snn" if capture.public.arch in SPIKING else "ann"
         truth = load_truth(truth_path(path)) if truth_path(path).exists() else None
         recons = {}

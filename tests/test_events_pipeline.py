@@ -68,3 +68,22 @@ def test_grid_of_event_frames(tmp_path) -> None:
     assert path.stat().st_size > 1000
     with pytest.raises(ValueError, match="does not match truth"):
         save_grid(path, truth, {"dlg": truth[:, 0]}, ["a", "b"], "events")
+
+
+def test_attack_cli_refuses_a_judge_of_another_data_kind(tmp_path, judge_cache, capsys) -> None:
+    from attacks import Capture, PublicInfo
+    from attacks.capture_io import save_capture
+    from fl_sim.cli import main as cli_main
+
+    public = PublicInfo("snn-lenet", (2, 8, 8), 3, 1, T=2, input_kind="events")
+    model = build_model("snn-lenet", (2, 8, 8), 3, T=2)
+    grads = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
+    path = save_capture(Capture(1, 0, grads, model.state_dict(), public), tmp_path / "c.pt")
+    args = ["attack", str(path), "--out", str(tmp_path / "out"), "--set", f"cache_dir={judge_cache}"]
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(args)
+    assert exit_info.value.code != 0
+    assert "holds events data (2, 8, 8), but the judge of dataset 'mnist5k'" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "out" / "reconstructions").exists()  # refused before attacking
