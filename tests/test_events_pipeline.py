@@ -79,7 +79,8 @@ def test_attack_cli_refuses_a_judge_of_another_data_kind(tmp_path, judge_cache, 
     model = build_model("snn-lenet", (2, 8, 8), 3, T=2)
     grads = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
     path = save_capture(Capture(1, 0, grads, model.state_dict(), public), tmp_path / "c.pt")
-    args = ["attack", str(path), "--out", str(tmp_path / "out"), "--set", f"cache_dir={judge_cache}"]
+    out = str(tmp_path / "out")
+    args = ["attack", str(path), "--out", out, "--set", f"cache_dir={judge_cache}"]
     with pytest.raises(SystemExit) as exit_info:
         cli_main(args)
     assert exit_info.value.code != 0
