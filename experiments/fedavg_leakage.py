@@ -33,9 +33,10 @@ from fl_sim.audit import GroundTruth
 from fl_sim.client_app import client_update
 from fl_sim.config import RunConfig
 from fl_sim.judge import ensure_judge
+from fl_sim.loaders.base import time_major
 from fl_sim.report import summary_table
 from fl_sim.scoring import score
-from fl_sim.task import dataset_split, model_inputs, public_info
+from fl_sim.task import dataset_split, public_info
 
 
 def attack_trial(cfg: RunConfig, trial: int, indices: np.ndarray) -> list[dict[str, object]]:
@@ -51,7 +52,7 @@ def attack_trial(cfg: RunConfig, trial: int, indices: np.ndarray) -> list[dict[s
         torch.manual_seed(cfg.seed * 100_003 + trial)
         victim = model_for(public)
         start = {k: v.clone() for k, v in victim.state_dict().items()}
-        sent = client_update(cfg, victim, model_inputs(truth.images), truth.labels)
+        sent = client_update(cfg, victim, time_major(truth.images), truth.labels)
         capture = Capture(1, trial, sent, start, public)
         naive_public = dataclasses.replace(public, update="gradient", batch_size=public.samples)
         naive = Capture(1, trial, observed_update(capture), start, naive_public)

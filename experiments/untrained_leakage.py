@@ -23,9 +23,10 @@ from experiments.trials import add_common_args, leakage_csv, run_trials
 from fl_sim.audit import GroundTruth
 from fl_sim.config import RunConfig
 from fl_sim.judge import ensure_judge
+from fl_sim.loaders.base import time_major
 from fl_sim.report import summary_table, write_report
 from fl_sim.scoring import score
-from fl_sim.task import dataset_split, model_inputs, public_info
+from fl_sim.task import dataset_split, public_info
 from fl_sim.training import loss_gradient
 
 
@@ -40,7 +41,7 @@ def attack_sample(cfg: RunConfig, index: int) -> list[dict[str, object]]:
         public = dataclasses.replace(public_info(cfg, arm), batch_size=1)
         torch.manual_seed(cfg.seed * 100_003 + index)
         victim = model_for(public)
-        update = loss_gradient(victim, model_inputs(truth.images), truth.labels)
+        update = loss_gradient(victim, time_major(truth.images), truth.labels)
         capture = Capture(0, index, update, victim.state_dict(), public)
         for attack in cfg.build_attacks():
             rec = attack.reconstruct(capture)

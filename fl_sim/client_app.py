@@ -10,7 +10,8 @@ from flwr.clientapp import ClientApp
 from attacks.victim import model_for
 from fl_sim.config import RunConfig
 from fl_sim.faults import inject, parse_fault_spec
-from fl_sim.task import model_inputs, private_batch, public_info
+from fl_sim.loaders.base import time_major
+from fl_sim.task import private_batch, public_info
 from fl_sim.training import local_sgd, loss_gradient
 
 app = ClientApp()
@@ -54,7 +55,7 @@ def train(msg: Message, context: Context) -> Message:
     model = model_for(public)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     inputs, labels = private_batch(cfg, partition_id, num_partitions, server_round)
-    update = client_update(cfg, model, model_inputs(inputs), labels)
+    update = client_update(cfg, model, time_major(inputs), labels)
     fault = parse_fault_spec(cfg.faults).get(partition_id)
     if fault is not None:
         update = inject(fault, update, cfg.round_timeout)

@@ -18,7 +18,6 @@ from attacks.gradient_matching import CLAMPS
 from attacks.spike_domain import INITS, THRESHOLDS
 from fl_sim.datasets import DATASETS, DataOptions, dataset_kind
 from fl_sim.faults import parse_fault_spec
-from fl_sim.loaders.base import default_cache_dir
 from fl_sim.partition import PARTITION_SCHEMES
 from models import ARMS, VICTIMS
 from models.surrogate import NEURONS
@@ -208,7 +207,7 @@ class RunConfig:
 
     @property
     def judge_cache(self) -> Path:
-        return Path(self.cache_dir or default_cache_dir()).expanduser()
+        return self.data_options.cache_path
 
     @classmethod
     def keys(cls) -> list[str]:

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from fl_sim.config import RunConfig
 from fl_sim.datasets import DataOptions, DataSplit, dataset_kind, judge_arch, load_dataset
+from fl_sim.loaders.base import time_major
 from models import build_model
 from models.resnet_arcface import ResNetArcFace, imagenet_checkpoint
 
@@ -422,7 +423,7 @@ def _recalibrate_batchnorm(
         m.momentum = None  # cumulative average over the pass
     model.train()
     for batch in batches:
-        model(_time_major(inputs[batch]))
+        model(time_major(inputs[batch]))
     for m, momentum in zip(norms, momenta, strict=True):
         m.momentum = momentum
     model.eval()
@@ -433,12 +434,7 @@ def _loss(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> torch
     """Cross-entropy; on ArcFace's margin logits for the ResNet, time-major for event data."""
     if isinstance(model, ResNetArcFace):
         return F.cross_entropy(model.margin_logits(inputs, labels), labels)
-    return F.cross_entropy(model(_time_major(inputs)), labels)
-
-
-def _time_major(inputs: torch.Tensor) -> torch.Tensor:
-    """Sample-major event frames [B,T,C,H,W] -> time-major [T,B,C,H,W]; images unchanged."""
-    return inputs.transpose(0, 1) if inputs.dim() == 5 else inputs
+    return F.cross_entropy(model(time_major(inputs)), labels)
 
 
 @torch.no_grad()
@@ -448,7 +444,7 @@ def predict_labels(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     if len(inputs) == 0:
         return torch.empty(0, dtype=torch.long)
     chunks = inputs.split(PREDICT_CHUNK)
-    return torch.cat([model(_time_major(chunk)).argmax(-1) for chunk in chunks])
+    return torch.cat([model(time_major(chunk)).argmax(-1) for chunk in chunks])
 
 
 @torch.no_grad()

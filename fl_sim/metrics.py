@@ -62,15 +62,28 @@ def image_metrics(truth: np.ndarray, recon: np.ndarray) -> ImageMetrics:
     back to a 1x1 window with population statistics, i.e. SSIM's luminance term only.
     Raises ValueError on a shape mismatch.
     """
-    if np.shape(truth) != np.shape(recon):
-        raise ValueError(f"shape mismatch: truth {np.shape(truth)} vs recon {np.shape(recon)}")
+    _check_same_shape(truth, recon)
     t = _as_chw(truth, "truth")
     r = np.clip(_as_chw(recon, "recon"), 0.0, 1.0)
+    mse, psnr = _mse_psnr(t, r)
+    return ImageMetrics(mse=mse, psnr=psnr, ssim=_ssim(t, r))
+
+
+def _check_same_shape(truth: np.ndarray, recon: np.ndarray) -> None:
+    if np.shape(truth) != np.shape(recon):
+        raise ValueError(f"shape mismatch: truth {np.shape(truth)} vs recon {np.shape(recon)}")
+
+
+def _mse_psnr(t: np.ndarray, r: np.ndarray) -> tuple[float, float]:
+    """MSE and PSNR (data range 1; inf for identical arrays) of float64 arrays in [0, 1]."""
     mse = float(mean_squared_error(t, r))
-    with np.errstate(divide="ignore"):
-        psnr = float(peak_signal_noise_ratio(t, r, data_range=1.0))
     if mse == 0.0:
-        psnr = float("inf")
+        return mse, float("inf")
+    return mse, float(peak_signal_noise_ratio(t, r, data_range=1.0))
+
+
+def _ssim(t: np.ndarray, r: np.ndarray) -> float:
+    """SSIM of two [C, H, W] images in [0, 1], window as in :func:`image_metrics`."""
     win = ssim_win_size(t.shape[1], t.shape[2])
     kwargs: dict[str, object] = {"data_range": 1.0, "win_size": win}
     if win == 1:
@@ -80,7 +93,7 @@ def image_metrics(truth: np.ndarray, recon: np.ndarray) -> ImageMetrics:
         ssim = structural_similarity(t[0], r[0], **kwargs)
     else:
         ssim = structural_similarity(t, r, channel_axis=0, **kwargs)
-    return ImageMetrics(mse=mse, psnr=psnr, ssim=float(ssim))
+    return float(ssim)
 
 
 def match_reconstructions(truth: np.ndarray, recon: np.ndarray) -> np.ndarray:
@@ -110,8 +123,7 @@ def match_reconstructions(truth: np.ndarray, recon: np.ndarray) -> np.ndarray:
 def spike_l2(truth: np.ndarray, recon: np.ndarray) -> float:
     """l2 distance of two spike tensors of one sample, e.g. [T,C,H,W] event frames: the
     paper's fidelity measure for sparse binary sequences, where MSE/PSNR/SSIM mislead."""
-    if truth.shape != recon.shape:
-        raise ValueError(f"shape mismatch: truth {truth.shape} vs recon {recon.shape}")
+    _check_same_shape(truth, recon)
     return float(np.linalg.norm((truth.astype(np.float64) - recon.astype(np.float64)).ravel()))
 
 
@@ -120,11 +132,8 @@ def sample_metrics(truth: np.ndarray, recon: np.ndarray) -> ImageMetrics:
     and PSNR cover every spike and whose SSIM compares the frames averaged over T."""
     if np.ndim(truth) != 4:
         return image_metrics(truth, recon)
-    if np.shape(truth) != np.shape(recon):
-        raise ValueError(f"shape mismatch: truth {np.shape(truth)} vs recon {np.shape(recon)}")
+    _check_same_shape(truth, recon)
     t = np.asarray(truth, dtype=np.float64)
     r = np.clip(np.asarray(recon, dtype=np.float64), 0.0, 1.0)
-    mse = float(mean_squared_error(t, r))
-    with np.errstate(divide="ignore"):
-        psnr = float("inf") if mse == 0.0 else float(peak_signal_noise_ratio(t, r, data_range=1.0))
-    return ImageMetrics(mse=mse, psnr=psnr, ssim=image_metrics(t.mean(0), r.mean(0)).ssim)
+    mse, psnr = _mse_psnr(t, r)
+    return ImageMetrics(mse=mse, psnr=psnr, ssim=_ssim(t.mean(0), r.mean(0)))

@@ -20,12 +20,12 @@ from fl_sim.audit import ReplayAudit
 from fl_sim.config import RunConfig
 from fl_sim.datasets import DataSplit
 from fl_sim.eavesdropper import LEAKAGE_CSV, Eavesdropper
-from fl_sim.judge import Judge, ensure_judge, judge_record
+from fl_sim.judge import Judge, accuracy, ensure_judge, judge_record
 from fl_sim.report import write_report
 from fl_sim.resume import check_resumable, stored_config
 from fl_sim.store import CHECKPOINTS, DB_NAME, ResultsStore, save_atomic
 from fl_sim.strategy import EavesdroppingFedAvg, EavesdroppingFedSGD, Tap
-from fl_sim.task import dataset_split, public_info, test_accuracy
+from fl_sim.task import dataset_split, public_info
 
 app = ServerApp()
 
@@ -83,7 +83,7 @@ class RoundRecorder:
     def evaluate(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
         state = arrays.to_torch_state_dict()
         self.model.load_state_dict(state)
-        acc = test_accuracy(self.model, self.test)
+        acc = accuracy(self.model, self.test.inputs, self.test.labels)
         say(f"[{self.arm} r{server_round}] global model test accuracy {acc:.2%}")
         if server_round > self.done:
             self.store.commit_round(

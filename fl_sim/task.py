@@ -65,11 +65,6 @@ def private_batch(
     return data.inputs[index], data.labels[index]
 
 
-def model_inputs(inputs: torch.Tensor) -> torch.Tensor:
-    """What a victim takes: images as they are, event frames [B,T,C,H,W] time-major."""
-    return inputs.transpose(0, 1) if inputs.ndim == 5 else inputs
-
-
 def public_info(cfg: RunConfig, arm: str) -> PublicInfo:
     """Hyperparameters every participant of the federation knows."""
     data = train_data(cfg)
@@ -86,13 +81,3 @@ def public_info(cfg: RunConfig, arm: str) -> PublicInfo:
         local_epochs=cfg.local_epochs,
         local_lr=cfg.lr if cfg.protocol == "fedavg" else 0.0,
     )
-
-
-@torch.no_grad()
-def test_accuracy(model: torch.nn.Module, data: DataSplit, chunk: int = 256) -> float:
-    """Accuracy of a victim model on a whole split (images or event frames)."""
-    model.eval()
-    correct = 0
-    for x, y in zip(data.inputs.split(chunk), data.labels.split(chunk), strict=True):
-        correct += int((model(model_inputs(x)).argmax(-1) == y).sum())
-    return correct / len(data)

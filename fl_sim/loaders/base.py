@@ -119,6 +119,11 @@ class DatasetLoader(Protocol):
         ...
 
 
+def time_major(inputs: torch.Tensor) -> torch.Tensor:
+    """What models take: sample-major event frames [B,T,C,H,W] as [T,B,C,H,W]; images as is."""
+    return inputs.transpose(0, 1) if inputs.dim() == 5 else inputs
+
+
 def uint8_images_to_float(images: torch.Tensor) -> torch.Tensor:
     """Turn uint8 [N, H, W] (gray) or [N, H, W, C] pixels into float32 [N, C, H, W] in [0, 1]."""
     x = images.to(torch.float32).div_(255.0)
