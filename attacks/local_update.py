@@ -16,6 +16,7 @@ from torch import nn
 from torch.func import functional_call
 
 from attacks.types import Capture, PublicInfo
+from models.public import sample_dim
 
 # loss of the victim's logits on the given rows (samples) of the dummy batch
 TaskLoss = Callable[[torch.Tensor, slice], torch.Tensor]
@@ -39,11 +40,6 @@ def observed_update(capture: Capture) -> dict[str, torch.Tensor]:
         step = (w0 - value.to(w0.dtype)) if pub.update == "weights" else -value.to(w0.dtype)
         out[name] = step / pub.local_lr
     return out
-
-
-def sample_dim(inputs: torch.Tensor) -> int:
-    """Batch dimension: 1 for time-major [T,B,C,H,W] inputs, else 0."""
-    return 1 if inputs.dim() == 5 else 0
 
 
 def simulated_update(

@@ -6,15 +6,9 @@ import torch
 from torch import nn
 
 from attacks.local_update import observed_update
-from attacks.types import Capture, PublicInfo
-from models import SPIKING, build_model
-
-
-def model_for(public: PublicInfo) -> nn.Module:
-    """A fresh model of the federation's public architecture (weights from the global RNG)."""
-    return build_model(
-        public.arch, public.input_shape, public.num_classes, T=public.T, neuron=public.neuron
-    )
+from attacks.types import Capture
+from models import SPIKING
+from models.public import model_for
 
 
 def victim_from_capture(capture: Capture) -> nn.Module:

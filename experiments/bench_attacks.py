@@ -44,8 +44,8 @@ from attacks import (
 )
 from attacks.batched import reconstruct_batch
 from attacks.spike_domain import init_dummy
-from fl_sim.datasets import load_dataset
-from fl_sim.training import loss_gradient
+from fl_sim.data.registry import load_dataset
+from fl_sim.federation.training import loss_gradient
 from models import build_model
 
 

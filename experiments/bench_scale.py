@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fl_sim.launcher import descendants
+from fl_sim.ops.launcher import descendants
 
 
 @dataclass

@@ -27,16 +27,16 @@ import torch
 
 from attacks import Capture
 from attacks.local_update import observed_update
-from attacks.victim import model_for
 from experiments.trials import add_common_args, leakage_csv, run_trials
-from fl_sim.audit import GroundTruth
-from fl_sim.client_app import client_update
 from fl_sim.config import RunConfig
-from fl_sim.judge import ensure_judge
-from fl_sim.loaders.base import time_major
-from fl_sim.report import summary_table
-from fl_sim.scoring import score
-from fl_sim.task import dataset_split, public_info
+from fl_sim.data.loaders.base import time_major
+from fl_sim.evaluation.audit import GroundTruth
+from fl_sim.evaluation.judge import ensure_judge
+from fl_sim.evaluation.scoring import score
+from fl_sim.federation.client_app import client_update
+from fl_sim.federation.task import dataset_split, public_info
+from fl_sim.results.report import summary_table
+from models.public import model_for
 
 
 def attack_trial(cfg: RunConfig, trial: int, indices: np.ndarray) -> list[dict[str, object]]:

@@ -10,7 +10,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from fl_sim.report import append_rows, read_rows
+from fl_sim.results.report import append_rows, read_rows
 
 Rows = list[dict[str, object]]
 

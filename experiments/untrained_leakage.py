@@ -18,16 +18,16 @@ import numpy as np
 import torch
 
 from attacks import Capture
-from attacks.victim import model_for
 from experiments.trials import add_common_args, leakage_csv, run_trials
-from fl_sim.audit import GroundTruth
 from fl_sim.config import RunConfig
-from fl_sim.judge import ensure_judge
-from fl_sim.loaders.base import time_major
-from fl_sim.report import summary_table, write_report
-from fl_sim.scoring import score
-from fl_sim.task import dataset_split, public_info
-from fl_sim.training import loss_gradient
+from fl_sim.data.loaders.base import time_major
+from fl_sim.evaluation.audit import GroundTruth
+from fl_sim.evaluation.judge import ensure_judge
+from fl_sim.evaluation.scoring import score
+from fl_sim.federation.task import dataset_split, public_info
+from fl_sim.federation.training import loss_gradient
+from fl_sim.results.report import summary_table, write_report
+from models.public import model_for
 
 
 def attack_sample(cfg: RunConfig, index: int) -> list[dict[str, object]]:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from fl_sim.config import RunConfig
-from fl_sim.launcher import SuperLinkError
+from fl_sim.ops.launcher import SuperLinkError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,7 +149,7 @@ def load_resume_config(args: argparse.Namespace) -> RunConfig:
     import tomllib
 
     from fl_sim.config import parse_overrides
-    from fl_sim.resume import resume_config
+    from fl_sim.results.resume import resume_config
 
     changes: dict[str, object] = {}
     if args.config:
@@ -170,10 +170,10 @@ def load_resume_config(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_run(cfg: RunConfig) -> int:
-    from fl_sim.judge import ensure_judge
-    from fl_sim.launcher import run_simulation
-    from fl_sim.server_app import finish_from_store, prepare_out_dir
-    from fl_sim.store import ResultsStore
+    from fl_sim.evaluation.judge import ensure_judge
+    from fl_sim.federation.server_app import finish_from_store, prepare_out_dir
+    from fl_sim.ops.launcher import run_simulation
+    from fl_sim.results.store import ResultsStore
 
     out = prepare_out_dir(cfg)  # fail fast, before Flower starts
     if cfg.resume:
@@ -205,7 +205,7 @@ def cmd_run(cfg: RunConfig) -> int:
 def check_results(out: Path, cfg: RunConfig) -> int:
     """Exit code of a finished ``flwr run``, which exits 0 even when the ServerApp failed:
     the results store says what really finished."""
-    from fl_sim.eavesdropper import LEAKAGE_CSV
+    from fl_sim.federation.eavesdropper import LEAKAGE_CSV
 
     unfinished = unfinished_arms(out, cfg)
     if unfinished:
@@ -225,7 +225,7 @@ def check_results(out: Path, cfg: RunConfig) -> int:
 def preload_data(cfg: RunConfig) -> None:
     """Load (and, for derived data, build and cache) both splits here, with progress, rather
     than in every client process at once."""
-    from fl_sim.task import dataset_split
+    from fl_sim.federation.task import dataset_split
 
     for split in ("train", "test"):
         dataset_split(cfg, split)
@@ -233,7 +233,7 @@ def preload_data(cfg: RunConfig) -> None:
 
 def unfinished_arms(out: Path, cfg: RunConfig) -> str:
     """Arms whose rounds are not all committed, e.g. "snn: 1 of 3 rounds"; "" if none."""
-    from fl_sim.store import DB_NAME, ResultsStore
+    from fl_sim.results.store import DB_NAME, ResultsStore
 
     if not (out / DB_NAME).exists():
         return "no results store was written"
@@ -243,9 +243,9 @@ def unfinished_arms(out: Path, cfg: RunConfig) -> str:
 
 
 def cmd_deploy(cfg: RunConfig, args: argparse.Namespace) -> int:
-    from fl_sim.deploy import DeployOptions, deploy
-    from fl_sim.judge import ensure_judge
-    from fl_sim.server_app import prepare_out_dir
+    from fl_sim.evaluation.judge import ensure_judge
+    from fl_sim.federation.server_app import prepare_out_dir
+    from fl_sim.ops.deploy import DeployOptions, deploy
 
     out = prepare_out_dir(cfg)  # fail fast, before any process starts
     ensure_judge(cfg)  # train it here, not while the federation waits
@@ -263,7 +263,7 @@ def cmd_deploy(cfg: RunConfig, args: argparse.Namespace) -> int:
 def cmd_submit(cfg: RunConfig, args: argparse.Namespace) -> int:
     import tempfile
 
-    from fl_sim.deploy import submit
+    from fl_sim.ops.deploy import submit
 
     with tempfile.TemporaryDirectory(prefix="fl-sim-submit-") as work:
         result = submit(cfg, args.superlink, args.root_certificates, Path(work), wait_s=args.wait)
@@ -279,7 +279,7 @@ def cmd_submit(cfg: RunConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_deploy_certs(args: argparse.Namespace) -> int:
-    from fl_sim.certs import DEFAULT_SANS, write_certs
+    from fl_sim.ops.certs import DEFAULT_SANS, write_certs
 
     files = write_certs(args.directory, tuple(args.san) or DEFAULT_SANS)
     print(f"fl-sim: wrote {files.ca}, {files.cert} and {files.key}")
@@ -290,10 +290,10 @@ def cmd_attack(cfg: RunConfig, paths: list[Path]) -> int:
     import torch
 
     from attacks.capture_io import load_capture
-    from fl_sim.audit import load_truth, truth_path
-    from fl_sim.judge import ensure_judge
-    from fl_sim.report import append_rows, save_grid, summary_table
-    from fl_sim.scoring import score, unscored_rows
+    from fl_sim.evaluation.audit import load_truth, truth_path
+    from fl_sim.evaluation.judge import ensure_judge
+    from fl_sim.evaluation.scoring import score, unscored_rows
+    from fl_sim.results.report import append_rows, save_grid, summary_table
     from models import SPIKING
 
     out = Path(cfg.out)
@@ -350,7 +350,7 @@ def cmd_attack(cfg: RunConfig, paths: list[Path]) -> int:
 
 
 def cmd_judge(cfg: RunConfig, retrain: bool) -> int:
-    from fl_sim.judge import describe, ensure_judge, train_judge
+    from fl_sim.evaluation.judge import describe, ensure_judge, train_judge
 
     judge = train_judge(cfg) if retrain else ensure_judge(cfg)
     print(f"judge: {describe(judge)}; {judge.train_size} train / {judge.test_size} test")
@@ -363,7 +363,7 @@ def cmd_l2_stats(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from fl_sim.reference_l2 import format_table, reference_l2_for_config
+    from fl_sim.data.reference_l2 import format_table, reference_l2_for_config
 
     cfg = RunConfig.load(args.config, args.overrides)
     start = time.perf_counter()

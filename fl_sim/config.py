@@ -16,9 +16,9 @@ from typing import Any
 from attacks import ATTACKS, Attack, AttackConfig, GRNNConfig, build_attack
 from attacks.gradient_matching import CLAMPS
 from attacks.spike_domain import INITS, THRESHOLDS
-from fl_sim.datasets import DATASETS, DataOptions, dataset_kind
-from fl_sim.faults import parse_fault_spec
-from fl_sim.partition import PARTITION_SCHEMES
+from fl_sim.data.registry import DATASETS, DataOptions, dataset_kind
+from fl_sim.federation.faults import parse_fault_spec
+from fl_sim.federation.partition import PARTITION_SCHEMES
 from models import ARMS, VICTIMS
 from models.surrogate import NEURONS
 
@@ -74,7 +74,7 @@ class RunConfig:
     tau: float = 0.5
     restarts: int = 1
     tolerance: float = 0.0  # attack early stop on the gradient-matching loss
-    # judge training: 0 = the default of the dataset's judge (fl_sim/judge.py); the width
+    # judge training: 0 = the default of the dataset's judge (fl_sim/evaluation/judge.py); the width
     # applies to the spiking DVSGestureSNN judge only (Table I: 64)
     judge_epochs: int = 0
     judge_width: int = 0

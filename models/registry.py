@@ -30,7 +30,7 @@ MODELS: dict[str, type[nn.Module]] = {
 SPIKING: frozenset[str] = frozenset({"snn-lenet", "snn-lenet5"})
 
 JUDGES: frozenset[str] = frozenset({"lenet5", "resnet50-arcface", "dvs-gesture-snn"})
-"""Models that serve as a dataset's judge (see :func:`fl_sim.datasets.judge_arch`)."""
+"""Models that serve as a dataset's judge (see :func:`fl_sim.data.registry.judge_arch`)."""
 
 # Victim families: the same layers as an ANN ("ann" arm) and as an SNN twin ("snn" arm).
 VICTIMS: dict[str, dict[str, str]] = {

@@ -11,9 +11,9 @@ sys.path.insert(0, str(Path(__file__).parent))  # for tests/inproc_grid.py
 
 import torch  # noqa: E402
 
-import fl_sim.loaders.nmnist_emulated as nm  # noqa: E402
+import fl_sim.data.loaders.nmnist_emulated as nm  # noqa: E402
 from fl_sim.config import RunConfig  # noqa: E402
-from fl_sim.datasets import DataSplit, clear_dataset_cache  # noqa: E402
+from fl_sim.data.registry import DataSplit, clear_dataset_cache  # noqa: E402
 
 # One torch thread, as every fl-sim process uses (threads=1): tests that recompute a client's
 # result in the main thread then sum in the same order as the client did.

@@ -11,9 +11,9 @@ import torch
 
 from attacks import ATTACKS, AttackConfig, Capture, PublicInfo, build_attack
 from attacks.labels import idlg_label
-from fl_sim.datasets import load_dataset
-from fl_sim.metrics import image_metrics
-from fl_sim.training import loss_gradient
+from fl_sim.data.registry import load_dataset
+from fl_sim.evaluation.metrics import image_metrics
+from fl_sim.federation.training import loss_gradient
 from models import build_model
 
 ANN = PublicInfo(arch="lenet", input_shape=(1, 28, 28), num_classes=10, batch_size=1)

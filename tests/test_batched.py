@@ -29,8 +29,8 @@ from attacks.batched_lbfgs import BatchedLBFGS
 from attacks.gradient_matching import capture_generator, gradient_distance, lbfgs
 from attacks.spike_domain import init_dummy
 from attacks.victim import target_gradients, victim_from_capture
-from fl_sim.datasets import load_dataset
-from fl_sim.training import loss_gradient
+from fl_sim.data.registry import load_dataset
+from fl_sim.federation.training import loss_gradient
 from models import build_model
 
 ANN = PublicInfo(arch="lenet", input_shape=(1, 28, 28), num_classes=10, batch_size=1)

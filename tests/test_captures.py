@@ -13,10 +13,10 @@ from tests_helpers import ann_capture
 
 from attacks.capture_io import load_capture, save_capture
 from fl_sim.cli import main as cli_main
-from fl_sim.client_app import app as client_app
 from fl_sim.config import RunConfig
-from fl_sim.report import read_rows
-from fl_sim.server_app import run_federation
+from fl_sim.federation.client_app import app as client_app
+from fl_sim.federation.server_app import run_federation
+from fl_sim.results.report import read_rows
 
 
 def test_run_saves_captures_only_when_asked(small_cfg: RunConfig, tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fl_sim.launcher import LocalSuperLink
-from fl_sim.report import read_rows
+from fl_sim.ops.launcher import LocalSuperLink
+from fl_sim.results.report import read_rows
 
 
 def test_fl_sim_run_through_flower_simulation(tmp_path: Path, judge_cache: str) -> None:

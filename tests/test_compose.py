@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
-from fl_sim.certs import TlsFiles
 from fl_sim.cli import build_parser
-from fl_sim.deploy import serverapp_command, superlink_command, supernode_command
+from fl_sim.ops.certs import TlsFiles
+from fl_sim.ops.deploy import serverapp_command, superlink_command, supernode_command
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE, TLS = ROOT / "docker-compose.yml", ROOT / "docker-compose.tls.yml"
@@ -52,7 +52,7 @@ def supernodes(services: dict[str, Any]) -> list[str]:
 
 
 def check_commands(services: dict[str, Any], tls: bool) -> None:
-    """Each service runs what fl_sim/deploy.py builds for its role."""
+    """Each service runs what fl_sim/ops/deploy.py builds for its role."""
     ca = CERTS.ca if tls else None
     nodes = supernodes(services)
     assert len(nodes) == 4

@@ -1,4 +1,5 @@
-"""Tests for fl_sim.datasets: the bundled mnist5k split and the offline torchvision MNIST loader."""
+"""Tests for fl_sim.data.registry: the bundled mnist5k split and the offline torchvision
+MNIST loader."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from fl_sim.datasets import (
+from fl_sim.data.registry import (
     DATASETS,
     MNIST_RAW_FILES,
     DataSplit,

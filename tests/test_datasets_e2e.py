@@ -8,11 +8,11 @@ from pathlib import Path
 
 from inproc_grid import InProcessGrid
 
-from fl_sim.client_app import app as client_app
 from fl_sim.config import RunConfig
-from fl_sim.report import read_rows
-from fl_sim.server_app import run_federation
-from fl_sim.store import ResultsStore
+from fl_sim.federation.client_app import app as client_app
+from fl_sim.federation.server_app import run_federation
+from fl_sim.results.report import read_rows
+from fl_sim.results.store import ResultsStore
 
 
 def federate(cfg: RunConfig) -> dict[str, dict]:

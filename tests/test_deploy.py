@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from fl_sim.certs import write_certs
 from fl_sim.config import RunConfig
-from fl_sim.deploy import (
+from fl_sim.ops.certs import write_certs
+from fl_sim.ops.deploy import (
     DeployError,
     DeployOptions,
     NetnsNetwork,
@@ -32,8 +32,8 @@ from fl_sim.deploy import (
     superlink_command,
     supernode_command,
 )
-from fl_sim.launcher import ManagedProcess, connection_toml, group_alive, stop_all
-from fl_sim.report import read_rows
+from fl_sim.ops.launcher import ManagedProcess, connection_toml, group_alive, stop_all
+from fl_sim.results.report import read_rows
 
 SMALL = [
     "--set", "arms=ann", "--set", "attacks=idlg", "--set", "iterations=5",
@@ -226,7 +226,7 @@ def test_a_failed_serverapp_fails_the_deploy(tmp_path: Path, judge_cache: str) -
 
 @pytest.mark.skipif(netns_unavailable() is not None, reason=str(netns_unavailable()))
 def test_netns_cleanup_after_a_failed_setup(monkeypatch: pytest.MonkeyPatch) -> None:
-    import fl_sim.deploy as deploy_mod
+    import fl_sim.ops.deploy as deploy_mod
 
     real_ip, calls = deploy_mod._ip, []
 

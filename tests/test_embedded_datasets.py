@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-import fl_sim.loaders.nmnist_emulated as nm
-from fl_sim.datasets import DataOptions, clear_dataset_cache, load_dataset
-from fl_sim.event_emulation import DEFAULT_DURATION_US, DEFAULT_SENSOR_SIZE, emulate_events
-from fl_sim.loaders.events import event_frames
+import fl_sim.data.loaders.nmnist_emulated as nm
+from fl_sim.data.event_emulation import DEFAULT_DURATION_US, DEFAULT_SENSOR_SIZE, emulate_events
+from fl_sim.data.loaders.events import event_frames
+from fl_sim.data.registry import DataOptions, clear_dataset_cache, load_dataset
 
 
 def test_lfw_subset_is_scikit_images_crops_as_face_vs_non_face() -> None:

@@ -1,4 +1,4 @@
-"""Tests of the N-MNIST-style DVS emulation (fl_sim.event_emulation)."""
+"""Tests of the N-MNIST-style DVS emulation (fl_sim.data.event_emulation)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fl_sim.event_emulation import (
+from fl_sim.data.event_emulation import (
     EVENT_DTYPE,
     emulate_events,
     saccade_path,

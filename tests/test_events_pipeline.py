@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from fl_sim.config import RunConfig
-from fl_sim.metrics import image_metrics, sample_metrics, spike_l2
-from fl_sim.report import save_grid
-from fl_sim.training import local_sgd
+from fl_sim.evaluation.metrics import image_metrics, sample_metrics, spike_l2
+from fl_sim.federation.training import local_sgd
+from fl_sim.results.report import save_grid
 from models import build_model
 
 

@@ -15,15 +15,15 @@ from skimage.metrics import structural_similarity
 from attacks import AttackConfig, Capture, PublicInfo, build_attack
 from attacks.local_update import observed_update, simulated_update
 from attacks.victim import victim_from_capture
-from fl_sim.audit import ReplayAudit
-from fl_sim.client_app import app as client_app
-from fl_sim.client_app import client_update
 from fl_sim.config import RunConfig
-from fl_sim.eavesdropper import capture_from_reply
-from fl_sim.report import read_rows
-from fl_sim.server_app import build_strategy, initial_model, run_federation
-from fl_sim.task import private_batch, public_info
-from fl_sim.training import loss_gradient
+from fl_sim.evaluation.audit import ReplayAudit
+from fl_sim.federation.client_app import app as client_app
+from fl_sim.federation.client_app import client_update
+from fl_sim.federation.eavesdropper import capture_from_reply
+from fl_sim.federation.server_app import build_strategy, initial_model, run_federation
+from fl_sim.federation.task import private_batch, public_info
+from fl_sim.federation.training import loss_gradient
+from fl_sim.results.report import read_rows
 
 
 def fedavg(cfg: RunConfig, **changes: object) -> RunConfig:

@@ -13,17 +13,17 @@ from inproc_grid import InProcessGrid
 
 from attacks import AttackConfig, Capture, Reconstruction
 from attacks.idlg import IDLG
-from attacks.victim import model_for
-from fl_sim.audit import ReplayAudit
-from fl_sim.client_app import app as client_app
 from fl_sim.config import RunConfig
-from fl_sim.eavesdropper import Eavesdropper, capture_from_reply
-from fl_sim.judge import ensure_judge
-from fl_sim.report import LEAKAGE_COLUMNS, read_rows
-from fl_sim.server_app import initial_model, run_federation
-from fl_sim.strategy import EavesdroppingFedSGD
-from fl_sim.task import private_batch, public_info
-from fl_sim.training import loss_gradient, sgd_step
+from fl_sim.evaluation.audit import ReplayAudit
+from fl_sim.evaluation.judge import ensure_judge
+from fl_sim.federation.client_app import app as client_app
+from fl_sim.federation.eavesdropper import Eavesdropper, capture_from_reply
+from fl_sim.federation.server_app import initial_model, run_federation
+from fl_sim.federation.strategy import EavesdroppingFedSGD
+from fl_sim.federation.task import private_batch, public_info
+from fl_sim.federation.training import loss_gradient, sgd_step
+from fl_sim.results.report import LEAKAGE_COLUMNS, read_rows
+from models.public import model_for
 
 
 def federate(cfg: RunConfig, fault=None) -> dict[str, dict[str, torch.Tensor]]:

@@ -10,7 +10,7 @@ import torch
 
 from attacks import ATTACKS, AttackConfig, Capture, GRNNConfig, PublicInfo, build_attack
 from attacks.grnn import GRNN, GRNNGenerator, seeded_generator, tv_loss
-from fl_sim.metrics import image_metrics
+from fl_sim.evaluation.metrics import image_metrics
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_attacks import capture_of  # noqa: E402

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from spikingjelly.activation_based import layer
 
 from fl_sim.config import RunConfig
-from fl_sim.datasets import DATASETS, DataOptions, DataSplit, clear_dataset_cache
-from fl_sim.judge import (
+from fl_sim.data.registry import DATASETS, DataOptions, DataSplit, clear_dataset_cache
+from fl_sim.evaluation.judge import (
     JUDGE_SPECS,
     Judge,
     ensure_judge,

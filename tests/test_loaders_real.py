@@ -16,10 +16,10 @@ import pytest
 import torch
 from PIL import Image
 
-from fl_sim.loaders.base import DataOptions
-from fl_sim.loaders.cifar import CIFAR100_FILES, Cifar100Loader
-from fl_sim.loaders.dvsgesture import DVSGESTURE_MIN_NPY, DvsGestureLoader
-from fl_sim.loaders.lfw import (
+from fl_sim.data.loaders.base import DataOptions
+from fl_sim.data.loaders.cifar import CIFAR100_FILES, Cifar100Loader
+from fl_sim.data.loaders.dvsgesture import DVSGESTURE_MIN_NPY, DvsGestureLoader
+from fl_sim.data.loaders.lfw import (
     LFW_FOLDERS,
     LFW_IMAGE_SIZE,
     LFW_SPLIT_SEED,
@@ -362,7 +362,7 @@ def test_dvsgesture_missing_files(dvs_root: Path, tmp_path: Path) -> None:
 
 def test_dvsgesture_never_downloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Even if our own check were wrong, tonic's download is replaced by the error."""
-    monkeypatch.setattr("fl_sim.loaders.dvsgesture._missing_files", lambda folder, split: [])
+    monkeypatch.setattr("fl_sim.data.loaders.dvsgesture._missing_files", lambda folder, split: [])
     with pytest.raises(FileNotFoundError, match=r"missing: \(tonic\)"):
         DvsGestureLoader().load("train", str(tmp_path), DataOptions())
 

@@ -1,4 +1,5 @@
-"""Tests for fl_sim.metrics: exact values for known perturbations, small images, matching."""
+"""Tests for fl_sim.evaluation.metrics: exact values for known perturbations, small images,
+matching."""
 
 from __future__ import annotations
 
@@ -7,7 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from fl_sim.metrics import ImageMetrics, image_metrics, match_reconstructions, ssim_win_size
+from fl_sim.evaluation.metrics import (
+    ImageMetrics,
+    image_metrics,
+    match_reconstructions,
+    ssim_win_size,
+)
 
 
 def _image(c: int = 1, h: int = 28, w: int = 28, seed: int = 0) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Tests for fl_sim.partition: flwr-datasets backed client partitions and replayable batches."""
+"""Tests for fl_sim.federation.partition: flwr-datasets backed client partitions and
+replayable batches."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from fl_sim.partition import PARTITION_SCHEMES, partition_indices, sample_batch
+from fl_sim.federation.partition import PARTITION_SCHEMES, partition_indices, sample_batch
 
 NUM_CLASSES = 10
 

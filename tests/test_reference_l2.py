@@ -13,10 +13,8 @@ import torch
 
 from fl_sim.cli import main
 from fl_sim.config import RunConfig
-from fl_sim.datasets import load_dataset
-from fl_sim.loaders.base import DataSplit
-from fl_sim.metrics import spike_l2
-from fl_sim.reference_l2 import (
+from fl_sim.data.loaders.base import DataSplit
+from fl_sim.data.reference_l2 import (
     AveragedL2Stats,
     L2Stats,
     format_table,
@@ -24,6 +22,8 @@ from fl_sim.reference_l2 import (
     reference_l2_for_config,
     subsample_per_class,
 )
+from fl_sim.data.registry import load_dataset
+from fl_sim.evaluation.metrics import spike_l2
 
 
 def split_of(points: list[list[float]], labels: list[int], num_classes: int) -> DataSplit:

@@ -1,4 +1,4 @@
-"""Tests for fl_sim.report: CSV durability/round-trip, PNG outputs and summary numbers."""
+"""Tests for fl_sim.results.report: CSV durability/round-trip, PNG outputs and summary numbers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from fl_sim.report import (
+from fl_sim.results.report import (
     LEAKAGE_COLUMNS,
     append_rows,
     plot_rounds,

@@ -11,14 +11,14 @@ import pytest
 import torch
 from inproc_grid import InProcessGrid
 
-from fl_sim.client_app import app as client_app
 from fl_sim.config import RunConfig
-from fl_sim.eavesdropper import attack_selection
-from fl_sim.launcher import federation_config
-from fl_sim.report import read_rows
-from fl_sim.server_app import initial_model, run_federation
-from fl_sim.task import private_batch
-from fl_sim.training import loss_gradient, sgd_step
+from fl_sim.federation.client_app import app as client_app
+from fl_sim.federation.eavesdropper import attack_selection
+from fl_sim.federation.server_app import initial_model, run_federation
+from fl_sim.federation.task import private_batch
+from fl_sim.federation.training import loss_gradient, sgd_step
+from fl_sim.ops.launcher import federation_config
+from fl_sim.results.report import read_rows
 
 
 def federate(cfg: RunConfig) -> dict[str, dict[str, torch.Tensor]]:

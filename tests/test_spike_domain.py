@@ -11,8 +11,8 @@ import torch
 from attacks import AttackConfig, Capture, PublicInfo, build_attack
 from attacks.gradient_matching import lbfgs, step_projection
 from attacks.spike_domain import binarise, init_dummy
-from fl_sim.metrics import spike_l2
-from fl_sim.training import loss_gradient
+from fl_sim.evaluation.metrics import spike_l2
+from fl_sim.federation.training import loss_gradient
 from models import build_model
 
 EVENTS = PublicInfo("snn-lenet", (2, 16, 16), 11, batch_size=1, T=5, input_kind="events")

@@ -19,13 +19,13 @@ import torch
 from inproc_grid import InProcessGrid
 
 from fl_sim.cli import main as cli_main
-from fl_sim.client_app import app as client_app
 from fl_sim.config import RunConfig
-from fl_sim.launcher import descendants
-from fl_sim.report import LEAKAGE_COLUMNS, read_rows
-from fl_sim.resume import resume_config
-from fl_sim.server_app import run_federation
-from fl_sim.store import DB_NAME, SCHEMA_VERSION, ResultsStore
+from fl_sim.federation.client_app import app as client_app
+from fl_sim.federation.server_app import run_federation
+from fl_sim.ops.launcher import descendants
+from fl_sim.results.report import LEAKAGE_COLUMNS, read_rows
+from fl_sim.results.resume import resume_config
+from fl_sim.results.store import DB_NAME, SCHEMA_VERSION, ResultsStore
 
 RECORD = {"config": {"rounds": 2}, "judge": {"arch": "lenet5"}, "versions": {"torch": "x"}}
 STATE = {"w": torch.arange(6.0).reshape(2, 3), "b": torch.zeros(2)}

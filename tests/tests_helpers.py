@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from attacks import Capture, PublicInfo
-from fl_sim.datasets import load_dataset
-from fl_sim.training import loss_gradient
+from fl_sim.data.registry import load_dataset
+from fl_sim.federation.training import loss_gradient
 from models import build_model
 
 

@@ -108,7 +108,7 @@ class DataSplit:
 
 
 class DatasetLoader(Protocol):
-    """Loads one named dataset split; registered in :data:`fl_sim.datasets.DATASETS`."""
+    """Loads one named dataset split; registered in :data:`fl_sim.data.registry.DATASETS`."""
 
     name: ClassVar[str]
     kind: ClassVar[str]  # one of KINDS, known before loading (config validation)

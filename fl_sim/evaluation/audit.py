@@ -13,7 +13,7 @@ import torch
 
 from attacks.capture_io import write_private
 from fl_sim.config import RunConfig
-from fl_sim.task import private_batch
+from fl_sim.federation.task import private_batch
 
 
 @dataclass(frozen=True)

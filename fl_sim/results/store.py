@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fl_sim.report import _FLOAT_COLUMNS, _INT_COLUMNS, LEAKAGE_COLUMNS, write_rows
+from fl_sim.results.report import _FLOAT_COLUMNS, _INT_COLUMNS, LEAKAGE_COLUMNS, write_rows
 
 DB_NAME = "results.sqlite"
 CHECKPOINTS = "checkpoints"
@@ -45,7 +45,7 @@ CREATE TABLE runs (
     judge_dataset TEXT,
     judge_accuracy REAL,
     judge_path TEXT,
-    judge TEXT,                       -- JSON: the judge's whole record (fl_sim.judge)
+    judge TEXT,                       -- JSON: the judge's whole record (fl_sim.evaluation.judge)
     versions TEXT NOT NULL            -- JSON: library versions
 );
 CREATE TABLE rounds (

@@ -10,8 +10,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from fl_sim.loaders.base import DataOptions, DataSplit, check_split
-from fl_sim.loaders.events import downsampled_size, event_frames
+from fl_sim.data.loaders.base import DataOptions, DataSplit, check_split
+from fl_sim.data.loaders.events import downsampled_size, event_frames
 
 DVSGESTURE_FOLDER: str = "DVSGesture"
 """Folder under ``data_root`` that tonic's DVSGesture reads (its ``save_to`` + class name)."""

@@ -1,7 +1,7 @@
 """The judge: a classifier trained on the dataset's train split, cached on disk.
 
 Its accuracy on reconstructions is the attack success rate (ASR) of the paper. Each dataset
-names its judge architecture (:func:`fl_sim.datasets.judge_arch`): LeNet-5 for MNIST and
+names its judge architecture (:func:`fl_sim.data.registry.judge_arch`): LeNet-5 for MNIST and
 CIFAR-100, ResNet-50 + ArcFace for LFW, the residual spiking DVSGestureSNN for DVS128 Gesture.
 How each is trained is a :class:`JudgeSpec` in :data:`JUDGE_SPECS`; one loop trains them all.
 """
@@ -23,8 +23,8 @@ from torch import nn
 from tqdm import tqdm
 
 from fl_sim.config import RunConfig
-from fl_sim.datasets import DataOptions, DataSplit, dataset_kind, judge_arch, load_dataset
-from fl_sim.loaders.base import time_major
+from fl_sim.data.loaders.base import time_major
+from fl_sim.data.registry import DataOptions, DataSplit, dataset_kind, judge_arch, load_dataset
 from models import build_model
 from models.resnet_arcface import ResNetArcFace, imagenet_checkpoint
 

@@ -15,17 +15,17 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
-from attacks.victim import model_for
-from fl_sim.audit import ReplayAudit
 from fl_sim.config import RunConfig
-from fl_sim.datasets import DataSplit
-from fl_sim.eavesdropper import LEAKAGE_CSV, Eavesdropper
-from fl_sim.judge import Judge, accuracy, ensure_judge, judge_record
-from fl_sim.report import write_report
-from fl_sim.resume import check_resumable, stored_config
-from fl_sim.store import CHECKPOINTS, DB_NAME, ResultsStore, save_atomic
-from fl_sim.strategy import EavesdroppingFedAvg, EavesdroppingFedSGD, Tap
-from fl_sim.task import dataset_split, public_info
+from fl_sim.data.registry import DataSplit
+from fl_sim.evaluation.audit import ReplayAudit
+from fl_sim.evaluation.judge import Judge, accuracy, ensure_judge, judge_record
+from fl_sim.federation.eavesdropper import LEAKAGE_CSV, Eavesdropper
+from fl_sim.federation.strategy import EavesdroppingFedAvg, EavesdroppingFedSGD, Tap
+from fl_sim.federation.task import dataset_split, public_info
+from fl_sim.results.report import write_report
+from fl_sim.results.resume import check_resumable, stored_config
+from fl_sim.results.store import CHECKPOINTS, DB_NAME, ResultsStore, save_atomic
+from models.public import model_for
 
 app = ServerApp()
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks.local_update import sample_dim
+from models.public import sample_dim
 
 
 def loss_gradient(

@@ -7,11 +7,11 @@ import functools
 import numpy as np
 import torch
 
-from attacks import PublicInfo
 from fl_sim.config import RunConfig
-from fl_sim.datasets import DataOptions, DataSplit, load_dataset
-from fl_sim.partition import partition_indices, sample_batch
+from fl_sim.data.registry import DataOptions, DataSplit, load_dataset
+from fl_sim.federation.partition import partition_indices, sample_batch
 from models import victim_model_name
+from models.public import PublicInfo
 
 
 def dataset_split(cfg: RunConfig, split: str) -> DataSplit:

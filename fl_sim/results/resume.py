@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fl_sim.config import RunConfig
-from fl_sim.store import ResultsStore
+from fl_sim.results.store import ResultsStore
 
 # Keys a resume may change: how the run executes, not what it computes. Any other key (a
 # new one included) must equal the stored value.

@@ -17,8 +17,8 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result
 
-from fl_sim.faults import reply_fault
-from fl_sim.training import sgd_step
+from fl_sim.federation.faults import reply_fault
+from fl_sim.federation.training import sgd_step
 
 # tap(server_round, global arrays the replies were computed at, replies)
 Tap = Callable[[int, ArrayRecord, list[Message]], None]

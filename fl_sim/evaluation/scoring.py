@@ -8,9 +8,9 @@ import numpy as np
 import torch
 
 from attacks import Capture, PublicInfo, Reconstruction
-from fl_sim.audit import GroundTruth
-from fl_sim.judge import Judge
-from fl_sim.metrics import match_reconstructions, sample_metrics, spike_l2
+from fl_sim.evaluation.audit import GroundTruth
+from fl_sim.evaluation.judge import Judge
+from fl_sim.evaluation.metrics import match_reconstructions, sample_metrics, spike_l2
 
 
 @dataclass(frozen=True)

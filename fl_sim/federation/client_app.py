@@ -7,12 +7,12 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from attacks.victim import model_for
 from fl_sim.config import RunConfig
-from fl_sim.faults import inject, parse_fault_spec
-from fl_sim.loaders.base import time_major
-from fl_sim.task import private_batch, public_info
-from fl_sim.training import local_sgd, loss_gradient
+from fl_sim.data.loaders.base import time_major
+from fl_sim.federation.faults import inject, parse_fault_spec
+from fl_sim.federation.task import private_batch, public_info
+from fl_sim.federation.training import local_sgd, loss_gradient
+from models.public import model_for
 
 app = ClientApp()
 

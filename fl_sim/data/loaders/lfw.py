@@ -10,7 +10,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from fl_sim.loaders.base import DataOptions, DataSplit, check_split
+from fl_sim.data.loaders.base import DataOptions, DataSplit, check_split
 
 LFW_FOLDERS: tuple[str, ...] = ("lfw", "lfw_funneled", os.path.join("lfw-py", "lfw_funneled"))
 """Folders under ``data_root`` searched in this order; the first holding a ``<Name>/*.jpg`` is

@@ -36,9 +36,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fl_sim.certs import DEFAULT_SANS, TlsFiles, write_certs
 from fl_sim.config import RunConfig
-from fl_sim.launcher import (
+from fl_sim.ops.certs import DEFAULT_SANS, TlsFiles, write_certs
+from fl_sim.ops.launcher import (
     ManagedProcess,
     SuperLinkError,
     connection_toml,

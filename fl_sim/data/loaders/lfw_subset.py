@@ -15,7 +15,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from fl_sim.loaders.base import DataOptions, DataSplit
+from fl_sim.data.loaders.base import DataOptions, DataSplit
 
 LFW_SUBSET_SEED: int = 0
 """Seed of the fixed stratified train/test split."""

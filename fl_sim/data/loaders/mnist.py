@@ -9,7 +9,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from fl_sim.loaders.base import (
+from fl_sim.data.loaders.base import (
     DataOptions,
     DataSplit,
     missing_files_reason,

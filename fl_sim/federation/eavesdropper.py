@@ -17,16 +17,16 @@ from attacks.batched import reconstruct_batch
 from attacks.capture_io import save_capture
 from attacks.gradient_matching import GradientMatchingAttack
 from attacks.types import Attack, Reconstruction
-from fl_sim.audit import ReplayAudit, save_truth, truth_path
-from fl_sim.judge import Judge
-from fl_sim.report import append_rows, save_grid
-from fl_sim.scoring import score
+from fl_sim.evaluation.audit import ReplayAudit, save_truth, truth_path
+from fl_sim.evaluation.judge import Judge
+from fl_sim.evaluation.scoring import score
+from fl_sim.results.report import append_rows, save_grid
 
 LEAKAGE_CSV = "leakage.csv"
 
 
 class LeakageSink(Protocol):
-    """Where the eavesdropper hands a round's results (``fl_sim.store.ResultsStore``)."""
+    """Where the eavesdropper hands a round's results (``fl_sim.results.store.ResultsStore``)."""
 
     def add_reconstructions(
         self, rows: Sequence[Mapping[str, object]], grid: Path | None = None
@@ -83,7 +83,7 @@ def capture_from_reply(
 
 
 class Eavesdropper:
-    """A tap for :class:`fl_sim.strategy.EavesdroppingFedAvg` (see ``Tap``).
+    """A tap for :class:`fl_sim.federation.strategy.EavesdroppingFedAvg` (see ``Tap``).
 
     Attacks get only the :class:`Capture`; the auditor's ground truth goes to the scorer.
     A round's scored rows and captures go to ``sink`` when the round's attacks are done (by

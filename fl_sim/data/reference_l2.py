@@ -2,10 +2,10 @@
 
 The paper (Table VI) reads reconstructions' l2 distances against the natural variability of
 the data: how far apart two real samples of one class, or of two classes, already are. The
-distance is :func:`fl_sim.metrics.spike_l2`'s: the Euclidean norm of the flattened difference
-of two samples (float64). Distances are computed blockwise, cdist-style (one float64 matmul per
-pair of row blocks), so memory stays bounded (two row blocks and one distance block) even for
-event data.
+distance is :func:`fl_sim.evaluation.metrics.spike_l2`'s: the Euclidean norm of the
+flattened difference of two samples (float64). Distances are computed blockwise,
+cdist-style (one float64 matmul per pair of row blocks), so memory stays bounded (two row
+blocks and one distance block) even for event data.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from fl_sim.loaders.base import SPLITS, DataSplit
+from fl_sim.data.loaders.base import SPLITS, DataSplit
 
 if TYPE_CHECKING:
     from fl_sim.config import RunConfig
@@ -328,7 +328,7 @@ def reference_l2_for_config(
 ) -> ReferenceL2:
     """:func:`reference_l2` of a run config's dataset split (its data options; its seed for
     the subsample)."""
-    from fl_sim.task import dataset_split
+    from fl_sim.federation.task import dataset_split
 
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; allowed splits: {list(SPLITS)}")

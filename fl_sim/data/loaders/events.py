@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from fl_sim.event_emulation import to_frames
-from fl_sim.loaders.base import DataOptions
+from fl_sim.data.event_emulation import to_frames
+from fl_sim.data.loaders.base import DataOptions
 
 
 def downsampled_size(sensor_size: Sequence[int], factor: int) -> tuple[int, int]:

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import torch
 
-from fl_sim.loaders.base import (
+from fl_sim.data.loaders.base import (
     DataOptions,
     DataSplit,
     check_split,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import os
 
-from fl_sim.loaders.base import (
+from fl_sim.data.loaders.base import (
     KINDS,
     SPLITS,
     DataOptions,
@@ -18,11 +18,11 @@ from fl_sim.loaders.base import (
     DataSplit,
     check_split,
 )
-from fl_sim.loaders.cifar import Cifar100Loader
-from fl_sim.loaders.dvsgesture import DvsGestureLoader
-from fl_sim.loaders.lfw import LfwLoader, decode_lfw_folder
-from fl_sim.loaders.lfw_subset import LfwSubsetLoader, _lfw_subset_splits
-from fl_sim.loaders.mnist import (
+from fl_sim.data.loaders.cifar import Cifar100Loader
+from fl_sim.data.loaders.dvsgesture import DvsGestureLoader
+from fl_sim.data.loaders.lfw import LfwLoader, decode_lfw_folder
+from fl_sim.data.loaders.lfw_subset import LfwSubsetLoader, _lfw_subset_splits
+from fl_sim.data.loaders.mnist import (
     MNIST5K_SEED,
     MNIST5K_TRAIN_PER_CLASS,
     MNIST_RAW_FILES,
@@ -30,7 +30,7 @@ from fl_sim.loaders.mnist import (
     TorchvisionMnistLoader,
     _mnist5k_splits,
 )
-from fl_sim.loaders.nmnist_emulated import NmnistEmulatedLoader
+from fl_sim.data.loaders.nmnist_emulated import NmnistEmulatedLoader
 
 __all__ = [
     "DATASETS",

@@ -1,9 +1,9 @@
 """``nmnist-emulated``: N-MNIST-style event recordings emulated from mnist5k's real digits.
 
-Every digit of mnist5k goes through :func:`fl_sim.event_emulation.emulate_events` (three
+Every digit of mnist5k goes through :func:`fl_sim.data.event_emulation.emulate_events` (three
 saccades on a 34x34 sensor, per-pixel log-intensity change thresholds, ON/OFF polarity, as
 the v2e and ESIM emulators do; see that module for the model and citations), then through
-the same event pipeline as DVS128 Gesture (:func:`fl_sim.loaders.events.event_frames`).
+the same event pipeline as DVS128 Gesture (:func:`fl_sim.data.loaders.events.event_frames`).
 These are emulated events, not the N-MNIST recordings (Orchard et al. 2015), and are never
 reported as such. Emulation costs ~25 ms per digit, so frames are cached on disk per data
 option (``<cache>/datasets/``), bit-packed.
@@ -18,10 +18,10 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from fl_sim.event_emulation import DEFAULT_DURATION_US, DEFAULT_SENSOR_SIZE, emulate_events
-from fl_sim.loaders.base import DataOptions, DataSplit
-from fl_sim.loaders.events import event_frames
-from fl_sim.loaders.mnist import _mnist5k_splits
+from fl_sim.data.event_emulation import DEFAULT_DURATION_US, DEFAULT_SENSOR_SIZE, emulate_events
+from fl_sim.data.loaders.base import DataOptions, DataSplit
+from fl_sim.data.loaders.events import event_frames
+from fl_sim.data.loaders.mnist import _mnist5k_splits
 
 NMNIST_EMULATED_VERSION: int = 1
 """Bump when the emulation or its parameters change: old caches are then ignored."""

@@ -1,0 +1,1 @@
+"""Datasets: the registry, one loader per source, event emulation, reference l2 distances."""

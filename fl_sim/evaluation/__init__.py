@@ -1,0 +1,1 @@
+"""What only the evaluator knows: the audit channel (ground truth), judges, scoring, metrics."""

@@ -1,1 +1,0 @@
-"""Dataset loaders, one module per data source; registered in :mod:`fl_sim.datasets`."""

@@ -1,0 +1,1 @@
+"""Running it: the simulation launcher, the deployment engine (processes, netns, TLS)."""
