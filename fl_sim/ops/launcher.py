@@ -33,7 +33,7 @@ class SuperLinkError(RuntimeError):
 
 def project_dir() -> Path:
     """The Flower app directory (holds pyproject.toml with [tool.flwr.app])."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # the checkout: fl_sim/ops/launcher.py
     pyproject = root / "pyproject.toml"
     if not pyproject.exists() or "[tool.flwr.app]" not in pyproject.read_text():
         raise FileNotFoundError(

@@ -1,0 +1,1 @@
+"""Results: the leakage-row schema, the SQLite store, resuming, CSV/plot/summary reports."""
