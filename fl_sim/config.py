@@ -17,8 +17,8 @@ from attacks import ATTACKS, Attack, AttackConfig, GRNNConfig, build_attack
 from attacks.gradient_matching import CLAMPS
 from attacks.spike_domain import INITS, THRESHOLDS
 from fl_sim.data.registry import DATASETS, DataOptions, dataset_kind
-from fl_sim.federation.faults import parse_fault_spec
 from fl_sim.federation.partition import PARTITION_SCHEMES
+from fl_sim.federation.transforms import update_chain
 from models import ARMS, VICTIMS
 from models.surrogate import NEURONS
 
@@ -49,6 +49,9 @@ class RunConfig:
     frames: int = 20
     downsample: int = 1
     seed: int = 0
+    # seed of the attacks' dummies, restarts and attack-budget draws; never the run seed, which
+    # with a partition id would let an attack replay the client's private batch choice
+    attack_seed: int = 0
     # learning rate (public): the server's SGD step under FedSGD, the clients' local SGD
     # steps under FedAvg
     lr: float = 0.1
@@ -87,8 +90,13 @@ class RunConfig:
     # they are sensitive, so only when asked
     save_captures: bool = False
     batched: bool = True  # attack a round's captures together (attacks.batched)
-    # fault injection for tests and demos: KIND@PARTITION items, KIND in nan, shape, error
+    # fault injection for tests and demos: KIND@PARTITION items, KIND in nan, shape, error,
+    # timeout (update transforms that are not public, applied after ``transforms``)
     faults: tuple[str, ...] = ()
+    # client update transforms, applied in order before an update is sent: specs
+    # NAME[:KEY=VALUE...][@PARTITION] (fl_sim/federation/transforms); public ones (defences)
+    # are known to the attacker (PublicInfo.transforms)
+    transforms: tuple[str, ...] = ()
     # torch threads per process: MNIST-size attack steps are dispatch-bound, and in a
     # simulation the ServerApp and every client process share the machine's cores
     threads: int = 1
@@ -145,7 +153,7 @@ class RunConfig:
                 )
         for attack in self.attacks:
             _check_choice("attacks", attack, ATTACKS)
-        parse_fault_spec(self.faults)
+        update_chain(self.transforms, self.faults)  # names, parameters and faults are valid
         self.attack_config()  # the attack settings validate themselves (sigma, tolerance...)
         if "idlg" in self.attacks and self.samples_per_round != 1:
             raise ValueError(
@@ -186,18 +194,18 @@ class RunConfig:
 
     def build_attacks(self) -> list[Attack]:
         """The configured attacks, each with its published budget unless overridden."""
-        grnn = GRNNConfig(iterations=self.grnn_iterations, seed=self.seed)
+        grnn = GRNNConfig(iterations=self.grnn_iterations, seed=self.attack_seed)
         return [
             build_attack(name, grnn if name == "grnn" else self.attack_config())
             for name in self.attacks
         ]
 
     def attack_config(self) -> AttackConfig:
-        """The attack settings of this run (shared by every attack)."""
+        """The attack settings of this run (shared by every attack), seeded by ``attack_seed``."""
         return AttackConfig(
             iterations=self.iterations, init=self.attack_init, sigma=self.sigma,
             clamp=self.clamp, threshold=self.threshold, tau=self.tau,
-            tolerance=self.tolerance, restarts=self.restarts, seed=self.seed,
+            tolerance=self.tolerance, restarts=self.restarts, seed=self.attack_seed,
         )  # fmt: skip
 
     @property

@@ -3,6 +3,7 @@ every participant knows, and the victim model built from them alone."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -32,8 +33,14 @@ class PublicInfo:
     local_steps: int = 1
     local_epochs: int = 1
     local_lr: float = 0.0
+    # Public client update transforms (published defences), in the order clients apply them,
+    # as canonical ``TransformSpec`` strings; transforms that are not public never appear here.
+    transforms: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "transforms", tuple(self.transforms))  # lists from JSON
+        for spec in self.transforms:
+            TransformSpec.parse(spec)
         if self.update not in UPDATE_KINDS:
             raise ValueError(f"unknown update {self.update!r}; valid: {', '.join(UPDATE_KINDS)}")
         if self.update != "gradient" and not (
@@ -48,6 +55,44 @@ class PublicInfo:
     def samples(self) -> int:
         """Private samples behind one update: what an attack reconstructs."""
         return self.batch_size * (1 if self.update == "gradient" else self.local_steps)
+
+
+_SPEC = re.compile(
+    r"(?P<name>[a-z][a-z0-9_-]*)(?P<params>(?::[a-z_][a-z0-9_]*=[^:@,\s]+)*)(?:@(?P<part>\d+))?"
+)
+
+
+@dataclass(frozen=True)
+class TransformSpec:
+    """One client update transform as configured: ``NAME[:KEY=VALUE...][@PARTITION]``.
+
+    The grammar is shared by the clients that apply transforms and by an attacker reading
+    ``PublicInfo.transforms``; ``@PARTITION`` limits it to one client (default: every client).
+    """
+
+    name: str
+    params: tuple[tuple[str, str], ...] = ()
+    partition: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> TransformSpec:
+        """Read a spec string, e.g. ``nan@1`` or ``topk:fraction=0.1``."""
+        match = _SPEC.fullmatch(text.strip())
+        if match is None:
+            raise ValueError(
+                f"transform spec {text!r} is not NAME[:KEY=VALUE...][@PARTITION] "
+                "(e.g. nan@1, topk:fraction=0.1)"
+            )
+        items = [p.partition("=") for p in match["params"].split(":")[1:]]
+        keys = [k for k, _, _ in items]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"transform spec {text!r} repeats a parameter")
+        part = match["part"]
+        return cls(match["name"], tuple((k, v) for k, _, v in items), int(part) if part else None)
+
+    def __str__(self) -> str:
+        params = "".join(f":{k}={v}" for k, v in self.params)
+        return f"{self.name}{params}{'' if self.partition is None else f'@{self.partition}'}"
 
 
 def model_for(public: PublicInfo) -> nn.Module:

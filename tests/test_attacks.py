@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import ast
 import inspect
-from pathlib import Path
 
 import pytest
 import torch
@@ -90,16 +88,7 @@ def test_bad_attack_inputs_give_clear_errors() -> None:
 
 
 def test_attacks_cannot_reach_the_audit_channel() -> None:
-    """Attack code imports nothing from fl_sim (where ground truth lives) and takes a Capture."""
-    for path in Path(inspect.getfile(build_attack)).parent.glob("*.py"):
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                names = [node.module or ""]
-            assert not any(n.startswith("fl_sim") for n in names), f"{path.name} imports {names}"
+    """An attack takes a Capture and nothing else (its imports: tests/test_boundaries.py)."""
     for cls in ATTACKS.values():
         params = list(inspect.signature(cls.reconstruct).parameters)
         assert params == ["self", "capture"]

@@ -226,9 +226,9 @@ def test_a_failed_serverapp_fails_the_deploy(tmp_path: Path, judge_cache: str) -
 
 @pytest.mark.skipif(netns_unavailable() is not None, reason=str(netns_unavailable()))
 def test_netns_cleanup_after_a_failed_setup(monkeypatch: pytest.MonkeyPatch) -> None:
-    import fl_sim.ops.deploy as deploy_mod
+    import fl_sim.ops.netns as netns_mod
 
-    real_ip, calls = deploy_mod._ip, []
+    real_ip, calls = netns_mod._ip, []
 
     def failing_ip(*args: str) -> None:
         calls.append(args)
@@ -236,7 +236,7 @@ def test_netns_cleanup_after_a_failed_setup(monkeypatch: pytest.MonkeyPatch) -> 
             raise DeployError("injected")
         real_ip(*args)
 
-    monkeypatch.setattr(deploy_mod, "_ip", failing_ip)
+    monkeypatch.setattr(netns_mod, "_ip", failing_ip)
     net = NetnsNetwork(["link", "node0", "node1"])
     with pytest.raises(DeployError, match="injected"):
         net.__enter__()

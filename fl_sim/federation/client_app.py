@@ -1,5 +1,5 @@
 """Flower ClientApp (Message API): FedSGD (one private batch's gradient per round) or
-FedAvg (local SGD steps; new weights or the delta)."""
+FedAvg (local SGD steps; new weights or the delta), then the run's update transforms (a mod)."""
 
 from __future__ import annotations
 
@@ -9,23 +9,12 @@ from flwr.clientapp import ClientApp
 
 from fl_sim.config import RunConfig
 from fl_sim.data.loaders.base import time_major
-from fl_sim.federation.faults import inject, parse_fault_spec
-from fl_sim.federation.task import private_batch, public_info
+from fl_sim.federation.task import partition_of, private_batch, public_info
 from fl_sim.federation.training import local_sgd, loss_gradient
+from fl_sim.federation.transforms.mod import update_transforms_mod
 from models.public import model_for
 
 app = ClientApp()
-
-
-def partition_of(context: Context) -> tuple[int, int]:
-    """(partition id, number of partitions) from the node config (simulation or SuperNode)."""
-    try:
-        return int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
-    except KeyError as err:
-        raise ValueError(
-            "node config needs partition-id and num-partitions, e.g. "
-            '--node-config "partition-id=0 num-partitions=4"'
-        ) from err
 
 
 def client_update(
@@ -43,9 +32,10 @@ def client_update(
     return {k: new[k] - start[k] for k in new}
 
 
-@app.train()
+@app.train(mods=[update_transforms_mod])
 def train(msg: Message, context: Context) -> Message:
-    """Reply with this round's update of the private data at the received global model."""
+    """Reply with this round's update of the private data at the received global model
+    (``update_transforms_mod`` then applies the run's transforms and faults to it)."""
     cfg = RunConfig.from_mapping(context.run_config)
     torch.set_num_threads(cfg.threads)
     partition_id, num_partitions = partition_of(context)
@@ -56,9 +46,6 @@ def train(msg: Message, context: Context) -> Message:
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     inputs, labels = private_batch(cfg, partition_id, num_partitions, server_round)
     update = client_update(cfg, model, time_major(inputs), labels)
-    fault = parse_fault_spec(cfg.faults).get(partition_id)
-    if fault is not None:
-        update = inject(fault, update, cfg.round_timeout)
     meta = ConfigRecord(
         {
             "partition-id": partition_id,

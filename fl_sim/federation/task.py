@@ -6,12 +6,25 @@ import functools
 
 import numpy as np
 import torch
+from flwr.app import Context
 
 from fl_sim.config import RunConfig
 from fl_sim.data.registry import DataOptions, DataSplit, load_dataset
 from fl_sim.federation.partition import partition_indices, sample_batch
+from fl_sim.federation.transforms import update_chain
 from models import victim_model_name
 from models.public import PublicInfo
+
+
+def partition_of(context: Context) -> tuple[int, int]:
+    """(partition id, number of partitions) from the node config (simulation or SuperNode)."""
+    try:
+        return int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
+    except KeyError as err:
+        raise ValueError(
+            "node config needs partition-id and num-partitions, e.g. "
+            '--node-config "partition-id=0 num-partitions=4"'
+        ) from err
 
 
 def dataset_split(cfg: RunConfig, split: str) -> DataSplit:
@@ -66,7 +79,8 @@ def private_batch(
 
 
 def public_info(cfg: RunConfig, arm: str) -> PublicInfo:
-    """Hyperparameters every participant of the federation knows."""
+    """Hyperparameters every participant of the federation knows, with the public update
+    transforms (a fault is not public, so it never appears)."""
     data = train_data(cfg)
     return PublicInfo(
         arch=victim_model_name(cfg.victim, arm),
@@ -80,4 +94,5 @@ def public_info(cfg: RunConfig, arm: str) -> PublicInfo:
         local_steps=cfg.local_steps,
         local_epochs=cfg.local_epochs,
         local_lr=cfg.lr if cfg.protocol == "fedavg" else 0.0,
+        transforms=update_chain(cfg.transforms, cfg.faults).public_specs,
     )

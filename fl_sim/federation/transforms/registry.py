@@ -1,0 +1,14 @@
+"""Client update transforms by name. Adding one: a module with its ``Transform`` subclass and
+one line here."""
+
+from __future__ import annotations
+
+from fl_sim.federation.transforms.base import Transform
+from fl_sim.federation.transforms.faults import ErrorFault, NanFault, ShapeFault, TimeoutFault
+
+TRANSFORMS: dict[str, type[Transform]] = {
+    "error": ErrorFault,
+    "nan": NanFault,
+    "shape": ShapeFault,
+    "timeout": TimeoutFault,
+}
