@@ -27,12 +27,12 @@ import torch
 
 from attacks import Capture
 from attacks.local_update import observed_update
-from experiments.trials import add_common_args, leakage_csv, run_trials
+from experiments.trials import add_common_args, leakage_csv, run_trials, trial_rows
 from fl_sim.config import RunConfig
 from fl_sim.data.loaders.base import time_major
 from fl_sim.evaluation.audit import GroundTruth
 from fl_sim.evaluation.judge import ensure_judge
-from fl_sim.evaluation.scoring import score
+from fl_sim.evaluation.leakage import Target
 from fl_sim.federation.client_app import client_update
 from fl_sim.federation.task import dataset_split, public_info
 from fl_sim.results.report import summary_table
@@ -57,9 +57,8 @@ def attack_trial(cfg: RunConfig, trial: int, indices: np.ndarray) -> list[dict[s
         naive_public = dataclasses.replace(public, update="gradient", batch_size=public.samples)
         naive = Capture(1, trial, observed_update(capture), start, naive_public)
         for attack in cfg.build_attacks():
-            for name, cap in ((attack.name, capture), (f"{attack.name}-as-gradient", naive)):
-                rec = attack.reconstruct(cap)
-                rows += score(arm, name, cap, rec, truth, judge).rows
+            rows += trial_rows([Target(arm, capture, truth)], cfg, judge, [attack])
+            rows += trial_rows([Target(arm, naive, truth)], cfg, judge, [attack], "-as-gradient")
     return rows
 
 

@@ -1,5 +1,7 @@
-"""Shared driver of the offline experiments: independent trials in worker processes,
-their leakage rows appended to ``OUT/leakage.csv`` as each finishes."""
+"""Shared driver of the offline experiments: independent trials in worker processes, each
+attacking and scoring through ``fl_sim.evaluation.leakage`` (a failed capture is a row with a
+failure status, not a lost trial), their rows appended to ``OUT/leakage.csv`` as each
+finishes."""
 
 from __future__ import annotations
 
@@ -10,6 +12,10 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from attacks.types import Attack
+from fl_sim.config import RunConfig
+from fl_sim.evaluation.judge import Judge
+from fl_sim.evaluation.leakage import Target, attack_and_score
 from fl_sim.results.report import append_rows, read_rows
 
 Rows = list[dict[str, object]]
@@ -42,3 +48,19 @@ def run_trials(
             append_rows(csv, future.result())
             print(f"{done}/{len(futures)} {unit} ({time.perf_counter() - start:.0f}s)", flush=True)
     return read_rows(csv)
+
+
+def trial_rows(
+    targets: list[Target],
+    cfg: RunConfig,
+    judge: Judge,
+    attacks: Sequence[Attack] | None = None,
+    suffix: str = "",
+) -> Rows:
+    """Leakage rows of ``attacks`` (default: the config's) on ``targets``: failures become
+    rows with a failure status and a line on stdout; no per-capture progress lines."""
+    attacks = cfg.build_attacks() if attacks is None else attacks
+    outcomes = attack_and_score(
+        targets, attacks, judge, batched=cfg.batched, log=print, progress=False, suffix=suffix
+    )
+    return [row for outcome in outcomes for row in outcome.rows]

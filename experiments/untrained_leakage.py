@@ -18,12 +18,12 @@ import numpy as np
 import torch
 
 from attacks import Capture
-from experiments.trials import add_common_args, leakage_csv, run_trials
+from experiments.trials import add_common_args, leakage_csv, run_trials, trial_rows
 from fl_sim.config import RunConfig
 from fl_sim.data.loaders.base import time_major
 from fl_sim.evaluation.audit import GroundTruth
 from fl_sim.evaluation.judge import ensure_judge
-from fl_sim.evaluation.scoring import score
+from fl_sim.evaluation.leakage import Target
 from fl_sim.federation.task import dataset_split, public_info
 from fl_sim.federation.training import loss_gradient
 from fl_sim.results.report import summary_table, write_report
@@ -43,9 +43,7 @@ def attack_sample(cfg: RunConfig, index: int) -> list[dict[str, object]]:
         victim = model_for(public)
         update = loss_gradient(victim, time_major(truth.images), truth.labels)
         capture = Capture(0, index, update, victim.state_dict(), public)
-        for attack in cfg.build_attacks():
-            rec = attack.reconstruct(capture)
-            rows += score(arm, attack.name, capture, rec, truth, judge).rows
+        rows += trial_rows([Target(arm, capture, truth)], cfg, judge)
     return rows
 
 

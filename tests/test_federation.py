@@ -129,7 +129,7 @@ def test_results_are_not_mixed_with_an_earlier_run(small_cfg: RunConfig) -> None
     assert len(read_rows(Path(cfg.out) / "leakage.csv")) == cfg.clients
 
 
-def test_a_failing_attack_costs_only_its_own_rows(small_cfg: RunConfig) -> None:
+def test_a_failing_attack_or_scoring_costs_only_its_own_capture(small_cfg: RunConfig) -> None:
     cfg = dataclasses.replace(small_cfg, clients=3, rounds=1, arms=("ann",), attacks=("idlg",))
     logs: list[str] = []
 
@@ -137,7 +137,10 @@ def test_a_failing_attack_costs_only_its_own_rows(small_cfg: RunConfig) -> None:
         def reconstruct(self, capture: Capture) -> Reconstruction:
             if capture.client == 1:
                 raise RuntimeError("optimiser exploded")
-            return super().reconstruct(capture)
+            rec = super().reconstruct(capture)
+            if capture.client == 2:  # a reconstruction the scorer cannot match to the truth
+                return dataclasses.replace(rec, images=rec.images[..., :5])
+            return rec
 
     out = Path(cfg.out)
     out.mkdir(parents=True)
@@ -161,8 +164,15 @@ def test_a_failing_attack_costs_only_its_own_rows(small_cfg: RunConfig) -> None:
         num_rounds=1,
         train_config=ConfigRecord({"arm": "ann"}),
     )
-    assert [r["client"] for r in read_rows(out / "leakage.csv")] == [0, 2]
+    rows = read_rows(out / "leakage.csv")
+    assert [r["client"] for r in rows] == [0, 1, 2]
+    assert [r["status"] for r in rows][1:] == ["attack-failed", "score-failed"]
+    assert rows[0]["status"] not in ("attack-failed", "score-failed")
+    assert rows[0]["ssim"] is not None and rows[0]["label_correct"] is not None
+    assert all(r["ssim"] is None and r["judge_pred"] is None for r in rows[1:])
+    assert rows[2]["grad_loss"] is not None and rows[1]["grad_loss"] is None
     assert any("c1] idlg failed: RuntimeError: optimiser exploded" in line for line in logs)
+    assert any("c2] idlg scoring failed: ValueError" in line for line in logs)
     assert (out / "grids" / "ann-round001.png").exists()
 
 

@@ -25,6 +25,7 @@ from fl_sim.federation.server_app import run_federation
 from fl_sim.ops.launcher import descendants
 from fl_sim.results.report import LEAKAGE_COLUMNS, read_rows
 from fl_sim.results.resume import resume_config
+from fl_sim.results.schema import SCHEMA_SQL, LeakageRow
 from fl_sim.results.store import DB_NAME, SCHEMA_VERSION, ResultsStore
 
 RECORD = {"config": {"rounds": 2}, "judge": {"arch": "lenet5"}, "versions": {"torch": "x"}}
@@ -194,6 +195,99 @@ def test_a_database_of_another_schema_version_is_refused(tmp_path: Path) -> None
         ResultsStore(tmp_path)
 
 
+# The reconstructions and faults tables exactly as schema version 2 first wrote them by hand:
+# databases written then must keep opening and resuming.
+V2_TABLES = """
+CREATE TABLE reconstructions (
+    id INTEGER PRIMARY KEY,
+    arm TEXT NOT NULL,
+    round INTEGER NOT NULL,
+    client INTEGER NOT NULL,
+    attack TEXT NOT NULL,
+    sample INTEGER NOT NULL,
+    label_true INTEGER,
+    label_pred INTEGER,
+    label_correct INTEGER,
+    judge_pred INTEGER,
+    judge_correct INTEGER,
+    mse REAL,
+    psnr REAL,
+    ssim REAL,
+    l2 REAL,                          -- l2 distance to the ground truth (pixels or spikes)
+    grad_loss REAL,
+    status TEXT,
+    seconds REAL,
+    grid TEXT,                        -- the round's image grid, relative to the out dir
+    UNIQUE (arm, round, client, attack, sample),
+    FOREIGN KEY (arm, round) REFERENCES rounds (arm, round)
+);
+CREATE TABLE faults (
+    id INTEGER PRIMARY KEY,
+    arm TEXT NOT NULL,
+    round INTEGER NOT NULL,
+    node TEXT NOT NULL,               -- Flower node id (unsigned 64-bit: kept as text)
+    client INTEGER,                   -- NULL when the reply did not say
+    reason TEXT NOT NULL,
+    UNIQUE (arm, round, node),
+    FOREIGN KEY (arm, round) REFERENCES rounds (arm, round)
+);
+"""
+
+
+def table_shape(conn: sqlite3.Connection) -> dict[str, list[tuple[object, ...]]]:
+    """Columns (name, type, not null, pk), unique indexes and foreign keys per row table."""
+    out = {}
+    for table in ("reconstructions", "faults"):
+        info = [tuple(r[1:]) for r in conn.execute(f"PRAGMA table_info({table})")]
+        indexes = [
+            tuple(c[2] for c in conn.execute(f"PRAGMA index_info({ix[1]})"))
+            for ix in conn.execute(f"PRAGMA index_list({table})")
+        ]
+        keys = [tuple(r[2:5]) for r in conn.execute(f"PRAGMA foreign_key_list({table})")]
+        out[table] = [*info, *indexes, *keys]
+    return out
+
+
+def test_schema_v2_databases_open_and_resume(tmp_path: Path) -> None:
+    """The row tables the schema module generates equal version 2's hand-written ones, and a
+    database written by them opens, takes a new round and reads back."""
+    ResultsStore(tmp_path / "new").close()
+    old = tmp_path / "old"
+    old.mkdir()
+    with sqlite3.connect(old / DB_NAME) as db:
+        for statement in SCHEMA_SQL[:3]:  # runs, rounds, captures: unchanged text
+            db.execute(statement)
+        db.executescript(V2_TABLES)
+        db.execute("PRAGMA user_version = 2")
+    with sqlite3.connect(old / DB_NAME) as a, sqlite3.connect(tmp_path / "new" / DB_NAME) as b:
+        assert table_shape(a) == table_shape(b)
+        columns = [r[1] for r in a.execute("PRAGMA table_info(reconstructions)")]
+        assert columns == ["id", *LEAKAGE_COLUMNS, "grid"]
+    with ResultsStore.open_existing(old) as store:
+        store.start_run(RECORD)
+        store.add_reconstructions([row(), row(sample=1, status="attack-failed", ssim=None)])
+        store.add_fault("ann", 1, 5, None, "nan")
+        commit(store, 1)
+    with ResultsStore.open_existing(old) as store:
+        back = store.reconstruction_rows()
+        assert [r["status"] for r in back] == ["ok", "attack-failed"]
+        assert math.isnan(back[1]["ssim"])  # type: ignore[arg-type]
+        assert store.fault_rows() == [
+            {"arm": "ann", "round": 1, "node": "5", "client": None, "reason": "nan"}
+        ]
+
+
+def test_leakage_columns_are_those_of_the_published_csv() -> None:
+    assert LEAKAGE_COLUMNS == (
+        "arm", "round", "client", "attack", "sample", "label_true", "label_pred",
+        "label_correct", "judge_pred", "judge_correct", "mse", "psnr", "ssim", "l2",
+        "grad_loss", "status", "seconds",
+    )  # fmt: skip
+    assert list(LeakageRow(arm="ann", round=1, client=0, attack="dlg", sample=0).as_dict()) == [
+        *LEAKAGE_COLUMNS
+    ]
+
+
 # ------------------------------------------------------------------ resume config
 
 
@@ -211,6 +305,8 @@ def test_resume_takes_the_stored_config_and_refuses_federation_changes(tmp_path:
     with pytest.raises(ValueError, match="would change it: seed 4 -> 1; clients 2 -> 3|"
                        "would change it: clients 2 -> 3; seed 4 -> 1"):  # fmt: skip
         resume_config(tmp_path, {"seed": 1, "clients": 3})
+    with pytest.raises(ValueError, match="would change it: attack_seed 0 -> 1 "):
+        resume_config(tmp_path, {"attack_seed": 1})
     with pytest.raises(ValueError, match="rounds can only be kept or raised"):
         resume_config(tmp_path, {"rounds": 2})
     with pytest.raises(FileNotFoundError, match="holds no results.sqlite: nothing to resume"):

@@ -11,6 +11,7 @@ from attacks import Capture, PublicInfo, Reconstruction
 from fl_sim.evaluation.audit import GroundTruth
 from fl_sim.evaluation.judge import Judge
 from fl_sim.evaluation.metrics import match_reconstructions, sample_metrics, spike_l2
+from fl_sim.results.schema import LeakageRow
 
 
 @dataclass(frozen=True)
@@ -45,26 +46,15 @@ def score(
         m = sample_metrics(gt[i], images[i].numpy())
         label_true = int(truth.labels[i])
         rows.append(
-            {
-                "arm": arm,
-                "round": capture.round,
-                "client": capture.client,
-                "attack": attack,
-                "sample": i,
-                "label_true": label_true,
-                "label_pred": int(labels[i]),
-                "label_correct": int(labels[i]) == label_true,
-                "judge_pred": int(judged[i]),
-                "judge_correct": int(judged[i]) == label_true,
-                "mse": m.mse,
-                "psnr": m.psnr,
-                "ssim": m.ssim,
-                "l2": spike_l2(gt[i], images[i].numpy()),
-                "grad_loss": rec.grad_loss,
-                "status": rec.status,
-                "seconds": rec.seconds,
-            }
-        )
+            LeakageRow(
+                arm=arm, round=capture.round, client=capture.client, attack=attack, sample=i,
+                label_true=label_true, label_pred=int(labels[i]),
+                label_correct=int(labels[i]) == label_true, judge_pred=int(judged[i]),
+                judge_correct=int(judged[i]) == label_true, mse=m.mse, psnr=m.psnr, ssim=m.ssim,
+                l2=spike_l2(gt[i], images[i].numpy()), grad_loss=rec.grad_loss,
+                status=rec.status, seconds=rec.seconds,
+            ).as_dict()
+        )  # fmt: skip
     return Scored(rows, images.numpy())
 
 
@@ -75,24 +65,33 @@ def unscored_rows(
     the judge say, with every truth-dependent column left empty."""
     judged = judge.predict(sample_major(rec, capture.public)) if judge is not None else None
     return [
-        {
-            "arm": arm,
-            "round": capture.round,
-            "client": capture.client,
-            "attack": attack,
-            "sample": i,
-            "label_true": None,
-            "label_pred": int(rec.labels[i]),
-            "label_correct": None,
-            "judge_pred": None if judged is None else int(judged[i]),
-            "judge_correct": None,
-            "mse": None,
-            "psnr": None,
-            "ssim": None,
-            "l2": None,
-            "grad_loss": rec.grad_loss,
-            "status": rec.status,
-            "seconds": rec.seconds,
-        }  # fmt: skip
+        LeakageRow(
+            arm=arm, round=capture.round, client=capture.client, attack=attack, sample=i,
+            label_pred=int(rec.labels[i]), judge_pred=None if judged is None else int(judged[i]),
+            grad_loss=rec.grad_loss, status=rec.status, seconds=rec.seconds,
+        ).as_dict()
         for i in range(len(rec.labels))
-    ]
+    ]  # fmt: skip
+
+
+def failed_rows(
+    arm: str,
+    attack: str,
+    capture: Capture,
+    status: str,
+    truth: GroundTruth | None,
+    rec: Reconstruction | None = None,
+) -> list[dict[str, object]]:
+    """Rows recording that a capture's attack (``ATTACK_FAILED``) or scoring (``SCORE_FAILED``)
+    failed: one per sample, true labels if known, the attack's loss and time if it ran, every
+    metric empty, so a failure shows in the results instead of vanishing."""
+    n = len(truth.labels) if truth is not None else capture.public.samples
+    return [
+        LeakageRow(
+            arm=arm, round=capture.round, client=capture.client, attack=attack, sample=i,
+            label_true=None if truth is None else int(truth.labels[i]),
+            grad_loss=None if rec is None else rec.grad_loss,
+            seconds=None if rec is None else rec.seconds, status=status,
+        ).as_dict()
+        for i in range(n)
+    ]  # fmt: skip

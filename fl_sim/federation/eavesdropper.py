@@ -13,13 +13,11 @@ import numpy as np
 from flwr.app import ArrayRecord, Message
 
 from attacks import Capture, PublicInfo
-from attacks.batched import reconstruct_batch
 from attacks.capture_io import save_capture
-from attacks.gradient_matching import GradientMatchingAttack
-from attacks.types import Attack, Reconstruction
+from attacks.types import Attack
 from fl_sim.evaluation.audit import ReplayAudit, save_truth, truth_path
 from fl_sim.evaluation.judge import Judge
-from fl_sim.evaluation.scoring import score
+from fl_sim.evaluation.leakage import Target, attack_and_score
 from fl_sim.results.report import append_rows, save_grid
 
 LEAKAGE_CSV = "leakage.csv"
@@ -104,23 +102,19 @@ class Eavesdropper:
         batched: bool = True,
         sink: LeakageSink | None = None,
         budget: int = 0,
-        seed: int = 0,
+        attack_seed: int = 0,
     ) -> None:
         self.arm, self.public, self.attacks = arm, public, list(attacks)
         self.judge, self.audit, self.out_dir = judge, audit, out_dir
         self.grids, self.log, self.save_captures = grids, log, save_captures
-        self.batched, self.budget, self.seed = batched, budget, seed
+        self.batched, self.budget, self.attack_seed = batched, budget, attack_seed
         self.sink: LeakageSink = sink or CsvSink(out_dir / LEAKAGE_CSV)
 
     def __call__(self, server_round: int, sent: ArrayRecord, replies: list[Message]) -> None:
         start = time.perf_counter()
         global_state = sent.to_torch_state_dict()
-        truths: list[np.ndarray] = []
-        captions: list[str] = []
-        recons: dict[str, list[np.ndarray]] = {a.name: [] for a in self.attacks}
         captures = []
         saved: dict[int, Path] = {}  # client -> saved capture file
-        rows: list[dict[str, object]] = []
         for msg in replies:
             if msg.has_error():
                 self.log(f"[{self.arm} r{server_round}] skipped a failed reply: {msg.error.reason}")
@@ -142,30 +136,28 @@ class Eavesdropper:
         captures.sort(key=lambda ct: ct[0].client)
         captured = [c.client for c, _ in captures]
         if self.budget and len(captures) > self.budget:
-            chosen = attack_selection(captured, self.budget, self.seed, server_round)
+            chosen = attack_selection(captured, self.budget, self.attack_seed, server_round)
             self.log(
                 f"[{self.arm} r{server_round}] attack budget {self.budget}: attacking clients "
                 f"{', '.join(map(str, chosen))} of {len(captures)} captured"
             )
             captures = [ct for ct in captures if ct[0].client in chosen]
         attacked = {c.client for c, _ in captures} if self.attacks else set()
-        for capture, truth in captures:
-            truths.append(truth.images.numpy())
-            captions += [f"c{capture.client} s{i} y={int(y)}" for i, y in enumerate(truth.labels)]
-        for attack in self.attacks:
-            results = self.reconstruct_all(attack, [capture for capture, _ in captures])
-            for (capture, truth), rec in zip(captures, results, strict=True):
-                if isinstance(rec, Exception):  # one failed attack must not cost the others
-                    self.log(
-                        f"[{self.arm} r{server_round} c{capture.client}] {attack.name} "
-                        f"failed: {type(rec).__name__}: {rec}"
-                    )
-                    recons[attack.name].append(np.full(truth.images.shape, np.nan))  # blank
-                    continue
-                scored = score(self.arm, attack.name, capture, rec, truth, self.judge)
-                rows += scored.rows
-                recons[attack.name].append(scored.matched_images)
-                self.log(progress_line(self.arm, scored.rows, rec.seconds))
+        truths = [truth.images.numpy() for _, truth in captures]
+        captions = [
+            f"c{capture.client} s{i} y={int(y)}"
+            for capture, truth in captures
+            for i, y in enumerate(truth.labels)
+        ]
+        targets = [Target(self.arm, capture, truth) for capture, truth in captures]
+        outcomes = attack_and_score(
+            targets, self.attacks, self.judge, batched=self.batched, log=self.log
+        )
+        rows = [row for outcome in outcomes for row in outcome.rows]
+        recons: dict[str, list[np.ndarray]] = {}
+        for outcome in outcomes:  # every target has its ground truth, hence images
+            if outcome.images is not None:
+                recons.setdefault(outcome.attack, []).append(outcome.images)
         grid: Path | None = None
         if self.grids and truths and self.attacks:
             grid = self.out_dir / "grids" / f"{self.arm}-round{server_round:03d}.png"
@@ -189,46 +181,14 @@ class Eavesdropper:
             f"[{self.arm} r{server_round}] eavesdropper done in {time.perf_counter() - start:.1f}s"
         )
 
-    def reconstruct_all(
-        self, attack: Attack, captures: list[Capture]
-    ) -> list[Reconstruction | Exception]:
-        """Every capture of a round: through the batched engine when the attack supports it
-        (same results as one at a time, to float rounding), else one capture at a time."""
-        if self.batched and isinstance(attack, GradientMatchingAttack) and len(captures) > 1:
-            try:
-                return list(reconstruct_batch(attack, captures))
-            except Exception as err:  # e.g. an option the engine does not mirror
-                self.log(
-                    f"[{self.arm}] {attack.name}: batched engine unavailable "
-                    f"({type(err).__name__}: {err}); attacking one capture at a time"
-                )
-        results: list[Reconstruction | Exception] = []
-        for capture in captures:
-            try:
-                results.append(attack.reconstruct(capture))
-            except Exception as err:
-                results.append(err)
-        return results
-
 
 def attack_selection(clients: list[int], budget: int, seed: int, server_round: int) -> list[int]:
-    """The clients whose captures are attacked under a budget: a seeded draw per round from
-    the captured clients' partition ids, the same for every arm. Sorted."""
+    """The clients whose captures are attacked under a budget: a draw per round seeded by the
+    attack seed (never the run seed) from the captured clients' partition ids, the same for
+    every arm. Sorted."""
     rng = random.Random(seed * 1_000_003 + server_round)
     return sorted(rng.sample(sorted(clients), min(budget, len(clients))))
 
 
 def capture_name(arm: str, capture: Capture) -> str:
     return f"{arm}-r{capture.round:03d}-c{capture.client:03d}.pt"
-
-
-def progress_line(arm: str, rows: list[dict[str, object]], seconds: float) -> str:
-    r = rows[0]
-    ssim = float(np.mean([float(x["ssim"]) for x in rows]))  # type: ignore[arg-type]
-    judged = sum(bool(x["judge_correct"]) for x in rows)
-    labels = sum(bool(x["label_correct"]) for x in rows)
-    return (
-        f"[{arm} r{r['round']} c{r['client']}] {r['attack']}: ssim {ssim:.3f}, "
-        f"judge {judged}/{len(rows)}, labels {labels}/{len(rows)}, "
-        f"grad loss {float(r['grad_loss']):.2e} ({r['status']}, {seconds:.1f}s)"  # type: ignore[arg-type]
-    )

@@ -228,7 +228,7 @@ def run_federation(grid: Grid, cfg: RunConfig) -> dict[str, dict[str, torch.Tens
             attacks = cfg.build_attacks()
             tap = Eavesdropper(
                 arm, public, attacks, judge, audit, out, cfg.grids, say, cfg.save_captures,
-                cfg.batched, sink=store, budget=cfg.attack_budget, seed=cfg.seed,
+                cfg.batched, sink=store, budget=cfg.attack_budget, attack_seed=cfg.attack_seed,
             )  # fmt: skip
         recorder = RoundRecorder(store, arm, model, test, done, tap)
         say(f"=== arm {arm}: {public.arch}, {cfg.clients} clients, {cfg.rounds} rounds ===")

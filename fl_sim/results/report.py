@@ -16,6 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from fl_sim.results.schema import LEAKAGE, LEAKAGE_COLUMNS, check_columns  # noqa: E402
+
 __all__ = [
     "LEAKAGE_COLUMNS",
     "append_rows",
@@ -27,66 +29,15 @@ __all__ = [
     "write_rows",
 ]
 
-LEAKAGE_COLUMNS: tuple[str, ...] = (
-    "arm",
-    "round",
-    "client",
-    "attack",
-    "sample",
-    "label_true",
-    "label_pred",
-    "label_correct",
-    "judge_pred",
-    "judge_correct",
-    "mse",
-    "psnr",
-    "ssim",
-    "l2",
-    "grad_loss",
-    "status",
-    "seconds",
-)
-
-_INT_COLUMNS = frozenset(
-    {
-        "round",
-        "client",
-        "sample",
-        "label_true",
-        "label_pred",
-        "judge_pred",
-        "label_correct",
-        "judge_correct",
-    }
-)
-_FLOAT_COLUMNS = frozenset({"mse", "psnr", "ssim", "l2", "grad_loss", "seconds"})
-
 Row = Mapping[str, object]
 
 
 # --------------------------------------------------------------------------- CSV
 
 
-def _check_columns(row: Row, index: int) -> None:
-    """Raise ValueError naming the missing/unknown keys of ``row``."""
-    keys = set(row)
-    missing = [c for c in LEAKAGE_COLUMNS if c not in keys]
-    unknown = sorted(str(k) for k in keys - set(LEAKAGE_COLUMNS))
-    if missing or unknown:
-        raise ValueError(f"row {index}: missing columns {missing}, unknown columns {unknown}")
-
-
-def _format(value: object) -> str:
-    """CSV text for one cell: bools as 0/1, floats at repr precision, None as empty."""
-    if value is None:
-        return ""
-    if isinstance(value, bool | np.bool_):
-        return "1" if value else "0"
-    if isinstance(value, int | np.integer):
-        return str(int(value))
-    if isinstance(value, float | np.floating):
-        return repr(float(value))
-    return str(value)
+def _cells(row: Row) -> list[str]:
+    """A leakage row's CSV cells in column order."""
+    return [c.to_csv(row[c.name]) for c in LEAKAGE]
 
 
 def append_rows(path: Path, rows: Sequence[Row]) -> None:
@@ -97,7 +48,7 @@ def append_rows(path: Path, rows: Sequence[Row]) -> None:
     """
     path = Path(path)
     for i, row in enumerate(rows):
-        _check_columns(row, i)
+        check_columns(row, i)
     path.parent.mkdir(parents=True, exist_ok=True)
     new = not path.exists() or path.stat().st_size == 0
     if not new:
@@ -110,7 +61,7 @@ def append_rows(path: Path, rows: Sequence[Row]) -> None:
         if new:
             writer.writerow(LEAKAGE_COLUMNS)
         for row in rows:
-            writer.writerow([_format(row[c]) for c in LEAKAGE_COLUMNS])
+            writer.writerow(_cells(row))
         fh.flush()
         os.fsync(fh.fileno())
 
@@ -120,33 +71,24 @@ def write_rows(path: Path, rows: Sequence[Row]) -> None:
     reader never sees a half-written file (used to export the results store)."""
     path = Path(path)
     for i, row in enumerate(rows):
-        _check_columns(row, i)
+        check_columns(row, i)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with tmp.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(LEAKAGE_COLUMNS)
         for row in rows:
-            writer.writerow([_format(row[c]) for c in LEAKAGE_COLUMNS])
+            writer.writerow(_cells(row))
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-
-
-def _parse(column: str, text: str) -> object:
-    """Typed value of one CSV cell (empty numeric cells become None)."""
-    if column in _INT_COLUMNS:
-        return int(text) if text != "" else None
-    if column in _FLOAT_COLUMNS:
-        return float(text) if text != "" else None
-    return text
 
 
 def read_rows(path: Path) -> list[dict[str, object]]:
     """Read the leakage CSV back with ints, floats (``inf``/``nan`` included) and strings."""
     with Path(path).open(newline="") as fh:
         reader = csv.DictReader(fh)
-        return [{c: _parse(c, rec.get(c) or "") for c in LEAKAGE_COLUMNS} for rec in reader]
+        return [{c.name: c.from_csv(rec.get(c.name) or "") for c in LEAKAGE} for rec in reader]
 
 
 # --------------------------------------------------------------------------- images
@@ -307,6 +249,8 @@ def summary_table(rows: Iterable[Row]) -> str:
 
     ASR, label accuracy and SSIM>0.9 are % of all rows in the group; MSE/SSIM means and the
     PSNR median (robust to inf) skip empty/nan cells. '-' marks a statistic with no data.
+    Rows of a failed attack or scoring (status ``attack-failed``/``score-failed``, empty
+    metrics) count in n and as not leaked.
     """
     lines: list[tuple[str, ...]] = [_SUMMARY_HEADER]
     for (arm, attack), grp in _groups(rows).items():

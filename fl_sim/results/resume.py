@@ -1,8 +1,10 @@
 """Resuming a run: the stored config, and which settings a resume may change.
 
 A resumed run continues the federation recorded in ``<out>/results.sqlite``: settings that
-define it (data, clients, seeds, models, attacks, ...) must stay as stored; only execution
-settings may change, and ``rounds`` may be raised to extend a run.
+define it (data, clients, the run and attack seeds, models, attacks, ...) must stay as
+stored; only execution settings may change, and ``rounds`` may be raised to extend a run.
+A key the stored config lacks (a run recorded before the key existed) takes its default,
+e.g. ``attack_seed`` 0.
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
@@ -21,89 +20,32 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from fl_sim.results.report import _FLOAT_COLUMNS, _INT_COLUMNS, LEAKAGE_COLUMNS, write_rows
+from fl_sim.results.report import write_rows
+from fl_sim.results.schema import (
+    FAULT,
+    FAULT_COLUMNS,
+    LEAKAGE,
+    LEAKAGE_COLUMNS,
+    SCHEMA_SQL,
+    SCHEMA_VERSION,
+    check_columns,
+)
+
+__all__ = [
+    "CHECKPOINTS",
+    "DB_NAME",
+    "SCHEMA_VERSION",
+    "PendingRound",
+    "ResultsStore",
+    "save_atomic",
+]
 
 DB_NAME = "results.sqlite"
 CHECKPOINTS = "checkpoints"
-FAULT_COLUMNS = ("arm", "round", "node", "client", "reason")
-SCHEMA_VERSION = 2  # PRAGMA user_version of a database this code writes
 
 Row = Mapping[str, object]
-
-# NULL in a metric column means NaN: SQLite stores a float NaN as NULL.
-_SCHEMA = """
-CREATE TABLE runs (
-    id INTEGER PRIMARY KEY,
-    started TEXT NOT NULL,            -- UTC, ISO 8601
-    finished TEXT,                    -- NULL while running (or if the process died)
-    resumed INTEGER NOT NULL,         -- 1 for an invocation of fl-sim run --resume
-    config TEXT NOT NULL,             -- JSON of fl_sim.config.RunConfig
-    judge_arch TEXT,
-    judge_dataset TEXT,
-    judge_accuracy REAL,
-    judge_path TEXT,
-    judge TEXT,                       -- JSON: the judge's whole record (fl_sim.evaluation.judge)
-    versions TEXT NOT NULL            -- JSON: library versions
-);
-CREATE TABLE rounds (
-    arm TEXT NOT NULL,
-    round INTEGER NOT NULL CHECK (round >= 1),
-    run_id INTEGER NOT NULL REFERENCES runs (id),
-    accuracy REAL,                    -- global model's test accuracy after the round
-    seconds REAL NOT NULL,
-    replies INTEGER NOT NULL,
-    captures INTEGER NOT NULL,
-    attacked INTEGER NOT NULL,
-    checkpoint TEXT NOT NULL,         -- global model after the round, relative to the out dir
-    finished TEXT NOT NULL,
-    PRIMARY KEY (arm, round)
-);
-CREATE TABLE captures (
-    arm TEXT NOT NULL,
-    round INTEGER NOT NULL,
-    client INTEGER NOT NULL,
-    attacked INTEGER NOT NULL,
-    path TEXT,                        -- saved capture file (save_captures), else NULL
-    PRIMARY KEY (arm, round, client),
-    FOREIGN KEY (arm, round) REFERENCES rounds (arm, round)
-);
-CREATE TABLE reconstructions (
-    id INTEGER PRIMARY KEY,
-    arm TEXT NOT NULL,
-    round INTEGER NOT NULL,
-    client INTEGER NOT NULL,
-    attack TEXT NOT NULL,
-    sample INTEGER NOT NULL,
-    label_true INTEGER,
-    label_pred INTEGER,
-    label_correct INTEGER,
-    judge_pred INTEGER,
-    judge_correct INTEGER,
-    mse REAL,
-    psnr REAL,
-    ssim REAL,
-    l2 REAL,                          -- l2 distance to the ground truth (pixels or spikes)
-    grad_loss REAL,
-    status TEXT,
-    seconds REAL,
-    grid TEXT,                        -- the round's image grid, relative to the out dir
-    UNIQUE (arm, round, client, attack, sample),
-    FOREIGN KEY (arm, round) REFERENCES rounds (arm, round)
-);
-CREATE TABLE faults (
-    id INTEGER PRIMARY KEY,
-    arm TEXT NOT NULL,
-    round INTEGER NOT NULL,
-    node TEXT NOT NULL,               -- Flower node id (unsigned 64-bit: kept as text)
-    client INTEGER,                   -- NULL when the reply did not say
-    reason TEXT NOT NULL,
-    UNIQUE (arm, round, node),
-    FOREIGN KEY (arm, round) REFERENCES rounds (arm, round)
-);
-"""
 
 
 def now() -> str:
@@ -156,9 +98,8 @@ class ResultsStore:
                 f"{self.path} has schema version {version}; this fl-sim reads {SCHEMA_VERSION}"
             )
         with self.transaction():
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    self.conn.execute(statement)
+            for statement in SCHEMA_SQL:
+                self.conn.execute(statement)
             self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
@@ -240,16 +181,11 @@ class ResultsStore:
             return str(path)
 
     def add_reconstructions(self, rows: Sequence[Row], grid: str | Path | None = None) -> None:
-        """Leakage rows (``report.LEAKAGE_COLUMNS``) of a round, with its grid image if any;
+        """Leakage rows (``schema.LeakageRow`` dicts) of a round, with its grid image if any;
         all rows are checked (columns, duplicates, rounds not yet committed) before any is kept."""
         seen = {_key(r) for p in self.pending.values() for r, _ in p.rows}
         for i, row in enumerate(rows):
-            keys = set(row)
-            if keys != set(LEAKAGE_COLUMNS):
-                raise ValueError(
-                    f"row {i}: missing columns {sorted(set(LEAKAGE_COLUMNS) - keys)}, "
-                    f"unknown columns {sorted(str(k) for k in keys - set(LEAKAGE_COLUMNS))}"
-                )
+            check_columns(row, i)
             if _key(row) in seen:
                 raise ValueError(f"duplicate reconstruction row {_key(row)}")
             seen.add(_key(row))
@@ -314,13 +250,11 @@ class ResultsStore:
             marks = ", ".join("?" * (len(LEAKAGE_COLUMNS) + 1))
             db.executemany(
                 f"INSERT INTO reconstructions ({columns}, grid) VALUES ({marks})",
-                [
-                    tuple(_to_sql(row[c]) for c in LEAKAGE_COLUMNS) + (grid,)
-                    for row, grid in pending.rows
-                ],
+                [tuple(c.to_sql(row[c.name]) for c in LEAKAGE) + (g,) for row, g in pending.rows],
             )
             db.executemany(
-                "INSERT INTO faults (arm, round, node, client, reason) VALUES (?, ?, ?, ?, ?)",
+                f"INSERT INTO faults ({', '.join(FAULT_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(FAULT_COLUMNS))})",
                 [(arm, server_round, n, c, r) for n, (c, r) in pending.faults.items()],
             )
         self.pending.pop((arm, server_round), None)
@@ -371,7 +305,7 @@ class ResultsStore:
         if arm is not None:
             query, args = query + " WHERE arm = ?", (arm,)
         cur = self.conn.execute(query + " ORDER BY arm, round, id", args)
-        return [{c: _from_sql(c, rec[c]) for c in LEAKAGE_COLUMNS} for rec in cur]
+        return [{c.name: c.from_sql(rec[c.name]) for c in LEAKAGE} for rec in cur]
 
     def fault_rows(self) -> list[dict[str, object]]:
         """Every committed fault by arm and round (client None when unknown)."""
@@ -396,7 +330,7 @@ class ResultsStore:
             writer = csv.writer(fh)
             writer.writerow(FAULT_COLUMNS)
             for row in rows:
-                writer.writerow(["" if row[c] is None else row[c] for c in FAULT_COLUMNS])
+                writer.writerow([c.to_csv(row[c.name]) for c in FAULT])
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -416,26 +350,6 @@ def _key(row: Row) -> tuple[object, ...]:
 
 def _arm_round(row: Row) -> tuple[str, int]:
     return str(row["arm"]), int(row["round"])  # type: ignore[call-overload]
-
-
-def _to_sql(value: object) -> object:
-    """Plain Python value for sqlite3 (bools as 0/1, numpy scalars unwrapped)."""
-    if isinstance(value, bool | np.bool_):
-        return int(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    return value
-
-
-def _from_sql(column: str, value: object) -> object:
-    """A column's value as ``report.read_rows`` types it (NULL metric = NaN)."""
-    if column in _FLOAT_COLUMNS:
-        return math.nan if value is None else float(value)  # type: ignore[arg-type]
-    if column in _INT_COLUMNS:
-        return None if value is None else int(value)  # type: ignore[call-overload]
-    return value
 
 
 def save_atomic(obj: object, path: Path) -> None:

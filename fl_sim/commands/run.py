@@ -1,0 +1,126 @@
+"""``fl-sim run``, ``deploy``, ``submit`` and ``deploy-certs``: running the federation."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fl_sim.config import RunConfig
+
+
+def cmd_run(cfg: RunConfig) -> int:
+    from fl_sim.evaluation.judge import ensure_judge
+    from fl_sim.federation.server_app import finish_from_store, prepare_out_dir
+    from fl_sim.ops.launcher import run_simulation
+    from fl_sim.results.store import ResultsStore
+
+    out = prepare_out_dir(cfg)  # fail fast, before Flower starts
+    if cfg.resume:
+        with ResultsStore.open_existing(out) as store:
+            done = {arm: store.last_round(arm) for arm in cfg.federated_arms}
+            if all(n >= cfg.rounds for n in done.values()):  # nothing to run: report again
+                summary = finish_from_store(store, cfg.federated_arms)
+                print(f"fl-sim: {out} has every round of {', '.join(cfg.federated_arms)} finished")
+                print(summary or "fl-sim: no reconstruction rows")
+                return 0
+        print(
+            "fl-sim: resuming " + ", ".join(f"{arm} after round {n}" for arm, n in done.items()),
+            flush=True,
+        )
+    ensure_judge(cfg)
+    preload_data(cfg)
+    print(
+        f"fl-sim: {len(cfg.federated_arms)} arm(s) x {cfg.clients} clients x {cfg.rounds} rounds, "
+        f"attacks {', '.join(cfg.attacks) or 'none'}; results in {out}",
+        flush=True,
+    )
+    code = run_simulation(cfg)
+    if code != 0:
+        print(f"fl-sim: flwr run exited with code {code}", file=sys.stderr)
+        return code
+    return check_results(out, cfg)
+
+
+def check_results(out: Path, cfg: RunConfig) -> int:
+    """Exit code of a finished ``flwr run``, which exits 0 even when the ServerApp failed:
+    the results store says what really finished."""
+    from fl_sim.federation.eavesdropper import LEAKAGE_CSV
+
+    unfinished = unfinished_arms(out, cfg)
+    if unfinished:
+        print(
+            f"fl-sim: the run stopped early ({unfinished}); see the log above. Finished rounds "
+            f"are kept: continue with `fl-sim run --resume {out}`",
+            file=sys.stderr,
+        )
+        return 1
+    if cfg.attacks and not (out / LEAKAGE_CSV).exists():
+        print(f"fl-sim: the run wrote no {out / LEAKAGE_CSV}; see the log above", file=sys.stderr)
+        return 1
+    print(f"fl-sim: wrote {', '.join(sorted(p.name for p in out.iterdir()))} in {out}")
+    return 0
+
+
+def preload_data(cfg: RunConfig) -> None:
+    """Load (and, for derived data, build and cache) both splits here, with progress, rather
+    than in every client process at once."""
+    from fl_sim.federation.task import dataset_split
+
+    for split in ("train", "test"):
+        dataset_split(cfg, split)
+
+
+def unfinished_arms(out: Path, cfg: RunConfig) -> str:
+    """Arms whose rounds are not all committed, e.g. "snn: 1 of 3 rounds"; "" if none."""
+    from fl_sim.results.store import DB_NAME, ResultsStore
+
+    if not (out / DB_NAME).exists():
+        return "no results store was written"
+    with ResultsStore.open_existing(out) as store:
+        done = {arm: store.last_round(arm) for arm in cfg.federated_arms}
+    return ", ".join(f"{a}: {n} of {cfg.rounds} rounds" for a, n in done.items() if n < cfg.rounds)
+
+
+def cmd_deploy(cfg: RunConfig, args: argparse.Namespace) -> int:
+    from fl_sim.evaluation.judge import ensure_judge
+    from fl_sim.federation.server_app import prepare_out_dir
+    from fl_sim.ops.deploy import DeployOptions, deploy
+
+    out = prepare_out_dir(cfg)  # fail fast, before any process starts
+    ensure_judge(cfg)  # train it here, not while the federation waits
+    preload_data(cfg)
+    print(
+        f"fl-sim deploy: {len(cfg.federated_arms)} arm(s) x {cfg.clients} SuperNodes x "
+        f"{cfg.rounds} rounds, attacks {', '.join(cfg.attacks) or 'none'}; results in {out}",
+        flush=True,
+    )
+    options = DeployOptions(netns=args.netns, tls=args.tls, workdir=args.workdir)
+    deploy(cfg, options)
+    return check_results(out, cfg)
+
+
+def cmd_submit(cfg: RunConfig, args: argparse.Namespace) -> int:
+    import tempfile
+
+    from fl_sim.ops.deploy import submit
+
+    with tempfile.TemporaryDirectory(prefix="fl-sim-submit-") as work:
+        result = submit(cfg, args.superlink, args.root_certificates, Path(work), wait_s=args.wait)
+    if not result.ok:
+        print(
+            f"fl-sim: run {result.run_id} {result.status or 'did not start'} (flwr run exit "
+            f"code {result.code}) {result.details}",
+            file=sys.stderr,
+        )
+        return result.code or 1
+    print(f"fl-sim: run {result.run_id} {result.status}")
+    return 0
+
+
+def cmd_deploy_certs(args: argparse.Namespace) -> int:
+    from fl_sim.ops.certs import DEFAULT_SANS, write_certs
+
+    files = write_certs(args.directory, tuple(args.san) or DEFAULT_SANS)
+    print(f"fl-sim: wrote {files.ca}, {files.cert} and {files.key}")
+    return 0
