@@ -14,6 +14,7 @@ from fl_sim.ops.launcher import LocalSuperLink
 from fl_sim.results.report import read_rows
 
 
+@pytest.mark.slow
 def test_fl_sim_run_through_flower_simulation(tmp_path: Path, judge_cache: str) -> None:
     out = tmp_path / "out"
     cmd = [

@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 from inproc_grid import InProcessGrid
 
 from fl_sim.config import RunConfig
@@ -19,6 +20,7 @@ def federate(cfg: RunConfig) -> dict[str, dict]:
     return run_federation(InProcessGrid(client_app, cfg.clients, cfg.to_flower()), cfg)
 
 
+@pytest.mark.slow
 def test_event_federation_attacks_the_snn_on_frames(tiny_digits, tmp_path: Path) -> None:
     cfg = RunConfig.from_mapping(
         {
@@ -51,6 +53,7 @@ def test_event_federation_attacks_the_snn_on_frames(tiny_digits, tmp_path: Path)
     assert (Path(cfg.out) / "grids" / "snn-round002.png").is_file()
 
 
+@pytest.mark.slow
 def test_lfw_subset_federation_with_the_resnet_arcface_judge(tmp_path: Path) -> None:
     cfg = RunConfig.from_mapping(
         {

@@ -94,6 +94,7 @@ def assert_leakage(out: Path, rounds: int) -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.slow
 def test_deploy_runs_the_apps_and_leaves_no_process(tmp_path: Path, judge_cache: str) -> None:
     out, work = tmp_path / "out", tmp_path / "work"
     code, log = run_deploy(deploy_cmd(out, work, judge_cache, "--rounds", "2"))
@@ -110,6 +111,7 @@ def test_deploy_runs_the_apps_and_leaves_no_process(tmp_path: Path, judge_cache:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.slow
 def test_sigterm_stops_every_process(tmp_path: Path, judge_cache: str) -> None:
     work = tmp_path / "work"
     cmd = deploy_cmd(tmp_path / "out", work, judge_cache, "--rounds", "1")
@@ -139,6 +141,7 @@ def netns_unavailable() -> str | None:
 
 
 @pytest.mark.skipif(netns_unavailable() is not None, reason=str(netns_unavailable()))
+@pytest.mark.slow
 def test_deploy_in_network_namespaces_with_tls(tmp_path: Path, judge_cache: str) -> None:
     out, work = tmp_path / "out", tmp_path / "work"
     code, log = run_deploy(deploy_cmd(out, work, judge_cache, "--rounds", "1", "--netns", "--tls"))
@@ -211,6 +214,7 @@ def test_stop_all_ends_the_whole_group(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.slow
 def test_a_failed_serverapp_fails_the_deploy(tmp_path: Path, judge_cache: str) -> None:
     # `flwr run --stream` exits 0 when the ServerApp raises: deploy reads the run's status.
     (tmp_path / "file").touch()

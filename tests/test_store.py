@@ -343,6 +343,7 @@ def assert_bit_identical(a: dict, b: dict) -> None:
             assert torch.equal(value, b[arm][key]), (arm, key)
 
 
+@pytest.mark.slow
 def test_resumed_federation_is_bit_identical_to_an_uninterrupted_one(
     small_cfg: RunConfig, tmp_path: Path
 ) -> None:
@@ -422,6 +423,7 @@ def committed_rounds(db: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_run_killed_with_sigkill_resumes_without_duplicates(
     tmp_path: Path, judge_cache: str
 ) -> None:
