@@ -1,22 +1,16 @@
-"""DLG (Zhu et al. 2019): dummy input and soft dummy label optimised jointly."""
+"""DLG (Zhu et al. 2019): dummy input and soft dummy label optimised jointly with L-BFGS
+(lr 1, PyTorch defaults) on the squared l2 distance of the gradients."""
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from attacks.config import Recipe
+from attacks.gradient_matching import GradientMatchingAttack
 
-from attacks.gradient_matching import GradientMatchingAttack, LabelTask, soft_cross_entropy
-from attacks.types import Capture
+RECIPE = Recipe(label="soft", dummy="free", objective="l2", optimiser="lbfgs", lr=1.0)
 
 
 class DLG(GradientMatchingAttack):
+    """``build_attack("dlg", config)`` as a class, for code that subclasses it."""
+
     name = "dlg"
-
-    def label_task(self, model: nn.Module, capture: Capture, gen: torch.Generator) -> LabelTask:
-        pub = capture.public
-        logits = torch.randn(pub.samples, pub.num_classes, generator=gen).requires_grad_(True)
-
-        def task_loss(out: torch.Tensor, rows: slice) -> torch.Tensor:
-            return soft_cross_entropy(out, torch.softmax(logits[rows], dim=-1))
-
-        return LabelTask([logits], task_loss, lambda: logits.argmax(dim=-1))
+    recipe = RECIPE

@@ -1,89 +1,56 @@
-"""Shared machinery of optimisation-based gradient inversion (DLG family)."""
+"""Optimisation-based gradient inversion as a composition of small registries
+(``attacks.components``): a dummy parametrisation, an objective, regularisers, an optimiser
+with a step schedule, and a label task, named by a :class:`Recipe`.
+
+An attack is ``GradientMatchingAttack(config, recipe, name)``; DLG, iDLG and Inverting
+Gradients are recipes (``attacks/dlg.py``, ``idlg.py``, ``ig.py``) registered in
+``attacks.registry``. The loop: per restart, a seeded dummy and label task; the update the
+dummy would produce (FedSGD gradient or FedAvg's unrolled local steps,
+:func:`attacks.local_update.simulated_update`) is compared to the captured one by the
+objective, regularisers are added, and the optimiser runs with the spike-domain projections
+(Algorithms 1 and 2) and the box constraint; the restart with the lowest final objective
+(``grad_loss``) wins.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 import time
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from attacks.local_update import TaskLoss, simulated_update
-from attacks.spike_domain import INITS, THRESHOLDS, binarise, init_dummy, time_major
+from attacks.components.dummies import DUMMIES, Dummy, scored_output
+from attacks.components.label_tasks import LABEL_TASKS, LabelTask, soft_cross_entropy
+from attacks.components.objectives import OBJECTIVES, gradient_distance
+from attacks.components.optimisers import lbfgs, optimise
+from attacks.components.regularisers import REGULARISERS
+from attacks.config import AUTO, CLAMPS, AttackConfig, Recipe
+from attacks.local_update import simulated_update
+from attacks.spike_domain import binarise
 from attacks.types import Capture, PublicInfo, Reconstruction
 from attacks.victim import target_gradients, victim_from_capture
 
-CLAMPS = ("output", "step", "none")
+__all__ = [
+    "CLAMPS",
+    "RESTART_SEED_STRIDE",
+    "AttackConfig",
+    "GradientMatchingAttack",
+    "LabelTask",
+    "MatchingProblem",
+    "Recipe",
+    "better",
+    "capture_generator",
+    "gradient_distance",
+    "lbfgs",
+    "scored_output",
+    "soft_cross_entropy",
+    "step_projection",
+]
+
 RESTART_SEED_STRIDE = 7919  # restart r draws its dummy from seed + r * stride
-
-
-@dataclass(frozen=True)
-class AttackConfig:
-    """Optimisation budget, dummy initialisation and hygiene of an attack.
-
-    Defaults are the published ones (DLG/iDLG: L-BFGS lr 1, 300 steps; the paper's dummy
-    init); the spike-domain and hygiene options are off unless set.
-    """
-
-    iterations: int = 300  # L-BFGS outer steps (DLG/iDLG code: 300)
-    lr: float = 1.0
-    # "auto": U(0.45, 0.55) for images, |N(0, sigma)| for events (paper); "randn" is DLG's
-    init: str = "auto"
-    sigma: float = 0.1  # scale of the |N(0, sigma)| event dummy (paper Eq. 1)
-    # Pixel range [0, 1] for images (paper, Table III): "output" clamps the reconstruction;
-    # "step" projects after every L-BFGS step, which corrupts L-BFGS's curvature pairs
-    # (see README). Event dummies are never clamped (spike intensities).
-    clamp: str = "output"
-    threshold: str = "none"  # spike binarisation: "post" (Algorithm 1) or "in" (Algorithm 2)
-    tau: float = 0.5  # binarisation threshold
-    tolerance: float = 0.0  # stop early once the gradient-matching loss is <= tolerance
-    diverge_factor: float = 1e8  # loss above factor x initial loss: stop, status "diverged"
-    restarts: int = 1  # independent dummies; the lowest final gradient loss wins
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("iterations", "restarts"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name, value, valid in (
-            ("init", self.init, INITS),
-            ("clamp", self.clamp, CLAMPS),
-            ("threshold", self.threshold, THRESHOLDS),
-        ):
-            if value not in valid:
-                raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
-        if self.sigma <= 0 or self.lr <= 0 or self.tolerance < 0 or self.diverge_factor <= 1:
-            raise ValueError(
-                "need sigma > 0, lr > 0, tolerance >= 0, diverge_factor > 1; got "
-                f"sigma={self.sigma}, lr={self.lr}, tolerance={self.tolerance}, "
-                f"diverge_factor={self.diverge_factor}"
-            )
-
-
-def gradient_distance(
-    dummy: Sequence[torch.Tensor], target: Sequence[torch.Tensor]
-) -> torch.Tensor:
-    """DLG's loss: sum over layers of the squared l2 distance of gradients."""
-    return sum(((d - t) ** 2).sum() for d, t in zip(dummy, target, strict=True))  # type: ignore[return-value]
-
-
-def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against a soft label, averaged over the batch (DLG's criterion)."""
-    return torch.mean(torch.sum(-target_probs * F.log_softmax(logits, dim=-1), dim=-1))
-
-
-def scored_output(dummy: torch.Tensor, public: PublicInfo, clamp: str) -> torch.Tensor:
-    """What is scored: event frames as they are; images (mean over T for spiking victims)
-    clamped to [0, 1] unless clamping is off."""
-    if public.input_kind == "events":
-        return dummy
-    images = dummy.mean(0) if time_major(public) else dummy
-    return images if clamp == "none" else images.clamp(0, 1)
 
 
 def capture_generator(seed: int, capture: Capture) -> torch.Generator:
@@ -91,28 +58,58 @@ def capture_generator(seed: int, capture: Capture) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + capture.round * 10_007 + capture.client)
 
 
-@dataclass(frozen=True)
-class LabelTask:
-    """An attack's handling of the label: extra variables optimised with the dummy input,
-    the task loss of the victim's logits on the dummy, and the labels it recovers."""
+@dataclasses.dataclass(frozen=True)
+class MatchingProblem:
+    """One attempt's optimisation problem: the dummy variable (in its parametrisation), the
+    label task, and ``loss(regularised=True)``: the objective between the update the dummy
+    produces and the captured one, plus the weighted regularisers unless ``False``."""
 
-    variables: list[torch.Tensor]
-    loss: TaskLoss  # (logits of some rows of the dummy batch, those rows) -> loss
-    labels: Callable[[], torch.Tensor]
+    dummy: torch.Tensor
+    parametrisation: Dummy
+    task: LabelTask
+    loss: Callable[..., torch.Tensor]
+
+    @property
+    def variables(self) -> list[torch.Tensor]:
+        """What the optimiser moves: the dummy, then the label task's variables."""
+        return [self.dummy, *self.task.variables]
 
 
-class GradientMatchingAttack(ABC):
+class GradientMatchingAttack:
     """Optimise a dummy input (and maybe label) so the update it produces - FedSGD's
-    gradient, or FedAvg's unrolled local steps - matches the captured one."""
+    gradient, or FedAvg's unrolled local steps - matches the captured one.
+
+    ``recipe`` (default: the class's) names the attack's own components; ``config`` sets the
+    budget and may override any component. ``settings`` is the config with every "auto"
+    resolved.
+    """
 
     name = "gradient-matching"
+    recipe = Recipe()
 
-    def __init__(self, config: AttackConfig | None = None) -> None:
+    def __init__(
+        self, config: AttackConfig | None = None, recipe: Recipe | None = None, name: str = ""
+    ) -> None:
         self.config = config or AttackConfig()
+        if recipe is not None:
+            self.recipe = recipe
+        if name:
+            self.name = name
+        self.settings = self.config.resolve(self.recipe)
 
-    @abstractmethod
+    def dummy_for(self, public: PublicInfo) -> Dummy:
+        """The dummy parametrisation for ``public``: a recipe's "tied" falls back to "free"
+        on event data (no static image to tie); one asked for in the config is checked."""
+        name = self.settings.dummy
+        if name == "tied" and self.config.dummy == AUTO and public.input_kind == "events":
+            name = "free"
+        dummy = DUMMIES[name]
+        dummy.check(public)
+        return dummy
+
     def label_task(self, model: nn.Module, capture: Capture, gen: torch.Generator) -> LabelTask:
         """How this attack handles the unknown label."""
+        return LABEL_TASKS[self.settings.label](model, capture, gen)
 
     def reconstruct(self, capture: Capture) -> Reconstruction:
         """Run ``restarts`` independent attacks; keep the lowest final gradient loss."""
@@ -125,26 +122,42 @@ class GradientMatchingAttack(ABC):
         assert best is not None
         return dataclasses.replace(best, seconds=time.perf_counter() - start)
 
-    def attempt(self, capture: Capture, restart: int = 0) -> Reconstruction:
-        """One optimisation from one seeded dummy."""
-        start = time.perf_counter()
-        cfg, pub = self.config, capture.public
+    def problem(self, capture: Capture, restart: int = 0) -> MatchingProblem:
+        """The seeded optimisation problem of one attempt: variables and loss."""
+        cfg, pub = self.settings, capture.public
+        dummy_kind = self.dummy_for(pub)
         model = victim_from_capture(capture)
         params = [p.requires_grad_(True) for p in model.parameters()]
         target = target_gradients(model, capture)
         gen = capture_generator(cfg.seed + restart * RESTART_SEED_STRIDE, capture)
-        dummy = init_dummy(pub, cfg.init, cfg.sigma, gen).requires_grad_(True)
+        dummy = dummy_kind.init(pub, cfg.init, cfg.sigma, gen).requires_grad_(True)
         task = self.label_task(model, capture, gen)
+        objective = OBJECTIVES[cfg.objective]
+        regularisers = [(REGULARISERS[n], w) for n, w in cfg.regularisers]  # type: ignore[union-attr]
 
-        def matching_loss() -> torch.Tensor:
-            update = simulated_update(model, params, dummy, task.loss, pub, create_graph=True)
-            return gradient_distance(update, target)
+        def matching_loss(regularised: bool = True) -> torch.Tensor:
+            inputs = dummy_kind.inputs(dummy, pub)
+            update = simulated_update(model, params, inputs, task.loss, pub, create_graph=True)
+            loss = objective(update, target)
+            for regulariser, weight in regularisers if regularised else ():
+                loss = loss + weight * regulariser(dummy)
+            return loss
 
-        status, steps = lbfgs(
-            [dummy, *task.variables],
-            matching_loss,
+        return MatchingProblem(dummy, dummy_kind, task, matching_loss)
+
+    def attempt(self, capture: Capture, restart: int = 0) -> Reconstruction:
+        """One optimisation from one seeded dummy."""
+        start = time.perf_counter()
+        cfg, pub = self.settings, capture.public
+        problem = self.problem(capture, restart)
+        dummy = problem.dummy
+        status, steps = optimise(
+            cfg.optimiser,
+            problem.variables,
+            problem.loss,
             cfg.iterations,
-            cfg.lr,
+            cfg.lr,  # type: ignore[arg-type]
+            cfg.schedule,
             project=step_projection(dummy, cfg, pub),
             tolerance=cfg.tolerance,
             diverge_factor=cfg.diverge_factor,
@@ -153,16 +166,16 @@ class GradientMatchingAttack(ABC):
             with torch.no_grad():
                 dummy.copy_(binarise(dummy, cfg.tau))
         with torch.enable_grad():
-            final = float(matching_loss().detach())
-        rec = dummy.detach()
+            final = float(problem.loss(False).detach())
+        images, kept = problem.parametrisation.output(dummy.detach(), pub, cfg.clamp)
         return Reconstruction(
-            images=scored_output(rec, pub, cfg.clamp),
-            labels=task.labels().detach(),
+            images=images,
+            labels=problem.task.labels().detach(),
             grad_loss=final,
             status=status,
             iterations=steps,
             seconds=time.perf_counter() - start,
-            dummy=rec if time_major(pub) else None,
+            dummy=kept,
         )
 
 
@@ -177,55 +190,10 @@ def step_projection(
     dummy: torch.Tensor, cfg: AttackConfig, public: PublicInfo
 ) -> Callable[[], object] | None:
     """What to apply after every optimiser step: Algorithm 2's binarisation, or the
-    [0, 1] projection of images under ``clamp="step"``; nothing by default."""
+    [0, 1] projection of images under ``clamp="step"``; nothing by default. ``cfg`` is a
+    resolved config (``GradientMatchingAttack.settings``)."""
     if cfg.threshold == "in":
         return lambda: dummy.data.copy_(binarise(dummy.data, cfg.tau))
     if cfg.clamp == "step" and public.input_kind == "image":
         return lambda: dummy.data.clamp_(0, 1)
     return None
-
-
-def lbfgs(
-    variables: list[torch.Tensor],
-    loss_fn: Callable[[], torch.Tensor],
-    iterations: int,
-    lr: float,
-    project: Callable[[], object] | None = None,
-    tolerance: float = 0.0,
-    diverge_factor: float = math.inf,
-) -> tuple[str, int]:
-    """PyTorch L-BFGS with its defaults, as DLG/iDLG run it, one ``step`` per iteration,
-    plus hygiene: a non-finite loss or iterate, or a loss above ``diverge_factor`` x the
-    initial loss, restores the previous iterate and stops ("nonfinite" / "diverged"); a loss
-    at or below ``tolerance`` stops early ("converged"). Returns (status, steps taken)."""
-    opt = torch.optim.LBFGS(variables, lr=lr)
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = loss_fn()
-        for v, g in zip(variables, torch.autograd.grad(loss, variables), strict=True):
-            v.grad = g
-        return loss
-
-    def restore(status: str, step: int) -> tuple[str, int]:
-        with torch.no_grad():
-            for v, s in zip(variables, saved, strict=True):
-                v.copy_(s)
-        return status, step
-
-    saved = [v.detach().clone() for v in variables]
-    initial = math.nan
-    for step in range(1, iterations + 1):
-        loss = float(opt.step(closure).detach())  # the loss at the start of this step
-        if project is not None:
-            project()
-        if step == 1:
-            initial = loss
-        if not math.isfinite(loss) or not all(torch.isfinite(v).all() for v in variables):
-            return restore("nonfinite", step)
-        if loss > diverge_factor * initial:
-            return restore("diverged", step)
-        if loss <= tolerance:
-            return "converged", step
-        saved = [v.detach().clone() for v in variables]
-    return "ok", iterations

@@ -1,22 +1,47 @@
-"""Attacks by name, and the interface every attack implements."""
+"""Attacks by name, and the interface every attack implements.
+
+A gradient-matching attack is a :class:`attacks.config.Recipe` (one file, e.g.
+``attacks/ig.py``) plus one line in ``RECIPES``; another kind of attack is a class with
+``name`` and ``reconstruct(capture)`` plus one line in ``ATTACKS``.
+"""
 
 from __future__ import annotations
 
-from attacks.dlg import DLG
-from attacks.gradient_matching import AttackConfig
+from collections.abc import Callable
+
+from attacks import dlg, idlg, ig
+from attacks.config import AttackConfig, Recipe
+from attacks.gradient_matching import GradientMatchingAttack
 from attacks.grnn import GRNN, GRNNConfig
-from attacks.idlg import IDLG
 from attacks.types import Attack
 
-ATTACKS: dict[str, type[Attack]] = {"dlg": DLG, "grnn": GRNN, "idlg": IDLG}
+RECIPES: dict[str, Recipe] = {"dlg": dlg.RECIPE, "idlg": idlg.RECIPE, "ig": ig.RECIPE}
+
+
+def composed(name: str, recipe: Recipe) -> Callable[[AttackConfig | None], GradientMatchingAttack]:
+    """The factory of a registered recipe: config -> GradientMatchingAttack."""
+
+    def build(config: AttackConfig | None = None) -> GradientMatchingAttack:
+        return GradientMatchingAttack(config, recipe, name)
+
+    build.__name__ = build.__qualname__ = f"build_{name.replace('-', '_')}"
+    build.__doc__ = f"Attack {name!r}: {recipe}"
+    return build
+
+
+ATTACKS: dict[str, Callable[..., Attack]] = {
+    **{name: composed(name, recipe) for name, recipe in RECIPES.items()},
+    "grnn": GRNN,
+}
 
 
 def build_attack(name: str, config: AttackConfig | GRNNConfig | None = None) -> Attack:
-    """Instantiate an attack. DLG/iDLG take an :class:`AttackConfig`; GRNN takes a
-    :class:`GRNNConfig`, or an :class:`AttackConfig` of which it uses ``iterations`` and
-    ``seed`` only (its lr, momentum and TV weight stay GRNN's published values)."""
+    """Instantiate an attack. Gradient-matching attacks (dlg, idlg, ig) take an
+    :class:`AttackConfig`; GRNN takes a :class:`GRNNConfig`, or an :class:`AttackConfig` of
+    which it uses ``iterations`` and ``seed`` only (its lr, momentum and TV weight stay
+    GRNN's published values)."""
     if name not in ATTACKS:
         raise ValueError(f"unknown attack {name!r}; valid: {', '.join(sorted(ATTACKS))}")
     if isinstance(config, GRNNConfig) and name != "grnn":
         raise ValueError(f"attack {name!r} takes an AttackConfig, not a GRNNConfig")
-    return ATTACKS[name](config)  # type: ignore[call-arg]
+    return ATTACKS[name](config)

@@ -4,11 +4,12 @@ For the ANN LeNet and the SNN LeNet at T=4 and T=8, on real mnist5k digits (1x28
 classes, batch size 1, each digit on its own freshly initialised victim), times
 ``attack.reconstruct(c)`` in a loop and ``attacks.batched.reconstruct_batch`` at P = 1, 16,
 64, 256, in the same process and with the same torch thread count, for a fixed small
-number of outer L-BFGS steps per reconstruction (each up to 20 inner iterations). The loop's
+number of optimiser steps per reconstruction (DLG/iDLG: outer L-BFGS steps, each up to 20
+inner iterations; ig: signed-Adam steps). The loop's
 cost per capture does not depend on P, so it is timed once per model on min(P_max, 16)
 captures. Then it checks the batched results against the looped ones on those captures:
 
-* float64 (both paths, one outer step): status, iterations and labels equal, images and
+* float64 (both paths, one step): status, iterations and labels equal, images and
   gradient loss within 1e-6 -- the engine computes what the loop computes -- except where the
   loop is itself that sensitive to a 1e-12 change of its start (an SNN step that lands a
   membrane potential on the threshold flips a spike and the loss jumps);
@@ -34,15 +35,9 @@ from unittest import mock
 
 import torch
 
-from attacks import (
-    AttackConfig,
-    Capture,
-    PublicInfo,
-    Reconstruction,
-    build_attack,
-    gradient_matching,
-)
+from attacks import RECIPES, AttackConfig, Capture, PublicInfo, Reconstruction, build_attack
 from attacks.batched import reconstruct_batch
+from attacks.components import dummies
 from attacks.spike_domain import init_dummy
 from fl_sim.data.registry import load_dataset
 from fl_sim.federation.training import loss_gradient
@@ -130,7 +125,7 @@ def float64_check(name: str, captures: list[Capture]) -> dict[str, float]:
             return init_dummy(*args, **kwargs) * (1 + 1e-12)  # type: ignore[arg-type]
 
         chaotic = 0
-        with mock.patch.object(gradient_matching, "init_dummy", perturbed):
+        with mock.patch.object(dummies, "init_dummy", perturbed):
             for i in off:
                 again = attack.reconstruct(captures[i])  # type: ignore[union-attr]
                 chaotic += agreement([looped[i]], [again])["close"] == 0
@@ -173,11 +168,13 @@ def pick_threads(requested: int) -> tuple[int, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=2, help="outer L-BFGS steps (default 2)")
+    parser.add_argument(
+        "--steps", type=int, default=2, help="optimiser steps (outer L-BFGS steps; default 2)"
+    )
     parser.add_argument(
         "--threads", type=int, default=0, help="torch threads (default 0: auto, see pick_threads)"
     )
-    parser.add_argument("--attack", default="dlg", choices=["dlg", "idlg"])
+    parser.add_argument("--attack", default="dlg", choices=sorted(RECIPES))
     parser.add_argument("--sizes", default="1,16,64,256", help="batch sizes P")
     parser.add_argument("--loop-captures", type=int, default=16)
     parser.add_argument(
@@ -193,9 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     attack = build_attack(args.attack, AttackConfig(iterations=args.steps))
 
     print(f"torch {torch.__version__}, torch.get_num_threads() = {torch.get_num_threads()} ({why})")
+    parts = attack.settings  # type: ignore[union-attr]
+    inner = f" (up to {20 * args.steps} inner iterations)" if parts.optimiser == "lbfgs" else ""
     print(
-        f"attack {args.attack}: {args.steps} outer L-BFGS steps per reconstruction (up to "
-        f"{20 * args.steps} inner iterations), mnist5k 1x28x28 digits, batch size 1"
+        f"attack {args.attack}: {args.steps} {parts.optimiser} steps per reconstruction"
+        f"{inner}, {parts.objective} objective, {parts.dummy} dummy; mnist5k 1x28x28 "
+        "digits, batch size 1"
     )
     print(
         f"loop timed on {n_loop} captures (its cost per capture does not depend on P); "

@@ -72,7 +72,7 @@ class RunConfig:
     grnn_iterations: int = 1000  # GRNN RMSprop iterations (published: 1000)
     attack_init: str = "auto"  # auto: U(0.45, 0.55) images, |N(0, sigma)| events (paper)
     sigma: float = 0.1
-    clamp: str = "output"
+    clamp: str = "auto"  # auto: the attack's own (DLG/iDLG: output, IG: step)
     threshold: str = "none"  # spike binarisation: post (Algorithm 1) or in (Algorithm 2)
     tau: float = 0.5
     restarts: int = 1
