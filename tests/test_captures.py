@@ -62,7 +62,7 @@ def test_fl_sim_attack_on_saved_captures(small_cfg: RunConfig, tmp_path: Path) -
             "--set",
             "attacks=idlg",
             "--set",
-            "iterations=300",
+            "iterations=100",  # iDLG recovers untrained-ANN digits well within it
             "--set",
             f"cache_dir={cfg.cache_dir}",
         ]
