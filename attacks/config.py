@@ -14,6 +14,7 @@ from attacks.components.objectives import OBJECTIVES
 from attacks.components.optimisers import OPTIMISERS, SCHEDULES
 from attacks.components.regularisers import REGULARISERS
 from attacks.spike_domain import INITS, THRESHOLDS
+from models.surrogate import parse_surrogate
 
 AUTO = "auto"
 # Pixel range [0, 1] for images (paper, Table III): "output" clamps the reconstruction;
@@ -119,6 +120,12 @@ class AttackConfig:
     regularisers: Regularisers | str | None = None
     optimiser: str = AUTO
     schedule: str = AUTO
+    # weight of the rate-leak feature term (attacks.components.features) added to a gradient
+    # objective (l2, cosine); 0: none. The "features" objective (attack rates) is that term alone
+    feature_weight: float = 0.0
+    # spiking victims: the surrogate the attacker differentiates with, "SHAPE[:alpha=VALUE]"
+    # (models.surrogate.parse_surrogate); "auto": the client's own. The forward is unchanged.
+    surrogate: str = AUTO
 
     def __post_init__(self) -> None:
         for name in ("iterations", "restarts"):
@@ -142,6 +149,10 @@ class AttackConfig:
                 f"sigma={self.sigma}, lr={self.lr}, tolerance={self.tolerance}, "
                 f"diverge_factor={self.diverge_factor}"
             )
+        if not (math.isfinite(self.feature_weight) and self.feature_weight >= 0):
+            raise ValueError(f"feature_weight must be >= 0, got {self.feature_weight}")
+        if self.surrogate != AUTO:
+            parse_surrogate(self.surrogate)
         object.__setattr__(self, "regularisers", parse_regularisers(self.regularisers))
         _check_components("AttackConfig", dataclasses.asdict(self), allow_auto=True)
         if self.regularisers is not None:

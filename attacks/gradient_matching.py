@@ -10,6 +10,10 @@ dummy would produce (FedSGD gradient or FedAvg's unrolled local steps,
 objective, regularisers are added, and the optimiser runs with the spike-domain projections
 (Algorithms 1 and 2) and the box constraint; the restart with the lowest final objective
 (``grad_loss``) wins.
+
+The rate leak (``attacks.components.features``) enters as the ``features`` objective (attack
+``rates``: the dummy's classifier input against the one read off the update, no gradient
+simulated) or as a term ``feature_weight`` x that distance added to a gradient objective.
 """
 
 from __future__ import annotations
@@ -23,15 +27,17 @@ import torch
 from torch import nn
 
 from attacks.components.dummies import DUMMIES, Dummy, scored_output
+from attacks.components.features import classifier_input, recovered_features
 from attacks.components.label_tasks import LABEL_TASKS, LabelTask, soft_cross_entropy
-from attacks.components.objectives import OBJECTIVES, gradient_distance
+from attacks.components.objectives import FEATURE_OBJECTIVES, OBJECTIVES, gradient_distance
 from attacks.components.optimisers import lbfgs, optimise
 from attacks.components.regularisers import REGULARISERS
 from attacks.config import AUTO, CLAMPS, AttackConfig, Recipe
-from attacks.local_update import simulated_update
+from attacks.local_update import observed_update, simulated_update
 from attacks.spike_domain import binarise
 from attacks.types import Capture, PublicInfo, Reconstruction
 from attacks.victim import target_gradients, victim_from_capture
+from models.surrogate import parse_surrogate, set_surrogate
 
 __all__ = [
     "CLAMPS",
@@ -62,12 +68,14 @@ def capture_generator(seed: int, capture: Capture) -> torch.Generator:
 class MatchingProblem:
     """One attempt's optimisation problem: the dummy variable (in its parametrisation), the
     label task, and ``loss(regularised=True)``: the objective between the update the dummy
-    produces and the captured one, plus the weighted regularisers unless ``False``."""
+    produces and the captured one, plus the weighted regularisers unless ``False``.
+    ``features``: the classifier input read off the update (rate leak) when the loss uses it."""
 
     dummy: torch.Tensor
     parametrisation: Dummy
     task: LabelTask
     loss: Callable[..., torch.Tensor]
+    features: torch.Tensor | None = None
 
     @property
     def variables(self) -> list[torch.Tensor]:
@@ -96,6 +104,19 @@ class GradientMatchingAttack:
         if name:
             self.name = name
         self.settings = self.config.resolve(self.recipe)
+        if self.settings.objective in FEATURE_OBJECTIVES and self.settings.feature_weight:
+            raise ValueError(
+                f"{self.name}: objective {self.settings.objective!r} is the feature term alone; "
+                "feature_weight adds that term to a gradient objective (l2, cosine)"
+            )
+
+    def victim(self, capture: Capture) -> nn.Module:
+        """The victim at the captured global weights; its spiking neurons differentiate
+        through the attacker's ``surrogate`` if one is set (the forward stays the client's)."""
+        model = victim_from_capture(capture)
+        if self.settings.surrogate != AUTO:
+            set_surrogate(model, parse_surrogate(self.settings.surrogate))
+        return model
 
     def dummy_for(self, public: PublicInfo) -> Dummy:
         """The dummy parametrisation for ``public``: a recipe's "tied" falls back to "free"
@@ -126,24 +147,40 @@ class GradientMatchingAttack:
         """The seeded optimisation problem of one attempt: variables and loss."""
         cfg, pub = self.settings, capture.public
         dummy_kind = self.dummy_for(pub)
-        model = victim_from_capture(capture)
+        model = self.victim(capture)
         params = [p.requires_grad_(True) for p in model.parameters()]
-        target = target_gradients(model, capture)
+        features_only = cfg.objective in FEATURE_OBJECTIVES
+        target = None if features_only else target_gradients(model, capture)
+        features = None
+        if features_only or cfg.feature_weight:
+            features = recovered_features(model, observed_update(capture), pub).detach()
         gen = capture_generator(cfg.seed + restart * RESTART_SEED_STRIDE, capture)
         dummy = dummy_kind.init(pub, cfg.init, cfg.sigma, gen).requires_grad_(True)
         task = self.label_task(model, capture, gen)
+        if features_only and task.variables:
+            raise ValueError(
+                f"{self.name}: objective {cfg.objective!r} does not involve the label, so label "
+                f"task {cfg.label!r} has nothing to fit its variables to: use label 'idlg'"
+            )
         objective = OBJECTIVES[cfg.objective]
+        feature_term = OBJECTIVES["features"]
         regularisers = [(REGULARISERS[n], w) for n, w in cfg.regularisers]  # type: ignore[union-attr]
 
         def matching_loss(regularised: bool = True) -> torch.Tensor:
             inputs = dummy_kind.inputs(dummy, pub)
-            update = simulated_update(model, params, inputs, task.loss, pub, create_graph=True)
-            loss = objective(update, target)
+            if features_only:
+                loss = objective([classifier_input(model, inputs)], [features])
+            else:
+                update = simulated_update(model, params, inputs, task.loss, pub, create_graph=True)
+                loss = objective(update, target)  # type: ignore[arg-type]
+                if cfg.feature_weight:
+                    feats = classifier_input(model, inputs)
+                    loss = loss + cfg.feature_weight * feature_term([feats], [features])
             for regulariser, weight in regularisers if regularised else ():
                 loss = loss + weight * regulariser(dummy)
             return loss
 
-        return MatchingProblem(dummy, dummy_kind, task, matching_loss)
+        return MatchingProblem(dummy, dummy_kind, task, matching_loss, features)
 
     def attempt(self, capture: Capture, restart: int = 0) -> Reconstruction:
         """One optimisation from one seeded dummy."""

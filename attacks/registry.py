@@ -9,20 +9,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from attacks import dlg, idlg, ig
+from attacks import dlg, idlg, ig, rates
 from attacks.config import AttackConfig, Recipe
 from attacks.gradient_matching import GradientMatchingAttack
 from attacks.grnn import GRNN, GRNNConfig
 from attacks.types import Attack
 
-RECIPES: dict[str, Recipe] = {"dlg": dlg.RECIPE, "idlg": idlg.RECIPE, "ig": ig.RECIPE}
+RECIPES: dict[str, Recipe] = {
+    "dlg": dlg.RECIPE,
+    "idlg": idlg.RECIPE,
+    "ig": ig.RECIPE,
+    "rates": rates.RECIPE,
+}
+# The config an attack gets when none is given, where it differs from AttackConfig()'s.
+DEFAULT_CONFIGS: dict[str, AttackConfig] = {"rates": AttackConfig(iterations=rates.ITERATIONS)}
 
 
 def composed(name: str, recipe: Recipe) -> Callable[[AttackConfig | None], GradientMatchingAttack]:
-    """The factory of a registered recipe: config -> GradientMatchingAttack."""
+    """The factory of a registered recipe: config (None: ``DEFAULT_CONFIGS``' or the default
+    AttackConfig) -> GradientMatchingAttack."""
 
     def build(config: AttackConfig | None = None) -> GradientMatchingAttack:
-        return GradientMatchingAttack(config, recipe, name)
+        return GradientMatchingAttack(config or DEFAULT_CONFIGS.get(name), recipe, name)
 
     build.__name__ = build.__qualname__ = f"build_{name.replace('-', '_')}"
     build.__doc__ = f"Attack {name!r}: {recipe}"
@@ -36,10 +44,10 @@ ATTACKS: dict[str, Callable[..., Attack]] = {
 
 
 def build_attack(name: str, config: AttackConfig | GRNNConfig | None = None) -> Attack:
-    """Instantiate an attack. Gradient-matching attacks (dlg, idlg, ig) take an
-    :class:`AttackConfig`; GRNN takes a :class:`GRNNConfig`, or an :class:`AttackConfig` of
-    which it uses ``iterations`` and ``seed`` only (its lr, momentum and TV weight stay
-    GRNN's published values)."""
+    """Instantiate an attack. Gradient-matching attacks (dlg, idlg, ig, rates) take an
+    :class:`AttackConfig` (none given: the defaults, with rates' own 1,000 steps); GRNN takes
+    a :class:`GRNNConfig`, or an :class:`AttackConfig` of which it uses ``iterations`` and
+    ``seed`` only (its lr, momentum and TV weight stay GRNN's published values)."""
     if name not in ATTACKS:
         raise ValueError(f"unknown attack {name!r}; valid: {', '.join(sorted(ATTACKS))}")
     if isinstance(config, GRNNConfig) and name != "grnn":

@@ -27,7 +27,10 @@ def last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
     """Name and module of the classifier layer (the last ``nn.Linear``)."""
     found = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not found:
-        raise ValueError(f"{type(model).__name__} has no linear layer for label inference")
+        raise ValueError(
+            f"{type(model).__name__} has no linear layer (the classifier that iDLG's label "
+            "rule and the rate leak read)"
+        )
     return found[-1]
 
 

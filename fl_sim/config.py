@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from attacks import ATTACKS, Attack, AttackConfig, GRNNConfig, build_attack
+from attacks.components.dummies import DUMMIES
+from attacks.config import AUTO
 from attacks.gradient_matching import CLAMPS
 from attacks.spike_domain import INITS, THRESHOLDS
 from fl_sim.data.registry import DATASETS, DataOptions, dataset_kind
 from fl_sim.federation.partition import PARTITION_SCHEMES
 from fl_sim.federation.transforms import update_chain
 from models import ARMS, VICTIMS
-from models.surrogate import NEURONS
+from models.surrogate import NEURONS, parse_surrogate
 
 PROTOCOLS = ("fedsgd", "fedavg")
 FEDAVG_UPDATES = ("weights", "delta")
@@ -70,6 +72,16 @@ class RunConfig:
     round_timeout: float = 600.0  # seconds the server waits for replies in a round
     iterations: int = 300  # DLG/iDLG L-BFGS steps (published: 300)
     grnn_iterations: int = 1000  # GRNN RMSprop iterations (published: 1000)
+    # attack rates (rate leak + feature inversion): Adam steps and TV weight (issue 11's
+    # reference: 1000, 60)
+    rates_iterations: int = 1000
+    rates_tv: float = 60.0
+    # weight of the rate-leak feature term added to dlg/idlg/ig's gradient objective (0: none)
+    feature_weight: float = 0.0
+    attack_dummy: str = "auto"  # auto (each attack's own), free (paper) or tied (images, SNN)
+    # the surrogate the attacker differentiates spiking victims with: auto (the client's, ATan
+    # alpha 2) or SHAPE[:alpha=VALUE], SHAPE in atan, sigmoid, softsign
+    attack_surrogate: str = "auto"
     attack_init: str = "auto"  # auto: U(0.45, 0.55) images, |N(0, sigma)| events (paper)
     sigma: float = 0.1
     clamp: str = "auto"  # auto: the attack's own (DLG/iDLG: output, IG: step)
@@ -113,6 +125,7 @@ class RunConfig:
             "threads",
             "restarts",
             "grnn_iterations",
+            "rates_iterations",
             "local_steps",
             "local_epochs",
             "client_cpus",
@@ -144,6 +157,17 @@ class RunConfig:
         _check_choice("threshold", self.threshold, THRESHOLDS)
         _check_choice("victim", self.victim, VICTIMS)
         _check_choice("neuron", self.neuron, NEURONS)
+        _check_choice("attack_dummy", self.attack_dummy, (AUTO, *DUMMIES))
+        if self.attack_dummy == "tied" and self.data_kind == "events":
+            raise ValueError(
+                "attack_dummy: 'tied' needs image data (one image replicated over T); "
+                f"{self.dataset} is event data: use auto or free"
+            )
+        if not (self.rates_tv >= 0 and self.feature_weight >= 0):
+            raise ValueError(
+                "rates_tv and feature_weight must be >= 0, got "
+                f"rates_tv={self.rates_tv}, feature_weight={self.feature_weight}"
+            )
         for arm in self.arms:
             _check_choice("arms", arm, ARMS)
             if arm not in self.supported_arms:
@@ -154,7 +178,22 @@ class RunConfig:
         for attack in self.attacks:
             _check_choice("attacks", attack, ATTACKS)
         update_chain(self.transforms, self.faults)  # names, parameters and faults are valid
+        if self.attack_surrogate != AUTO:
+            try:
+                parse_surrogate(self.attack_surrogate)
+            except ValueError as err:
+                raise ValueError(f"attack_surrogate: {err}") from err
         self.attack_config()  # the attack settings validate themselves (sigma, tolerance...)
+        one_step = self.samples_per_round == 1 and (
+            self.protocol == "fedsgd" or self.local_epochs == 1
+        )
+        if ("rates" in self.attacks or self.feature_weight) and not one_step:
+            raise ValueError(
+                "the rate leak (attack rates, feature_weight) needs the gradient of one sample: "
+                "batch_size=1 and, under fedavg, local_steps=1 and local_epochs=1; got "
+                f"batch_size={self.batch_size}, local_steps={self.local_steps}, "
+                f"local_epochs={self.local_epochs}"
+            )
         if "idlg" in self.attacks and self.samples_per_round != 1:
             raise ValueError(
                 "attack idlg needs one private sample per round (its label rule): batch_size=1"
@@ -195,10 +234,14 @@ class RunConfig:
     def build_attacks(self) -> list[Attack]:
         """The configured attacks, each with its published budget unless overridden."""
         grnn = GRNNConfig(iterations=self.grnn_iterations, seed=self.attack_seed)
-        return [
-            build_attack(name, grnn if name == "grnn" else self.attack_config())
-            for name in self.attacks
-        ]
+        rates = dataclasses.replace(
+            self.attack_config(),
+            iterations=self.rates_iterations,
+            regularisers=(("tv", self.rates_tv),) if self.rates_tv else (),
+            feature_weight=0.0,  # rates' objective is the feature term itself
+        )
+        own = {"grnn": grnn, "rates": rates}
+        return [build_attack(name, own.get(name, self.attack_config())) for name in self.attacks]
 
     def attack_config(self) -> AttackConfig:
         """The attack settings of this run (shared by every attack), seeded by ``attack_seed``."""
@@ -206,6 +249,8 @@ class RunConfig:
             iterations=self.iterations, init=self.attack_init, sigma=self.sigma,
             clamp=self.clamp, threshold=self.threshold, tau=self.tau,
             tolerance=self.tolerance, restarts=self.restarts, seed=self.attack_seed,
+            dummy=self.attack_dummy, feature_weight=self.feature_weight,
+            surrogate=self.attack_surrogate,
         )  # fmt: skip
 
     @property

@@ -6,15 +6,22 @@ SpikingJelly's built-in ``surrogate.ATan`` is an ``autograd.Function`` without
 gradient of a gradient, so we write the same surrogate as a straight-through expression:
 the forward value is the Heaviside step, the backward is d/dx [atan(pi/2*alpha*x)/pi + 1/2]
 = alpha/2 / (1 + (pi/2*alpha*x)^2), exactly SpikingJelly's ATan.
+
+An attacker may differentiate with a surrogate of its own (:data:`SURROGATE_SHAPES`, specs
+like ``"sigmoid:alpha=4"``, :func:`parse_surrogate`, :func:`set_surrogate`): every shape is
+the same straight-through expression around a different smooth step, so the forward (the
+spikes) stays the client's bit for bit and only the backward changes.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 
 import torch
 from spikingjelly.activation_based import neuron
+from spikingjelly.activation_based.neuron import BaseNode
 from torch import nn
 
 
@@ -36,6 +43,66 @@ class StraightThroughATan(nn.Module):
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}"
+
+
+# Smooth steps s(x) (0 -> 1 around x = 0) whose derivative is a surrogate gradient, with the
+# default sharpness alpha of SpikingJelly's namesake (ATan 2, Sigmoid 4, SoftSign 2).
+SURROGATE_SHAPES: dict[str, tuple[Callable[[torch.Tensor, float], torch.Tensor], float]] = {
+    "atan": (lambda x, a: torch.atan(math.pi / 2 * a * x) / math.pi + 0.5, 2.0),
+    "sigmoid": (lambda x, a: torch.sigmoid(a * x), 4.0),
+    "softsign": (lambda x, a: 0.5 * (a * x / (1 + torch.abs(a * x))) + 0.5, 2.0),
+}
+
+
+class StraightThroughSurrogate(nn.Module):
+    """Heaviside(x) forward, d/dx of the smooth step ``shape`` (sharpness ``alpha``) in every
+    backward pass; "atan" with alpha 2 computes exactly what :class:`StraightThroughATan` does."""
+
+    def __init__(self, shape: str = "atan", alpha: float | None = None) -> None:
+        super().__init__()
+        if shape not in SURROGATE_SHAPES:
+            raise ValueError(
+                f"unknown surrogate shape {shape!r}; valid: {', '.join(sorted(SURROGATE_SHAPES))}"
+            )
+        alpha = SURROGATE_SHAPES[shape][1] if alpha is None else float(alpha)
+        if not (math.isfinite(alpha) and alpha > 0):
+            raise ValueError(f"surrogate {shape!r} needs alpha > 0, got {alpha}")
+        self.shape, self.alpha = shape, alpha
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        soft = SURROGATE_SHAPES[self.shape][0](x, self.alpha)
+        return (x >= 0).to(x.dtype) + (soft - soft.detach())
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}, alpha={self.alpha}"
+
+
+_SURROGATE_SPEC = re.compile(r"(?P<shape>[a-z][a-z0-9_-]*)(?::alpha=(?P<alpha>[^:\s]+))?")
+
+
+def parse_surrogate(spec: str) -> StraightThroughSurrogate:
+    """``SHAPE[:alpha=VALUE]``, e.g. ``"atan:alpha=2"`` (the client's) or ``"sigmoid"``."""
+    match = _SURROGATE_SPEC.fullmatch(spec.strip())
+    if match is None:
+        raise ValueError(
+            f"surrogate {spec!r} is not SHAPE[:alpha=VALUE] (e.g. atan:alpha=2, sigmoid:alpha=4);"
+            f" shapes: {', '.join(sorted(SURROGATE_SHAPES))}"
+        )
+    alpha = match["alpha"]
+    try:
+        value = None if alpha is None else float(alpha)
+    except ValueError as err:
+        raise ValueError(f"surrogate {spec!r}: alpha {alpha!r} is not a number") from err
+    return StraightThroughSurrogate(match["shape"], value)
+
+
+def set_surrogate(model: nn.Module, surrogate: nn.Module) -> int:
+    """Make every SpikingJelly neuron of ``model`` fire through ``surrogate``; returns how many
+    neurons it changed (0 for an ANN). The forward is unchanged for straight-through surrogates."""
+    nodes = [m for m in model.modules() if isinstance(m, BaseNode)]
+    for node in nodes:
+        node.surrogate_function = surrogate
+    return len(nodes)
 
 
 def _if_node(surrogate: nn.Module) -> nn.Module:

@@ -38,10 +38,10 @@ def snn_capture(public: PublicInfo = SNN, seed: int = 0) -> Capture:
 
 
 def test_registries_and_recipes() -> None:
-    assert sorted(ATTACKS) == ["dlg", "grnn", "idlg", "ig"]
-    assert sorted(RECIPES) == ["dlg", "idlg", "ig"]
+    assert sorted(ATTACKS) == ["dlg", "grnn", "idlg", "ig", "rates"]
+    assert sorted(RECIPES) == ["dlg", "idlg", "ig", "rates"]
     assert sorted(DUMMIES) == ["free", "tied"]
-    assert sorted(OBJECTIVES) == ["cosine", "l2"]
+    assert sorted(OBJECTIVES) == ["cosine", "features", "l2"]
     assert sorted(REGULARISERS) == ["tv"]
     assert sorted(OPTIMISERS) == ["adam", "lbfgs", "signed-adam"]
     assert sorted(SCHEDULES) == ["ig", "none"]
@@ -77,7 +77,7 @@ def test_config_overrides_components_and_validates_them() -> None:
     )  # fmt: skip
     assert build_attack("ig", AttackConfig(regularisers="none")).settings.regularisers == ()  # type: ignore[union-attr]
     assert AttackConfig(regularisers=[("tv", 1)]).regularisers == (("tv", 1.0),)
-    with pytest.raises(ValueError, match="unknown objective 'l3'; valid: auto, cosine, l2"):
+    with pytest.raises(ValueError, match="objective 'l3'; valid: auto, cosine, features, l2"):
         AttackConfig(objective="l3")
     with pytest.raises(ValueError, match="unknown optimiser 'sgd'; valid: auto, adam, lbfgs"):
         AttackConfig(optimiser="sgd")

@@ -21,7 +21,9 @@ from attacks.batched import forms
 from attacks.batched.grouped import GroupedEvaluator, victim_unsupported
 from attacks.batched.optimisers import BATCHED_OPTIMISERS, optimise
 from attacks.batched.problems import Evaluator, Problems, numel
+from attacks.components.features import recovered_features
 from attacks.components.label_tasks import LabelTask
+from attacks.components.objectives import FEATURE_OBJECTIVES
 from attacks.config import AttackConfig
 from attacks.gradient_matching import (
     RESTART_SEED_STRIDE,
@@ -30,9 +32,10 @@ from attacks.gradient_matching import (
     capture_generator,
     step_projection,
 )
+from attacks.local_update import observed_update
 from attacks.spike_domain import binarise
 from attacks.types import Capture, PublicInfo, Reconstruction
-from attacks.victim import target_gradients, victim_from_capture
+from attacks.victim import last_linear, target_gradients
 
 ENGINES = ("auto", "grouped", "vmap")
 # AttackConfig fields this engine mirrors; any other field must keep its default.
@@ -55,6 +58,8 @@ MIRRORED_CONFIG = frozenset(
         "regularisers",
         "optimiser",
         "schedule",
+        "feature_weight",
+        "surrogate",
     }
 )
 # methods whose behaviour the engine reproduces from the attack's settings, not by calling them
@@ -112,7 +117,7 @@ def grouped_unsupported(pb: Problems) -> str | None:
     reason = victim_unsupported(pb.model)
     if reason is not None:
         return reason
-    if pb.objective not in forms.BATCHED_OBJECTIVES:
+    if pb.objective not in forms.BATCHED_OBJECTIVES and pb.objective not in FEATURE_OBJECTIVES:
         return f"no batched form of objective {pb.objective!r}"
     missing = [n for n, _ in pb.regularisers if n not in forms.BATCHED_REGULARISERS]
     return f"no batched form of regularisers {missing}" if missing else None
@@ -138,7 +143,9 @@ def prepare(attack: GradientMatchingAttack, captures: Sequence[Capture], engine:
     public = common_public(captures)
     cfg = attack.settings
     dummy_kind = attack.dummy_for(public)
-    model = victim_from_capture(captures[0])
+    model = attack.victim(captures[0])
+    uses_features = cfg.objective in FEATURE_OBJECTIVES or bool(cfg.feature_weight)
+    features: list[torch.Tensor] = []
     names = [n for n, _ in model.named_parameters()]
     params: dict[str, list[torch.Tensor]] = {n: [] for n in names}
     buffers: dict[str, list[torch.Tensor]] = {n: [] for n, _ in model.named_buffers()}
@@ -150,7 +157,11 @@ def prepare(attack: GradientMatchingAttack, captures: Sequence[Capture], engine:
         if i > 0:
             model.load_state_dict(dict(capture.global_state))
         target = target_gradients(model, capture)
+        if uses_features:
+            leaked = recovered_features(model, observed_update(capture), public).detach()
         for restart in range(cfg.restarts):
+            if uses_features:
+                features.append(leaked)
             for (n, p), g in zip(model.named_parameters(), target, strict=True):
                 params[n].append(p.detach().clone())
                 targets[n].append(g.detach())
@@ -186,12 +197,21 @@ def prepare(attack: GradientMatchingAttack, captures: Sequence[Capture], engine:
         consts=consts,
         objective=cfg.objective,
         regularisers=cfg.regularisers,  # type: ignore[arg-type]
+        features=torch.stack(features) if uses_features else None,
+        feature_weight=cfg.feature_weight,
+        classifier=last_linear(model)[0],
     )
     reason = grouped_unsupported(pb)
     if engine == "auto":
         engine = "grouped" if reason is None else "vmap"
     if engine == "grouped" and reason is not None:
         raise ValueError(f"grouped engine cannot run this batch: {reason}")
+    if engine == "vmap" and uses_features:
+        raise NotImplementedError(
+            "the vmap engine has no form of the rate-leak feature term (objective "
+            f"{cfg.objective!r}, feature_weight {cfg.feature_weight}); the grouped engine "
+            f"has, but cannot run this batch: {reason}"
+        )
     evaluate: Evaluator = GroupedEvaluator(pb) if engine == "grouped" else _vmap(pb)
     return Batch(public, pb, tasks, torch.stack(flats), evaluate)
 

@@ -7,6 +7,10 @@ own. Parameter gradients are formed from dL/d(layer output) with the autograd fu
 :mod:`attacks.batched.conv`, so the weights never require grad and the double backward
 computes only what the dummy's gradient needs. Used for victims made only of known layers
 (``GROUPED_MODELS``) and components with a batched form (:mod:`attacks.batched.forms`).
+
+The rate-leak feature term reads each problem's classifier input off the recorded call of the
+last linear layer (its mean over T on spiking victims); the ``features`` objective alone needs
+no parameter gradient, so it skips the double backward.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from torch import nn
 from attacks.batched import forms
 from attacks.batched.conv import Conv, ConvWeight, Geom
 from attacks.batched.problems import Problems
+from attacks.components.objectives import FEATURE_OBJECTIVES
 from models.lenet import LeNet
 from models.lenet5_victim import LeNet5Victim
 from models.snn_lenet import SNNLeNet
@@ -138,7 +143,12 @@ class GroupedEvaluator:
 
     def __init__(self, pb: Problems) -> None:
         self.pb = pb
-        self.objective = forms.objective(pb.objective, [v.shape[1:] for v in pb.targets.values()])
+        self.features_only = pb.objective in FEATURE_OBJECTIVES
+        self.objective = (
+            None
+            if self.features_only
+            else forms.objective(pb.objective, [v.shape[1:] for v in pb.targets.values()])
+        )
         self.regularisers = [
             (forms.regulariser(name, pb.dummy_shape), weight) for name, weight in pb.regularisers
         ]
@@ -162,6 +172,7 @@ class GroupedEvaluator:
                 f"grouped engine: parameters {sorted(set(pb.names) ^ set(self.slots))}"
             )
         self.slot_names = {(id(m), attr): n for n, (m, attr) in self.slots.items()}
+        self.classifier = self.slots[f"{pb.classifier}.weight"][0] if pb.classifier else None
         self._cache: (
             tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]] | None
         ) = None
@@ -209,26 +220,61 @@ class GroupedEvaluator:
                 inp = inputs.transpose(0, 1).reshape(inputs.shape[1], -1, *inputs.shape[-2:])
             out = self.replica(inp.contiguous())  # [B, k*K]
             out = out.view(out.shape[0], k, -1).transpose(0, 1)  # [k, B, K]
-            consts = {c: v[rows] for c, v in pb.consts.items()}
-            task_loss = pb.task(out, variables, consts)
             calls, self.calls[:] = list(self.calls), []
-            g_out = torch.autograd.grad(
-                task_loss.sum(), [y for _, _, y in calls], create_graph=need_grad, allow_unused=True
-            )
-            grads: dict[str, torch.Tensor] = {}
-            for (mod, inp_, _), gy in zip(calls, g_out, strict=True):
-                if gy is None:
-                    continue
-                for attr, g in mod.param_grads(inp_, gy).items():  # type: ignore[operator]
-                    n = self.slot_names[(id(mod), attr)]
-                    grads[n] = grads[n] + g if n in grads else g
-            simulated = [  # a parameter the task loss does not reach has gradient 0
-                grads[n] if n in grads else torch.zeros_like(targets[n]) for n in pb.names
-            ]
-            loss = self.objective(simulated, [targets[n] for n in pb.names])
+            feature_loss = self._feature_loss(rows, calls, out.shape[1])
+            if self.features_only:
+                assert feature_loss is not None
+                loss = feature_loss
+            else:
+                loss = self._gradient_loss(rows, out, variables, calls, targets, need_grad)
+                if feature_loss is not None and pb.feature_weight:
+                    loss = loss + pb.feature_weight * feature_loss
             for regulariser, weight in self.regularisers if regularised else ():
                 loss = loss + weight * regulariser(dummy)
             if not need_grad:
                 return loss.detach(), None
             (gx,) = torch.autograd.grad(loss.sum(), xr)
         return loss.detach(), gx
+
+    def _gradient_loss(
+        self,
+        rows: torch.Tensor,
+        out: torch.Tensor,
+        variables: list[torch.Tensor],
+        calls: list[tuple[nn.Module, torch.Tensor, torch.Tensor]],
+        targets: dict[str, torch.Tensor],
+        need_grad: bool,
+    ) -> torch.Tensor:
+        """The objective between each problem's simulated gradient and its target, [k]."""
+        pb = self.pb
+        consts = {c: v[rows] for c, v in pb.consts.items()}
+        task_loss = pb.task(out, variables, consts)
+        g_out = torch.autograd.grad(
+            task_loss.sum(), [y for _, _, y in calls], create_graph=need_grad, allow_unused=True
+        )
+        grads: dict[str, torch.Tensor] = {}
+        for (mod, inp_, _), gy in zip(calls, g_out, strict=True):
+            if gy is None:
+                continue
+            for attr, g in mod.param_grads(inp_, gy).items():  # type: ignore[operator]
+                n = self.slot_names[(id(mod), attr)]
+                grads[n] = grads[n] + g if n in grads else g
+        simulated = [  # a parameter the task loss does not reach has gradient 0
+            grads[n] if n in grads else torch.zeros_like(targets[n]) for n in pb.names
+        ]
+        assert self.objective is not None
+        return self.objective(simulated, [targets[n] for n in pb.names])
+
+    def _feature_loss(
+        self,
+        rows: torch.Tensor,
+        calls: list[tuple[nn.Module, torch.Tensor, torch.Tensor]],
+        batch: int,
+    ) -> torch.Tensor | None:
+        """Squared error of each problem's classifier input against the leaked one, [k]
+        (``attacks.components.features``); None when the loss does not use it."""
+        if self.pb.features is None:
+            return None
+        (xs,) = [x for mod, x, _ in calls if mod is self.classifier]  # [k, (T*)B, F]
+        feats = xs.reshape(xs.shape[0], -1, batch, xs.shape[-1]).mean(dim=1)  # [k, B, F]
+        return ((feats - self.pb.features[rows]) ** 2).flatten(1).sum(dim=1)

@@ -45,6 +45,11 @@ class Problems:
     consts: dict[str, torch.Tensor]  # [P, ...]
     objective: str  # attacks.components.objectives name
     regularisers: tuple[tuple[str, float], ...]  # (attacks.components.regularisers name, weight)
+    # the rate leak: classifier inputs read off each update [P, B, F] (None when unused), the
+    # weight of their term next to a gradient objective, and the classifier layer's name
+    features: torch.Tensor | None = None
+    feature_weight: float = 0.0
+    classifier: str = ""
 
     def split(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Flat rows [k, n] -> dummy [k, *dummy_shape] and label variables [k, *shape]."""

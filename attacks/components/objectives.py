@@ -1,5 +1,9 @@
 """How the update a dummy produces is compared to the captured one: name -> loss function
-``(simulated, target) -> scalar``, both in ``model.named_parameters()`` order."""
+``(simulated, target) -> scalar``, both in ``model.named_parameters()`` order.
+
+``features`` (in :data:`FEATURE_OBJECTIVES`) compares no gradients: it is fed the classifier
+input the dummy produces and the one the update leaks (``attacks.components.features``), each
+as a one-tensor list, and sums their squared differences."""
 
 from __future__ import annotations
 
@@ -26,4 +30,17 @@ def cosine_distance(dummy: Sequence[torch.Tensor], target: Sequence[torch.Tensor
     return 1 - dot / norm_d.sqrt() / norm_t.sqrt()  # type: ignore[union-attr,return-value]
 
 
-OBJECTIVES: dict[str, Objective] = {"l2": gradient_distance, "cosine": cosine_distance}
+def feature_objective(
+    dummy: Sequence[torch.Tensor], target: Sequence[torch.Tensor]
+) -> torch.Tensor:
+    """The rate-leak attack's loss: sum of squared differences of the classifier inputs."""
+    return gradient_distance(dummy, target)
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "l2": gradient_distance,
+    "cosine": cosine_distance,
+    "features": feature_objective,
+}
+# Objectives of classifier inputs, not of updates (see the module docstring).
+FEATURE_OBJECTIVES = frozenset({"features"})

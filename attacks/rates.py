@@ -1,0 +1,33 @@
+"""The rate leak + feature inversion (beyond the paper; issue 11's reference attack).
+
+For one sample, the classifier's input ``r`` (the ANN's penultimate activations; the SNN
+twins' mean spike rate over T of the classifier input) is read off the captured update of the
+last linear layer, ``dW[j] / db[j] == r`` (``attacks.components.features``). Then one image x is
+fitted so the victim's own forward gives that input: loss ``sum_k (r_k(x) - r*_k)^2 + 60 TV(x)``
+(TV = mean |dx/dh| + mean |dx/dw|), Adam lr 0.05, x clamped to [0, 1] after every step, init
+U(0.45, 0.55), one image tied over T on spiking victims with image data (free frames on event
+data), label by iDLG's rule. Threat model: the eavesdropper's (one FedSGD gradient of one
+sample, or a FedAvg update of one local step; public architecture). The reference ran 1,000
+steps (:data:`ITERATIONS`) with TV weight 60 (mean SSIM 0.43, judge ASR 85% on 20 mnist5k
+digits, untrained IF twin, T=4: numbers of issue 11, not measured by this file).
+
+``grad_loss`` of its reconstructions is the final squared rate error (no TV), not a gradient
+distance.
+"""
+
+from __future__ import annotations
+
+from attacks.config import Recipe
+
+ITERATIONS = 1000  # the reference's Adam steps; AttackConfig.iterations sets the budget
+TV_WEIGHT = 60.0
+
+RECIPE = Recipe(
+    label="idlg",
+    dummy="tied",
+    objective="features",
+    regularisers=(("tv", TV_WEIGHT),),
+    optimiser="adam",
+    lr=0.05,
+    clamp="step",
+)
