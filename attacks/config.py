@@ -77,11 +77,16 @@ class Recipe:
     lr: float = 1.0
     schedule: str = "none"  # attacks.components.optimisers.SCHEDULES
     clamp: str = "output"  # CLAMPS, without "auto"
+    # regularisers on victims without spiking neurons, where they differ (None: the same);
+    # used only when the config leaves ``regularisers`` to the recipe
+    ann_regularisers: Regularisers | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "regularisers", parse_regularisers(self.regularisers))
+        object.__setattr__(self, "ann_regularisers", parse_regularisers(self.ann_regularisers))
         _check_components("recipe", dataclasses.asdict(self), allow_auto=False)
         _check_regularisers("recipe", self.regularisers)
+        _check_regularisers("recipe", self.ann_regularisers or ())
         if self.clamp not in CLAMPS[1:]:
             raise ValueError(f"recipe: unknown clamp {self.clamp!r}; valid: output, step, none")
         if not self.lr > 0:
@@ -163,6 +168,6 @@ class AttackConfig:
         own = {
             f.name: getattr(recipe, f.name)
             for f in dataclasses.fields(Recipe)
-            if getattr(self, f.name) in (AUTO, None)
+            if f.name in AttackConfig.__dataclass_fields__ and getattr(self, f.name) in (AUTO, None)
         }
         return dataclasses.replace(self, **own)

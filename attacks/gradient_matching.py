@@ -32,11 +32,12 @@ from attacks.components.label_tasks import LABEL_TASKS, LabelTask, soft_cross_en
 from attacks.components.objectives import FEATURE_OBJECTIVES, OBJECTIVES, gradient_distance
 from attacks.components.optimisers import lbfgs, optimise
 from attacks.components.regularisers import REGULARISERS
-from attacks.config import AUTO, CLAMPS, AttackConfig, Recipe
+from attacks.config import AUTO, CLAMPS, AttackConfig, Recipe, Regularisers
 from attacks.local_update import observed_update, simulated_update
 from attacks.spike_domain import binarise
 from attacks.types import Capture, PublicInfo, Reconstruction
 from attacks.victim import target_gradients, victim_from_capture
+from models import SPIKING
 from models.surrogate import parse_surrogate, set_surrogate
 
 __all__ = [
@@ -118,6 +119,14 @@ class GradientMatchingAttack:
             set_surrogate(model, parse_surrogate(self.settings.surrogate))
         return model
 
+    def regularisers_for(self, public: PublicInfo) -> Regularisers:
+        """The weighted regularisers on ``public``'s victim: the recipe's ANN ones on a victim
+        without spiking neurons when it has them and the config did not set its own."""
+        own = self.recipe.ann_regularisers
+        if own is not None and self.config.regularisers is None and public.arch not in SPIKING:
+            return own
+        return self.settings.regularisers  # type: ignore[return-value]
+
     def dummy_for(self, public: PublicInfo) -> Dummy:
         """The dummy parametrisation for ``public``: a recipe's "tied" falls back to "free"
         on event data (no static image to tie); one asked for in the config is checked."""
@@ -164,7 +173,7 @@ class GradientMatchingAttack:
             )
         objective = OBJECTIVES[cfg.objective]
         feature_term = OBJECTIVES["features"]
-        regularisers = [(REGULARISERS[n], w) for n, w in cfg.regularisers]  # type: ignore[union-attr]
+        regularisers = [(REGULARISERS[n], w) for n, w in self.regularisers_for(pub)]
 
         def matching_loss(regularised: bool = True) -> torch.Tensor:
             inputs = dummy_kind.inputs(dummy, pub)

@@ -7,6 +7,7 @@ so ``fl-sim run`` and ``flwr run .`` drive the same apps with the same settings.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -75,7 +76,8 @@ class RunConfig:
     # attack rates (rate leak + feature inversion): Adam steps and TV weight (issue 11's
     # reference: 1000, 60)
     rates_iterations: int = 1000
-    rates_tv: float = 60.0
+    # "auto": 60 on spiking victims, 1e-2 on the ANN (attacks/rates.py); or one weight >= 0
+    rates_tv: str = "auto"
     # weight of the rate-leak feature term added to dlg/idlg/ig's gradient objective (0: none)
     feature_weight: float = 0.0
     attack_dummy: str = "auto"  # auto (each attack's own), free (paper) or tied (images, SNN)
@@ -163,11 +165,9 @@ class RunConfig:
                 "attack_dummy: 'tied' needs image data (one image replicated over T); "
                 f"{self.dataset} is event data: use auto or free"
             )
-        if not (self.rates_tv >= 0 and self.feature_weight >= 0):
-            raise ValueError(
-                "rates_tv and feature_weight must be >= 0, got "
-                f"rates_tv={self.rates_tv}, feature_weight={self.feature_weight}"
-            )
+        _ = self.rates_tv_weight  # "auto" or a weight >= 0
+        if not self.feature_weight >= 0:
+            raise ValueError(f"feature_weight must be >= 0, got {self.feature_weight}")
         for arm in self.arms:
             _check_choice("arms", arm, ARMS)
             if arm not in self.supported_arms:
@@ -231,13 +231,27 @@ class RunConfig:
         """What a client's reply holds: "gradient" (FedSGD), "weights" or "delta" (FedAvg)."""
         return "gradient" if self.protocol == "fedsgd" else self.fedavg_update
 
+    @property
+    def rates_tv_weight(self) -> float | None:
+        """``rates_tv`` as a weight, or None for the attack's own per-victim default."""
+        if self.rates_tv == AUTO:
+            return None
+        try:
+            weight = float(self.rates_tv)
+        except ValueError:
+            weight = math.nan
+        if not weight >= 0:
+            raise ValueError(f"rates_tv: {self.rates_tv!r} is not auto or a weight >= 0")
+        return weight
+
     def build_attacks(self) -> list[Attack]:
         """The configured attacks, each with its published budget unless overridden."""
         grnn = GRNNConfig(iterations=self.grnn_iterations, seed=self.attack_seed)
+        tv = self.rates_tv_weight
         rates = dataclasses.replace(
             self.attack_config(),
             iterations=self.rates_iterations,
-            regularisers=(("tv", self.rates_tv),) if self.rates_tv else (),
+            regularisers=None if tv is None else ((("tv", tv),) if tv else ()),
             feature_weight=0.0,  # rates' objective is the feature term itself
         )
         own = {"grnn": grnn, "rates": rates}

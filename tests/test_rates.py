@@ -372,3 +372,16 @@ def test_run_config_keys_build_the_attacks() -> None:
 def test_bad_rates_keys_are_named(override: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         RunConfig.load(overrides=override)
+
+
+def test_rates_tv_auto_is_per_victim_kind_and_one_number_sets_both() -> None:
+    """Default TV: the SNN reference's 60 on spiking victims, 1e-2 on the ANN; a number in
+    ``rates_tv`` applies to both; a bad value is named."""
+    (auto,) = RunConfig(attacks=("rates",)).build_attacks()
+    (fixed,) = RunConfig(attacks=("rates",), rates_tv="5").build_attacks()
+    snn, ann = public_of("snn-lenet"), public_of("lenet")
+    assert auto.regularisers_for(snn) == (("tv", 60.0),)
+    assert auto.regularisers_for(ann) == (("tv", 1e-2),)
+    assert fixed.regularisers_for(snn) == fixed.regularisers_for(ann) == (("tv", 5.0),)
+    with pytest.raises(ValueError, match="rates_tv: 'x' is not auto or a weight >= 0"):
+        RunConfig(attacks=("rates",), rates_tv="x")

@@ -196,7 +196,7 @@ def prepare(attack: GradientMatchingAttack, captures: Sequence[Capture], engine:
         task=task_fn,
         consts=consts,
         objective=cfg.objective,
-        regularisers=cfg.regularisers,  # type: ignore[arg-type]
+        regularisers=attack.regularisers_for(public),
         features=torch.stack(features) if uses_features else None,
         feature_weight=cfg.feature_weight,
         classifier=last_linear(model)[0],
