@@ -6,17 +6,25 @@ finishes."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from attacks.types import Attack
+import torch
+
+from attacks.types import Attack, Capture
 from fl_sim.config import RunConfig
+from fl_sim.data.loaders.base import time_major
+from fl_sim.evaluation.audit import GroundTruth
 from fl_sim.evaluation.judge import Judge
-from fl_sim.evaluation.leakage import Target, attack_and_score
+from fl_sim.evaluation.leakage import Outcome, Target, attack_and_score
+from fl_sim.federation.task import public_info
+from fl_sim.federation.training import loss_gradient
 from fl_sim.results.report import append_rows, read_rows
+from models.public import PublicInfo, model_for
 
 Rows = list[dict[str, object]]
 
@@ -50,6 +58,33 @@ def run_trials(
     return read_rows(csv)
 
 
+def ordered_results(
+    fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]], workers: int
+) -> Iterator[Any]:
+    """``fn(*job)`` for every job in ``workers`` processes, yielded in job order as each is
+    available (run_trials' pool, for callers that handle results and progress themselves)."""
+    with ProcessPoolExecutor(workers) as pool:
+        futures = [pool.submit(fn, *job) for job in jobs]
+        for future in futures:
+            yield future.result()
+
+
+def trial_outcomes(
+    targets: list[Target],
+    cfg: RunConfig,
+    judge: Judge,
+    attacks: Sequence[Attack] | None = None,
+    suffix: str = "",
+) -> list[Outcome]:
+    """What ``attacks`` (default: the config's) did to ``targets`` (rows and matched images),
+    through the one attack->score loop: failures become rows with a failure status and a
+    line on stdout; no per-capture progress lines."""
+    attacks = cfg.build_attacks() if attacks is None else attacks
+    return attack_and_score(
+        targets, attacks, judge, batched=cfg.batched, log=print, progress=False, suffix=suffix
+    )
+
+
 def trial_rows(
     targets: list[Target],
     cfg: RunConfig,
@@ -59,8 +94,22 @@ def trial_rows(
 ) -> Rows:
     """Leakage rows of ``attacks`` (default: the config's) on ``targets``: failures become
     rows with a failure status and a line on stdout; no per-capture progress lines."""
-    attacks = cfg.build_attacks() if attacks is None else attacks
-    outcomes = attack_and_score(
-        targets, attacks, judge, batched=cfg.batched, log=print, progress=False, suffix=suffix
-    )
+    outcomes = trial_outcomes(targets, cfg, judge, attacks, suffix)
     return [row for outcome in outcomes for row in outcome.rows]
+
+
+def fresh_victim(cfg: RunConfig, arm: str, index: int) -> tuple[torch.nn.Module, PublicInfo]:
+    """Experiment 1's victim of trial ``index``: the ``arm`` of ``cfg``'s victim family, freshly
+    initialised from seed ``cfg.seed * 100_003 + index`` (so every arm of one trial starts from
+    the same weights), and its public info for a batch of 1 (as experiments.untrained_leakage)."""
+    public = dataclasses.replace(public_info(cfg, arm), batch_size=1)
+    torch.manual_seed(cfg.seed * 100_003 + index)
+    return model_for(public), public
+
+
+def fresh_capture(cfg: RunConfig, arm: str, index: int, truth: GroundTruth) -> Capture:
+    """The FedSGD gradient of ``truth`` (batch 1) on :func:`fresh_victim`, as the server
+    captures it (round 0, client ``index``)."""
+    victim, public = fresh_victim(cfg, arm, index)
+    update = loss_gradient(victim, time_major(truth.images), truth.labels)
+    return Capture(0, index, update, victim.state_dict(), public)

@@ -1,0 +1,486 @@
+"""Attacker strength (issue 11): every attack on the same digits, on the ANN and its SNN twins.
+
+Paper Experiment 1's setting (as ``experiments.untrained_leakage``): each of N training
+digits is attacked on its own freshly initialised victim, seeded by the digit's index so
+every victim of one digit starts from the same weights, through the FedSGD gradient of a
+batch of 1. Every attack (default: each in ``attacks.ATTACKS`` but ``grnn``, taken from the
+registry at run time) runs on every victim (default: the ANN ``lenet`` and its SNN twin with
+IF neurons at T = 4, 8, 16 and LIF neurons at T = 4), with the budgets of the run config
+(``iterations``, ``grnn_iterations``, ``rates_iterations``, ...).
+
+Writes into OUT: ``leakage.csv`` (one row per digit, victim and attack, appended as each
+digit finishes; the victim's name is the ``arm`` column, e.g. ``snn-if-T8``),
+``strength.csv`` and ``strength.md`` (per victim and attack: n, mean and 95% CI of judge ASR,
+label accuracy, SSIM, MSE and l2; the judge's chance level and test accuracy),
+``grid_<victim>.png`` (ground truth and one row per attack, first 10 digits) and
+``summary.txt``. The last lines on stdout, one per victim:
+``<victim> best=<attack> ssim=<mean> asr=<percent>%`` (best: highest mean SSIM, ties by ASR).
+
+    python -m experiments.attacker_strength --samples 30 --out results/strength
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import math
+import re
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+import numpy as np
+import scipy.stats
+import torch
+
+from attacks import ATTACKS
+from experiments.trials import add_common_args, fresh_capture, ordered_results, trial_outcomes
+from fl_sim.config import RunConfig, parse_overrides
+from fl_sim.evaluation.audit import GroundTruth
+from fl_sim.evaluation.judge import Judge, ensure_judge
+from fl_sim.evaluation.leakage import Target
+from fl_sim.federation.task import dataset_split
+from fl_sim.results.report import append_rows, read_rows, save_grid, write_report
+from fl_sim.results.schema import ATTACK_FAILED, SCORE_FAILED
+from models.surrogate import NEURONS
+
+DEFAULT_VICTIMS = ("ann", "snn-if-T4", "snn-if-T8", "snn-if-T16", "snn-lif-T4")
+EXCLUDED_BY_DEFAULT = ("grnn",)  # its own LeNet-5 and 1,000 iterations: only when asked
+GRID_DIGITS = 10
+CONFIDENCE = 0.95
+Z95 = 1.959963984540054  # standard normal quantile at 0.975
+_VICTIM = re.compile(r"snn-(?P<neuron>[a-z]+)-T(?P<T>[1-9][0-9]*)")
+
+Row = Mapping[str, object]
+Images = dict[str, dict[str, np.ndarray]]  # victim -> attack -> [C,H,W]
+
+
+# --------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True)
+class Victim:
+    """A victim of the experiment: ``ann``, or the SNN twin with ``neuron`` and ``T`` steps."""
+
+    name: str
+    arm: str  # "ann" or "snn" (the victim family's arm)
+    neuron: str | None = None
+    T: int | None = None
+
+    def config(self, cfg: RunConfig) -> RunConfig:
+        """``cfg`` federating this victim only, with its neuron and T (ANN: cfg's, unused)."""
+        if self.arm == "ann":
+            return dataclasses.replace(cfg, arms=("ann",))
+        return dataclasses.replace(cfg, arms=("snn",), neuron=self.neuron, T=self.T)
+
+
+def valid_victims() -> str:
+    """The victim names accepted, in words."""
+    return "ann, " + ", ".join(f"snn-{n}-T<steps>" for n in sorted(NEURONS))
+
+
+def parse_victim(name: str) -> Victim:
+    """``ann`` or ``snn-<neuron>-T<steps>`` (e.g. ``snn-lif-T8``); ValueError otherwise."""
+    if name == "ann":
+        return Victim("ann", "ann")
+    match = _VICTIM.fullmatch(name)
+    if match is None or match["neuron"] not in NEURONS:
+        raise ValueError(f"unknown victim {name!r}; valid: {valid_victims()}")
+    return Victim(name, "snn", match["neuron"], int(match["T"]))
+
+
+def default_attacks() -> tuple[str, ...]:
+    """Every registered attack but those excluded by default (grnn), in registry order."""
+    return tuple(name for name in ATTACKS if name not in EXCLUDED_BY_DEFAULT)
+
+
+def parse_list(text: str | None, default: Sequence[str]) -> tuple[str, ...]:
+    """A comma list (None: ``default``), without blanks and repeats, in the given order."""
+    if text is None:
+        return tuple(default)
+    return tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+
+
+class _Parser(argparse.ArgumentParser):
+    """Errors as one line on stderr, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (z = 1.96: 95%); (nan, nan) for n = 0."""
+    if n <= 0:
+        return math.nan, math.nan
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be in 0..{n}, got {successes}")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def t_interval(
+    values: Sequence[float],
+    confidence: float = CONFIDENCE,
+    bounds: tuple[float, float] = (-math.inf, math.inf),
+) -> tuple[float, float, float]:
+    """(mean, low, high): Student-t interval of the mean of the non-nan ``values``,
+    ``mean -+ t_{(1+confidence)/2, n-1} * s / sqrt(n)`` with the sample standard deviation s,
+    cut to ``bounds`` (the metric's range, where the mean must lie); the bounds are nan for
+    fewer than 2 values, everything nan for none."""
+    vals = np.asarray([v for v in values if not math.isnan(v)], dtype=np.float64)
+    if vals.size == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(vals.mean())
+    if vals.size < 2:
+        return mean, math.nan, math.nan
+    half = float(
+        scipy.stats.t.ppf((1 + confidence) / 2, vals.size - 1)
+        * vals.std(ddof=1)
+        / math.sqrt(vals.size)
+    )
+    return mean, max(bounds[0], mean - half), min(bounds[1], mean + half)
+
+
+# the range of each per-digit metric: SSIM, MSE of [0, 1] images (reconstruction clipped), l2
+METRIC_BOUNDS: dict[str, tuple[float, float]] = {
+    "ssim": (-1.0, 1.0),
+    "mse": (0.0, 1.0),
+    "l2": (0.0, math.inf),
+}
+
+
+def _num(value: object) -> float:
+    if value is None or value == "":
+        return math.nan
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+
+
+STRENGTH_COLUMNS = (
+    "victim", "attack", "n", "failed",
+    "asr_pct", "asr_lo", "asr_hi", "label_acc_pct", "label_acc_lo", "label_acc_hi",
+    "ssim_mean", "ssim_lo", "ssim_hi", "mse_mean", "mse_lo", "mse_hi",
+    "l2_mean", "l2_lo", "l2_hi", "chance_pct", "judge_test_acc_pct",
+)  # fmt: skip
+
+
+def strength_rows(
+    rows: Sequence[Row],
+    victims: Sequence[str],
+    attacks: Sequence[str],
+    num_classes: int,
+    judge_accuracy: float,
+) -> list[dict[str, object]]:
+    """One record per (victim, attack), in the given orders, of the leakage rows whose
+    ``arm`` is the victim: n rows (failed ones count in n and as not leaked), ASR and label
+    accuracy in % with a Wilson 95% interval, SSIM, MSE and l2 means over the scored rows
+    with a Student-t 95% interval cut to the metric's range, the chance level
+    100/num_classes and the judge's test accuracy in %."""
+    out = []
+    for victim in victims:
+        for attack in attacks:
+            grp = [r for r in rows if r["arm"] == victim and r["attack"] == attack]
+            n = len(grp)
+            rec: dict[str, object] = {"victim": victim, "attack": attack, "n": n}
+            rec["failed"] = sum(r["status"] in (ATTACK_FAILED, SCORE_FAILED) for r in grp)
+            for key, column in (("asr", "judge_correct"), ("label_acc", "label_correct")):
+                hits = sum(_num(r[column]) == 1 for r in grp)
+                lo, hi = wilson_interval(hits, n)
+                rec[f"{key}_pct"] = 100.0 * hits / n if n else math.nan
+                rec[f"{key}_lo"], rec[f"{key}_hi"] = 100.0 * lo, 100.0 * hi
+            for metric, bounds in METRIC_BOUNDS.items():
+                mean, lo, hi = t_interval([_num(r[metric]) for r in grp], bounds=bounds)
+                rec[f"{metric}_mean"], rec[f"{metric}_lo"], rec[f"{metric}_hi"] = mean, lo, hi
+            rec["chance_pct"] = 100.0 / num_classes
+            rec["judge_test_acc_pct"] = 100.0 * judge_accuracy
+            out.append(rec)
+    return out
+
+
+def best_attack(records: Sequence[Mapping[str, object]], victim: str) -> Mapping[str, object]:
+    """The victim's record with the highest mean SSIM (nan lowest), ties by ASR."""
+
+    def key(rec: Mapping[str, object]) -> tuple[float, float]:
+        ssim, asr = _num(rec["ssim_mean"]), _num(rec["asr_pct"])
+        return (-math.inf if math.isnan(ssim) else ssim, -math.inf if math.isnan(asr) else asr)
+
+    return max((r for r in records if r["victim"] == victim), key=key)
+
+
+def best_line(rec: Mapping[str, object]) -> str:
+    """``<victim> best=<attack> ssim=<mean> asr=<percent>%``."""
+    return (
+        f"{rec['victim']} best={rec['attack']} ssim={_num(rec['ssim_mean']):.3f} "
+        f"asr={_num(rec['asr_pct']):.1f}%"
+    )
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def write_strength_csv(path: Path, records: Sequence[Mapping[str, object]]) -> None:
+    with Path(path).open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(STRENGTH_COLUMNS)
+        for rec in records:
+            writer.writerow(
+                [
+                    format(v, ".6g") if isinstance(v, float) else v
+                    for v in map(rec.get, STRENGTH_COLUMNS)
+                ]
+            )
+
+
+def _ci(rec: Mapping[str, object], key: str, spec: str, mean_key: str | None = None) -> str:
+    """``mean [lo, hi]`` of a record; '-' for missing numbers."""
+
+    def f(v: object) -> str:
+        x = _num(v)
+        return "-" if math.isnan(x) else format(x, spec)
+
+    return f"{f(rec[mean_key or f'{key}_mean'])} [{f(rec[f'{key}_lo'])}, {f(rec[f'{key}_hi'])}]"
+
+
+def strength_markdown(
+    records: Sequence[Mapping[str, object]],
+    victims: Sequence[str],
+    header: Sequence[str],
+    chance_pct: float,
+) -> str:
+    """The table of ``records`` under ``header`` lines, then the best attack per victim."""
+    cols = (
+        "victim", "attack", "n", "failed", f"judge ASR % (chance {chance_pct:.1f}%)",
+        "label acc %", "SSIM", "MSE", "l2",
+    )  # fmt: skip
+    lines = [*header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for rec in records:
+        cells = (
+            str(rec["victim"]), str(rec["attack"]), str(rec["n"]), str(rec["failed"]),
+            _ci(rec, "asr", ".1f", "asr_pct"), _ci(rec, "label_acc", ".1f", "label_acc_pct"),
+            _ci(rec, "ssim", ".3f"), _ci(rec, "mse", ".4f"), _ci(rec, "l2", ".2f"),
+        )  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Best attack per victim (highest mean SSIM, ties by ASR):", ""]
+    lines += [f"- `{best_line(best_attack(records, v))}`" for v in victims]
+    return "\n".join(lines) + "\n"
+
+
+def write_grids(
+    out: Path,
+    truth: np.ndarray,
+    captions: Sequence[str],
+    images: Sequence[Images],
+    victims: Sequence[str],
+    attacks: Sequence[str],
+) -> list[Path]:
+    """``grid_<victim>.png`` per victim: ground truth, then one row per attack."""
+    paths = []
+    for victim in victims:
+        recons = {a: np.stack([digit[victim][a] for digit in images]) for a in attacks}
+        path = out / f"grid_{victim}.png"
+        save_grid(path, truth, recons, captions, f"{victim}: first {len(captions)} digits")
+        paths.append(path)
+    return paths
+
+
+# --------------------------------------------------------------------------- one digit
+
+
+def attack_digit(
+    cfg: RunConfig, victims: Sequence[Victim], index: int, keep_images: bool
+) -> tuple[list[dict[str, object]], Images]:
+    """Every attack of ``cfg.attacks`` on training digit ``index``, on each victim freshly
+    initialised from the digit's seed: the leakage rows and, if ``keep_images``, the
+    reconstructions matched to the digit (NaN where an attack or its scoring failed)."""
+    torch.set_num_threads(1)
+    data = dataset_split(cfg, "train")
+    truth = GroundTruth(data.inputs[index : index + 1], data.labels[index : index + 1])
+    judge = ensure_judge(cfg, log=lambda _: None)
+    rows: list[dict[str, object]] = []
+    images: Images = {}
+    for victim in victims:
+        vcfg = victim.config(cfg)
+        capture = fresh_capture(vcfg, victim.arm, index, truth)
+        outcomes = trial_outcomes([Target(victim.name, capture, truth)], vcfg, judge)
+        rows += [row for outcome in outcomes for row in outcome.rows]
+        if keep_images:
+            images[victim.name] = {o.attack: np.asarray(o.images)[0] for o in outcomes}
+    return rows, images
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s"
+
+
+def _budgets(cfg: RunConfig) -> str:
+    """The run config's attack budget and attack option keys (whichever exist), key=value."""
+    keys = [
+        k
+        for k in RunConfig.keys()  # noqa: SIM118 (a classmethod)
+        if "iterations" in k
+        or k.startswith(("rates_", "attack_"))
+        or k in ("restarts", "feature_weight")
+    ]
+    return ", ".join(f"{k}={getattr(cfg, k)}" for k in keys)
+
+
+def _header(
+    command: str,
+    setting: str,
+    cfg: RunConfig,
+    judge: Judge,
+    num_classes: int,
+    grids: Sequence[Path],
+) -> list[str]:
+    """strength.md's lines above the table: command, setting, budgets, judge, CI methods."""
+    return [
+        "# Attacker strength",
+        "",
+        f"`{command}`",
+        "",
+        f"- Setting: paper Experiment 1, {setting}. Each digit is attacked on its own freshly "
+        "initialised victim (seed `seed * 100003 + digit index`: every victim of a digit starts "
+        "from the same weights) through the FedSGD gradient of a batch of 1.",
+        f"- Attack settings: {_budgets(cfg)}.",
+        f"- Judge: {judge.arch} on {judge.dataset}, test accuracy {100 * judge.accuracy:.1f}%; "
+        f"chance level 1/{num_classes} = {100 / num_classes:.1f}%. ASR = judge accuracy on the "
+        "reconstructions.",
+        "- n = digits; each cell is mean [95% CI]. ASR and label accuracy: Wilson score "
+        "interval over the n digits, failed attacks counted as not leaked. SSIM, MSE "
+        "(reconstruction clipped to [0, 1]) and l2 (unclipped): Student-t interval over the "
+        "scored digits (n - failed), cut to the metric's range (SSIM [-1, 1], MSE [0, 1], "
+        "l2 >= 0); '-' where fewer than 2.",
+        "- Grids (ground truth, then one row per attack): "
+        + ", ".join(f"`{p.name}`" for p in grids)
+        + ".",
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = _Parser(
+        prog="python -m experiments.attacker_strength", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--samples", type=int, default=30, help="training digits attacked")
+    parser.add_argument(
+        "--attacks",
+        help=f"comma list (default: --set attacks=..., else {','.join(default_attacks())})",
+    )
+    parser.add_argument(
+        "--victims",
+        help=f"comma list of {valid_victims()} (default: {','.join(DEFAULT_VICTIMS)}); each "
+        "sets the config's arms, neuron and T",
+    )
+    add_common_args(parser, "results/attacker_strength")
+    args = parser.parse_args(argv)
+
+    try:
+        cfg = RunConfig.load(overrides=args.overrides)
+        asked = "attacks" in parse_overrides(args.overrides)
+    except ValueError as err:
+        parser.error(str(err))
+    # --attacks, else --set attacks=..., else every registered attack but grnn
+    attacks = parse_list(args.attacks, cfg.attacks if asked else default_attacks())
+    unknown = [a for a in attacks if a not in ATTACKS]
+    if unknown or not attacks:
+        parser.error(
+            f"unknown attack(s) {', '.join(unknown) or '(none given)'}; valid: {', '.join(ATTACKS)}"
+        )
+    try:
+        victims = [parse_victim(v) for v in parse_list(args.victims, DEFAULT_VICTIMS)]
+    except ValueError as err:
+        parser.error(str(err))
+    if not victims:
+        parser.error(f"no victims given; valid: {valid_victims()}")
+    if args.workers < 1:
+        parser.error(f"--workers must be >= 1, got {args.workers}")
+    if cfg.data_kind != "image":
+        parser.error(f"the victims' T applies to image data; {cfg.dataset} is {cfg.data_kind}")
+    if cfg.protocol != "fedsgd" or cfg.batch_size != 1 or cfg.transforms or cfg.faults:
+        parser.error(
+            "Experiment 1's setting is the FedSGD gradient of one digit with no update "
+            "transforms: leave protocol, batch_size, transforms and faults at their defaults"
+        )
+    try:
+        cfg = dataclasses.replace(cfg, attacks=attacks)
+        for victim in victims:
+            victim.config(cfg)  # each victim's settings validate
+    except ValueError as err:
+        parser.error(str(err))
+    data = dataset_split(cfg, "train")
+    if not 1 <= args.samples <= len(data):
+        parser.error(f"--samples must be in 1..{len(data)}, got {args.samples}")
+    out: Path = args.out
+    csv_path = out / "leakage.csv"
+    if csv_path.exists():
+        parser.error(f"{csv_path} exists; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+
+    # the same digits as experiments.untrained_leakage with the same seed
+    indices = [
+        int(i)
+        for i in np.random.default_rng(cfg.seed).choice(len(data), args.samples, replace=False)
+    ]
+    judge = ensure_judge(cfg)
+    names = [v.name for v in victims]
+    print(
+        f"{args.samples} {cfg.dataset} digits x {len(victims)} victims ({', '.join(names)}; "
+        f"family {cfg.victim}) x {len(attacks)} attacks ({', '.join(attacks)}), "
+        f"{args.workers} worker(s); {_budgets(cfg)}",
+        flush=True,
+    )
+    start = time.perf_counter()
+    jobs = [(cfg, victims, index, pos < GRID_DIGITS) for pos, index in enumerate(indices)]
+    grid_images: list[Images] = []
+    for done, (rows, images) in enumerate(ordered_results(attack_digit, jobs, args.workers), 1):
+        append_rows(csv_path, rows)
+        if images:
+            grid_images.append(images)
+        elapsed = time.perf_counter() - start
+        eta = elapsed / done * (len(jobs) - done)
+        print(
+            f"{done}/{len(jobs)} digits, {_duration(elapsed)} elapsed, ETA {_duration(eta)}",
+            flush=True,
+        )
+    elapsed = time.perf_counter() - start
+
+    rows = read_rows(csv_path)
+    write_report(out, rows)
+    records = strength_rows(rows, names, attacks, data.num_classes, judge.accuracy)
+    write_strength_csv(out / "strength.csv", records)
+    shown = indices[:GRID_DIGITS]
+    truth = data.inputs[shown].numpy()
+    captions = [f"#{i} y={int(data.labels[i])}" for i in shown]
+    grids = write_grids(out, truth, captions, grid_images, names, attacks)
+    command = " ".join(
+        ["python -m experiments.attacker_strength", *(sys.argv[1:] if argv is None else argv)]
+    )
+    setting = (
+        f"{args.samples} {cfg.dataset} training digits (seed {cfg.seed}), victim family "
+        f"`{cfg.victim}`; {_duration(elapsed)} with {args.workers} worker(s)"
+    )
+    header = _header(command, setting, cfg, judge, data.num_classes, grids)
+    text = strength_markdown(records, names, header, 100.0 / data.num_classes)
+    (out / "strength.md").write_text(text)
+    print(text, end="")
+    for name in names:
+        print(best_line(best_attack(records, name)))
+
+
+if __name__ == "__main__":
+    main()
