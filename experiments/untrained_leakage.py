@@ -11,23 +11,24 @@ a summary table is printed.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 
 import numpy as np
 import torch
 
-from attacks import Capture
-from experiments.trials import add_common_args, leakage_csv, run_trials, trial_rows
+from experiments.trials import (
+    add_common_args,
+    fresh_capture,
+    leakage_csv,
+    run_trials,
+    trial_rows,
+)
 from fl_sim.config import RunConfig
-from fl_sim.data.loaders.base import time_major
 from fl_sim.evaluation.audit import GroundTruth
 from fl_sim.evaluation.judge import ensure_judge
 from fl_sim.evaluation.leakage import Target
-from fl_sim.federation.task import dataset_split, public_info
-from fl_sim.federation.training import loss_gradient
+from fl_sim.federation.task import dataset_split
 from fl_sim.results.report import summary_table, write_report
-from models.public import model_for
 
 
 def attack_sample(cfg: RunConfig, index: int) -> list[dict[str, object]]:
@@ -38,11 +39,7 @@ def attack_sample(cfg: RunConfig, index: int) -> list[dict[str, object]]:
     judge = ensure_judge(cfg, log=lambda _: None)
     rows: list[dict[str, object]] = []
     for arm in cfg.federated_arms:
-        public = dataclasses.replace(public_info(cfg, arm), batch_size=1)
-        torch.manual_seed(cfg.seed * 100_003 + index)
-        victim = model_for(public)
-        update = loss_gradient(victim, time_major(truth.images), truth.labels)
-        capture = Capture(0, index, update, victim.state_dict(), public)
+        capture = fresh_capture(cfg, arm, index, truth)
         rows += trial_rows([Target(arm, capture, truth)], cfg, judge)
     return rows
 
