@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,17 @@ from fl_sim.data.registry import DataSplit, clear_dataset_cache  # noqa: E402
 # One torch thread, as every fl-sim process uses (threads=1): tests that recompute a client's
 # result in the main thread then sum in the same order as the client did.
 torch.set_num_threads(1)
+
+
+@pytest.fixture
+def float64() -> Iterator[None]:
+    """Torch's default dtype float64 for one test (exact identities, stable trajectories)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
 
 
 @pytest.fixture(scope="session")

@@ -41,16 +41,6 @@ def captures() -> Iterator[dict[str, Capture]]:
         torch.set_default_dtype(old)
 
 
-@pytest.fixture
-def float64() -> Iterator[None]:
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
-
-
 def case_id(case: dict[str, Any]) -> str:
     return case["attack"] + "-" + ",".join(f"{k}={v}" for k, v in case["config"].items())
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -83,16 +82,6 @@ def attack_of(key: str, **config: object) -> GradientMatchingAttack:
     attack = build_attack(name, AttackConfig(**{**overrides, **config}))  # type: ignore[arg-type]
     assert isinstance(attack, GradientMatchingAttack)
     return attack
-
-
-@pytest.fixture
-def float64() -> Iterator[None]:
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
 
 
 def assert_same(looped: list, batched: list, rtol: float = 1e-6, atol: float = 1e-6) -> None:

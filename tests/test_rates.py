@@ -10,7 +10,6 @@ No float trajectory of an optimisation on a spiking victim is asserted.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -60,16 +59,6 @@ def capture_of(public: PublicInfo, index: int) -> tuple[Capture, torch.Tensor, i
         public.arch, public.input_shape, public.num_classes, T=public.T, neuron=public.neuron
     )
     return Capture(0, index, loss_gradient(model, x, y), model.state_dict(), public), x, int(y)
-
-
-@pytest.fixture
-def float64() -> Iterator[None]:
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
 
 
 def rates(**config: object) -> GradientMatchingAttack:
