@@ -44,7 +44,13 @@ from fl_sim.evaluation.audit import GroundTruth
 from fl_sim.evaluation.judge import Judge, ensure_judge
 from fl_sim.evaluation.leakage import Target
 from fl_sim.federation.task import dataset_split
-from fl_sim.results.report import append_rows, read_rows, save_grid, write_report
+from fl_sim.results.report import (
+    append_rows,
+    cell_number,
+    read_rows,
+    save_grid,
+    write_report,
+)
 from fl_sim.results.schema import ATTACK_FAILED, SCORE_FAILED
 from models.surrogate import NEURONS
 
@@ -159,15 +165,6 @@ METRIC_BOUNDS: dict[str, tuple[float, float]] = {
 }
 
 
-def _num(value: object) -> float:
-    if value is None or value == "":
-        return math.nan
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return math.nan
-
-
 STRENGTH_COLUMNS = (
     "victim", "attack", "n", "failed",
     "asr_pct", "asr_lo", "asr_hi", "label_acc_pct", "label_acc_lo", "label_acc_hi",
@@ -196,12 +193,12 @@ def strength_rows(
             rec: dict[str, object] = {"victim": victim, "attack": attack, "n": n}
             rec["failed"] = sum(r["status"] in (ATTACK_FAILED, SCORE_FAILED) for r in grp)
             for key, column in (("asr", "judge_correct"), ("label_acc", "label_correct")):
-                hits = sum(_num(r[column]) == 1 for r in grp)
+                hits = sum(cell_number(r[column]) == 1 for r in grp)
                 lo, hi = wilson_interval(hits, n)
                 rec[f"{key}_pct"] = 100.0 * hits / n if n else math.nan
                 rec[f"{key}_lo"], rec[f"{key}_hi"] = 100.0 * lo, 100.0 * hi
             for metric, bounds in METRIC_BOUNDS.items():
-                mean, lo, hi = t_interval([_num(r[metric]) for r in grp], bounds=bounds)
+                mean, lo, hi = t_interval([cell_number(r[metric]) for r in grp], bounds=bounds)
                 rec[f"{metric}_mean"], rec[f"{metric}_lo"], rec[f"{metric}_hi"] = mean, lo, hi
             rec["chance_pct"] = 100.0 / num_classes
             rec["judge_test_acc_pct"] = 100.0 * judge_accuracy
@@ -213,7 +210,7 @@ def best_attack(records: Sequence[Mapping[str, object]], victim: str) -> Mapping
     """The victim's record with the highest mean SSIM (nan lowest), ties by ASR."""
 
     def key(rec: Mapping[str, object]) -> tuple[float, float]:
-        ssim, asr = _num(rec["ssim_mean"]), _num(rec["asr_pct"])
+        ssim, asr = cell_number(rec["ssim_mean"]), cell_number(rec["asr_pct"])
         return (-math.inf if math.isnan(ssim) else ssim, -math.inf if math.isnan(asr) else asr)
 
     return max((r for r in records if r["victim"] == victim), key=key)
@@ -222,8 +219,8 @@ def best_attack(records: Sequence[Mapping[str, object]], victim: str) -> Mapping
 def best_line(rec: Mapping[str, object]) -> str:
     """``<victim> best=<attack> ssim=<mean> asr=<percent>%``."""
     return (
-        f"{rec['victim']} best={rec['attack']} ssim={_num(rec['ssim_mean']):.3f} "
-        f"asr={_num(rec['asr_pct']):.1f}%"
+        f"{rec['victim']} best={rec['attack']} ssim={cell_number(rec['ssim_mean']):.3f} "
+        f"asr={cell_number(rec['asr_pct']):.1f}%"
     )
 
 
@@ -247,7 +244,7 @@ def _ci(rec: Mapping[str, object], key: str, spec: str, mean_key: str | None = N
     """``mean [lo, hi]`` of a record; '-' for missing numbers."""
 
     def f(v: object) -> str:
-        x = _num(v)
+        x = cell_number(v)
         return "-" if math.isnan(x) else format(x, spec)
 
     return f"{f(rec[mean_key or f'{key}_mean'])} [{f(rec[f'{key}_lo'])}, {f(rec[f'{key}_hi'])}]"

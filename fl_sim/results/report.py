@@ -159,7 +159,7 @@ def save_grid(
 # --------------------------------------------------------------------------- aggregation
 
 
-def _num(value: object) -> float:
+def cell_number(value: object) -> float:
     """Float of a cell (bools/ints/strings too); None, '' and junk become nan."""
     if value is None or value == "":
         return math.nan
@@ -179,7 +179,7 @@ def _pct(rows: Sequence[Row], column: str) -> float:
     """Percentage of ``rows`` whose ``column`` is 1 / True (nan for no rows)."""
     if not rows:
         return math.nan
-    return 100.0 * sum(_num(r[column]) == 1 for r in rows) / len(rows)
+    return 100.0 * sum(cell_number(r[column]) == 1 for r in rows) / len(rows)
 
 
 def _groups(rows: Iterable[Row]) -> dict[tuple[str, str], list[Row]]:
@@ -198,10 +198,10 @@ def plot_rounds(rows: Iterable[Row], path: Path) -> None:
         for (arm, attack), grp in groups.items():
             by_round: dict[int, list[Row]] = {}
             for row in grp:
-                by_round.setdefault(int(_num(row["round"])), []).append(row)
+                by_round.setdefault(int(cell_number(row["round"])), []).append(row)
             rounds = sorted(by_round)
             asr = [_pct(by_round[r], "judge_correct") for r in rounds]
-            ssim = [_nanmean(_num(x["ssim"]) for x in by_round[r]) for r in rounds]
+            ssim = [_nanmean(cell_number(x["ssim"]) for x in by_round[r]) for r in rounds]
             label = f"{arm} / {attack}"
             ax_asr.plot(rounds, asr, marker="o", label=label)
             ax_ssim.plot(rounds, ssim, marker="s", label=label)
@@ -255,8 +255,8 @@ def summary_table(rows: Iterable[Row]) -> str:
     lines: list[tuple[str, ...]] = [_SUMMARY_HEADER]
     for (arm, attack), grp in _groups(rows).items():
         n = len(grp)
-        ssim = [_num(r["ssim"]) for r in grp]
-        psnr = [v for v in (_num(r["psnr"]) for r in grp) if not math.isnan(v)]
+        ssim = [cell_number(r["ssim"]) for r in grp]
+        psnr = [v for v in (cell_number(r["psnr"]) for r in grp) if not math.isnan(v)]
         lines.append(
             (
                 arm,
@@ -264,11 +264,11 @@ def summary_table(rows: Iterable[Row]) -> str:
                 str(n),
                 _fmt(_pct(grp, "judge_correct"), ".1f"),
                 _fmt(_pct(grp, "label_correct"), ".1f"),
-                _fmt(_nanmean(_num(r["mse"]) for r in grp), ".4g"),
+                _fmt(_nanmean(cell_number(r["mse"]) for r in grp), ".4g"),
                 _fmt(float(np.median(psnr)) if psnr else math.nan, ".2f"),
                 _fmt(_nanmean(ssim), ".4f"),
                 _fmt(100.0 * sum(v > 0.9 for v in ssim) / n, ".1f"),
-                _fmt(_nanmean(_num(r["l2"]) for r in grp), ".2f"),
+                _fmt(_nanmean(cell_number(r["l2"]) for r in grp), ".2f"),
             )
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(_SUMMARY_HEADER))]
