@@ -38,7 +38,7 @@ from attacks.spike_domain import binarise
 from attacks.types import Capture, PublicInfo, Reconstruction
 from attacks.victim import target_gradients, victim_from_capture
 from models import SPIKING
-from models.surrogate import parse_surrogate, set_surrogate
+from models.surrogate import annealer, parse_surrogate, set_surrogate
 
 __all__ = [
     "CLAMPS",
@@ -70,13 +70,15 @@ class MatchingProblem:
     """One attempt's optimisation problem: the dummy variable (in its parametrisation), the
     label task, and ``loss(regularised=True)``: the objective between the update the dummy
     produces and the captured one, plus the weighted regularisers unless ``False``.
-    ``features``: the classifier input read off the update (rate leak) when the loss uses it."""
+    ``features``: the classifier input read off the update (rate leak) when the loss uses it;
+    ``before_step(step, steps)``: what to do before each optimiser step (surrogate annealing)."""
 
     dummy: torch.Tensor
     parametrisation: Dummy
     task: LabelTask
     loss: Callable[..., torch.Tensor]
     features: torch.Tensor | None = None
+    before_step: Callable[[int, int], None] | None = None
 
     @property
     def variables(self) -> list[torch.Tensor]:
@@ -141,19 +143,28 @@ class GradientMatchingAttack:
         """How this attack handles the unknown label."""
         return LABEL_TASKS[self.settings.label](model, capture, gen)
 
-    def reconstruct(self, capture: Capture) -> Reconstruction:
-        """Run ``restarts`` independent attacks; keep the lowest final gradient loss."""
-        start = time.perf_counter()
+    def reconstruct(self, capture: Capture, start: torch.Tensor | None = None) -> Reconstruction:
+        """Run ``restarts`` independent attacks; keep the lowest final gradient loss.
+        ``start``: the dummy variable to start from (e.g. another attack's result, see
+        :meth:`start_from`) instead of the seeded draw."""
+        began = time.perf_counter()
         best: Reconstruction | None = None
         for restart in range(self.config.restarts):
-            rec = self.attempt(capture, restart)
+            rec = self.attempt(capture, restart, start)
             if best is None or better(rec, best):
                 best = rec
         assert best is not None
-        return dataclasses.replace(best, seconds=time.perf_counter() - start)
+        return dataclasses.replace(best, seconds=time.perf_counter() - began)
 
-    def problem(self, capture: Capture, restart: int = 0) -> MatchingProblem:
-        """The seeded optimisation problem of one attempt: variables and loss."""
+    def start_from(self, previous: Reconstruction, public: PublicInfo) -> torch.Tensor:
+        """This attack's dummy variable holding another attack's reconstruction."""
+        return self.dummy_for(public).start(previous.images, previous.dummy, public)
+
+    def problem(
+        self, capture: Capture, restart: int = 0, start: torch.Tensor | None = None
+    ) -> MatchingProblem:
+        """The seeded optimisation problem of one attempt: variables and loss; the dummy
+        starts at ``start`` when given (the label task still draws from the seeded generator)."""
         cfg, pub = self.settings, capture.public
         dummy_kind = self.dummy_for(pub)
         model = self.victim(capture)
@@ -164,7 +175,15 @@ class GradientMatchingAttack:
         if features_only or cfg.feature_weight:
             features = recovered_features(model, observed_update(capture), pub).detach()
         gen = capture_generator(cfg.seed + restart * RESTART_SEED_STRIDE, capture)
-        dummy = dummy_kind.init(pub, cfg.init, cfg.sigma, gen).requires_grad_(True)
+        dummy = dummy_kind.init(pub, cfg.init, cfg.sigma, gen)
+        if start is not None:
+            if start.shape != dummy.shape:
+                raise ValueError(
+                    f"{self.name}: start {tuple(start.shape)} does not match the dummy "
+                    f"{tuple(dummy.shape)}"
+                )
+            dummy = start.detach().clone().to(dummy.dtype)
+        dummy.requires_grad_(True)
         task = self.label_task(model, capture, gen)
         if features_only and task.variables:
             raise ValueError(
@@ -189,13 +208,15 @@ class GradientMatchingAttack:
                 loss = loss + weight * regulariser(dummy)
             return loss
 
-        return MatchingProblem(dummy, dummy_kind, task, matching_loss, features)
+        return MatchingProblem(dummy, dummy_kind, task, matching_loss, features, annealer(model))
 
-    def attempt(self, capture: Capture, restart: int = 0) -> Reconstruction:
-        """One optimisation from one seeded dummy."""
-        start = time.perf_counter()
+    def attempt(
+        self, capture: Capture, restart: int = 0, start: torch.Tensor | None = None
+    ) -> Reconstruction:
+        """One optimisation from one seeded dummy (or from ``start``)."""
+        began = time.perf_counter()
         cfg, pub = self.settings, capture.public
-        problem = self.problem(capture, restart)
+        problem = self.problem(capture, restart, start)
         dummy = problem.dummy
         status, steps = optimise(
             cfg.optimiser,
@@ -207,6 +228,7 @@ class GradientMatchingAttack:
             project=step_projection(dummy, cfg, pub),
             tolerance=cfg.tolerance,
             diverge_factor=cfg.diverge_factor,
+            before_step=problem.before_step,
         )
         if cfg.threshold == "post":  # Algorithm 1
             with torch.no_grad():
@@ -220,7 +242,7 @@ class GradientMatchingAttack:
             grad_loss=final,
             status=status,
             iterations=steps,
-            seconds=time.perf_counter() - start,
+            seconds=time.perf_counter() - began,
             dummy=kept,
         )
 

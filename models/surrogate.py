@@ -56,44 +56,84 @@ SURROGATE_SHAPES: dict[str, tuple[Callable[[torch.Tensor, float], torch.Tensor],
 
 class StraightThroughSurrogate(nn.Module):
     """Heaviside(x) forward, d/dx of the smooth step ``shape`` (sharpness ``alpha``) in every
-    backward pass; "atan" with alpha 2 computes exactly what :class:`StraightThroughATan` does."""
+    backward pass; "atan" with alpha 2 computes exactly what :class:`StraightThroughATan` does.
 
-    def __init__(self, shape: str = "atan", alpha: float | None = None) -> None:
+    With ``alpha_end`` the sharpness is annealed: :meth:`anneal` moves it geometrically from
+    ``alpha`` (start of an attack) to ``alpha_end`` (its last step)."""
+
+    def __init__(
+        self, shape: str = "atan", alpha: float | None = None, alpha_end: float | None = None
+    ) -> None:
         super().__init__()
         if shape not in SURROGATE_SHAPES:
             raise ValueError(
                 f"unknown surrogate shape {shape!r}; valid: {', '.join(sorted(SURROGATE_SHAPES))}"
             )
         alpha = SURROGATE_SHAPES[shape][1] if alpha is None else float(alpha)
-        if not (math.isfinite(alpha) and alpha > 0):
-            raise ValueError(f"surrogate {shape!r} needs alpha > 0, got {alpha}")
+        for value in (alpha, alpha if alpha_end is None else float(alpha_end)):
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"surrogate {shape!r} needs alpha > 0, got {value}")
         self.shape, self.alpha = shape, alpha
+        self.alpha_start = alpha
+        self.alpha_end = None if alpha_end is None else float(alpha_end)
+
+    def anneal(self, step: int, steps: int) -> None:
+        """Set alpha for ``step`` (1-based) of ``steps``: alpha_start * (alpha_end /
+        alpha_start) ** ((step - 1) / (steps - 1)); nothing without ``alpha_end``."""
+        if self.alpha_end is None:
+            return
+        fraction = (step - 1) / (steps - 1) if steps > 1 else 1.0
+        self.alpha = self.alpha_start * (self.alpha_end / self.alpha_start) ** fraction
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         soft = SURROGATE_SHAPES[self.shape][0](x, self.alpha)
         return (x >= 0).to(x.dtype) + (soft - soft.detach())
 
     def extra_repr(self) -> str:
-        return f"shape={self.shape}, alpha={self.alpha}"
+        end = "" if self.alpha_end is None else f"..{self.alpha_end}"
+        return f"shape={self.shape}, alpha={self.alpha_start}{end}"
 
 
-_SURROGATE_SPEC = re.compile(r"(?P<shape>[a-z][a-z0-9_-]*)(?::alpha=(?P<alpha>[^:\s]+))?")
+_SURROGATE_SPEC = re.compile(
+    r"(?P<shape>[a-z][a-z0-9_-]*)(?::alpha=(?P<alpha>[^:\s.][^:\s]*?)(?:\.\.(?P<end>[^:\s]+))?)?"
+)
+
+
+def _alpha(spec: str, text: str | None) -> float | None:
+    try:
+        return None if text is None else float(text)
+    except ValueError as err:
+        raise ValueError(f"surrogate {spec!r}: alpha {text!r} is not a number") from err
 
 
 def parse_surrogate(spec: str) -> StraightThroughSurrogate:
-    """``SHAPE[:alpha=VALUE]``, e.g. ``"atan:alpha=2"`` (the client's) or ``"sigmoid"``."""
+    """``SHAPE[:alpha=VALUE[..END]]``, e.g. ``"atan:alpha=2"`` (the client's), ``"sigmoid"``,
+    or ``"atan:alpha=1..8"`` (sharpness annealed from 1 to 8 over the attack's steps)."""
     match = _SURROGATE_SPEC.fullmatch(spec.strip())
     if match is None:
         raise ValueError(
-            f"surrogate {spec!r} is not SHAPE[:alpha=VALUE] (e.g. atan:alpha=2, sigmoid:alpha=4);"
-            f" shapes: {', '.join(sorted(SURROGATE_SHAPES))}"
+            f"surrogate {spec!r} is not SHAPE[:alpha=VALUE[..END]] (e.g. atan:alpha=2, "
+            f"sigmoid:alpha=4, atan:alpha=1..8); shapes: {', '.join(sorted(SURROGATE_SHAPES))}"
         )
-    alpha = match["alpha"]
-    try:
-        value = None if alpha is None else float(alpha)
-    except ValueError as err:
-        raise ValueError(f"surrogate {spec!r}: alpha {alpha!r} is not a number") from err
-    return StraightThroughSurrogate(match["shape"], value)
+    return StraightThroughSurrogate(
+        match["shape"], _alpha(spec, match["alpha"]), _alpha(spec, match["end"])
+    )
+
+
+def annealer(model: nn.Module) -> Callable[[int, int], None] | None:
+    """``(step, steps) -> None`` that anneals every annealed surrogate in ``model`` (see
+    :meth:`StraightThroughSurrogate.anneal`), or None when there is none."""
+    annealed = [
+        m for m in model.modules() if isinstance(m, StraightThroughSurrogate) and m.alpha_end
+    ]
+    if not annealed:
+        return None
+
+    def anneal(step: int, steps: int) -> None:
+        for surrogate in annealed:
+            surrogate.anneal(step, steps)
+
+    return anneal
 
 
 def set_surrogate(model: nn.Module, surrogate: nn.Module) -> int:

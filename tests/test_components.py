@@ -38,7 +38,7 @@ def snn_capture(public: PublicInfo = SNN, seed: int = 0) -> Capture:
 
 
 def test_registries_and_recipes() -> None:
-    assert sorted(ATTACKS) == ["dlg", "grnn", "idlg", "ig", "rates"]
+    assert sorted(ATTACKS) == ["dlg", "grnn", "idlg", "ig", "rates", "rates-idlg", "rates-ig"]
     assert sorted(RECIPES) == ["dlg", "idlg", "ig", "rates"]
     assert sorted(DUMMIES) == ["free", "tied"]
     assert sorted(OBJECTIVES) == ["cosine", "features", "l2"]

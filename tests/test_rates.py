@@ -322,6 +322,100 @@ def test_surrogate_shapes_and_specs(float64: None) -> None:
             parse_surrogate(bad)
 
 
+def test_annealed_surrogate_schedule_and_specs() -> None:
+    """alpha moves geometrically from the start (step 1) to the end (last step)."""
+    surrogate = parse_surrogate("atan:alpha=1..16")
+    seen = []
+    for step in range(1, 6):
+        surrogate.anneal(step, 5)
+        seen.append(surrogate.alpha)
+    assert seen == pytest.approx([1.0, 2.0, 4.0, 8.0, 16.0], rel=1e-12)
+    assert parse_surrogate("sigmoid:alpha=0.5..4").alpha == 0.5
+    plain = parse_surrogate("atan:alpha=3")
+    plain.anneal(5, 5)
+    assert plain.alpha == 3.0  # nothing to anneal
+    for bad, message in (("atan:alpha=1..0", "needs alpha > 0"), ("atan:alpha=1..", "number")):
+        with pytest.raises(ValueError, match=message):
+            parse_surrogate(bad)
+
+
+def test_annealed_surrogate_reaches_its_end_and_matches_across_engines(float64: None) -> None:
+    """An attack annealing alpha 1 -> 8 over its steps sets the surrogate before every step
+    (ending at 8), its result differs from the fixed start alpha's, and the batched engine
+    anneals as the looped one does (same images to 1e-9)."""
+    capture, _, _ = capture_of(public_of("snn-lenet"), 3)
+    results = {}
+    original = StraightThroughSurrogate.anneal
+    for engine in ("looped", "batched"):
+        for spec in ("atan:alpha=1", "atan:alpha=1..8"):
+            attack = rates(surrogate=spec, iterations=4)
+            seen: list[float] = []
+
+            def spy(
+                self: StraightThroughSurrogate, step: int, steps: int, seen: list = seen
+            ) -> None:
+                original(self, step, steps)
+                seen.append(self.alpha)
+
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(StraightThroughSurrogate, "anneal", spy)
+                if engine == "looped":
+                    rec = attack.reconstruct(capture)
+                else:
+                    (rec,) = reconstruct_batch(attack, [capture])
+            results[engine, spec] = rec.images
+            expected = [1.0, 2.0, 4.0, 8.0] if spec.endswith("..8") else []  # fixed: no annealer
+            assert seen == pytest.approx(expected, rel=1e-12)
+        assert not torch.equal(results[engine, "atan:alpha=1"], results[engine, "atan:alpha=1..8"])
+    torch.testing.assert_close(
+        results["batched", "atan:alpha=1..8"], results["looped", "atan:alpha=1..8"],
+        rtol=1e-9, atol=1e-12,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------
+# chains: rates first, then gradient matching
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("arch", "second_dummy"), [("lenet", "tied"), ("snn-lenet", "tied"),
+                                                    ("snn-lenet", "free")])  # fmt: skip
+def test_chain_starts_its_second_stage_at_the_first_result(
+    arch: str, second_dummy: str, float64: None
+) -> None:
+    """The second stage's dummy starts as the first's reconstruction (as its own
+    parametrisation: an image, or the image replicated over T) and the chain's result is the
+    second stage run from there; steps add up."""
+    capture, _, _ = capture_of(public_of(arch), 4)
+    chain = build_attack(
+        "rates-ig",
+        AttackConfig(iterations=2, dummy=second_dummy),
+        {"rates": AttackConfig(iterations=3)},
+    )
+    first, second = chain.first, chain.second  # type: ignore[attr-defined]
+    assert (first.name, second.name, first.config.iterations) == ("rates", "ig", 3)
+    previous = first.reconstruct(capture)
+    start = second.start_from(previous, capture.public)
+    assert torch.equal(second.dummy_for(capture.public).output(start, capture.public, "output")[0],
+                       previous.images)  # fmt: skip
+    assert torch.equal(second.problem(capture, 0, start).dummy, start)
+    expected = second.reconstruct(capture, start)
+    got = chain.reconstruct(capture)
+    assert torch.equal(got.images, expected.images) and got.grad_loss == expected.grad_loss
+    assert got.iterations == previous.iterations + expected.iterations == 5
+    with pytest.raises(ValueError, match="does not match the dummy"):
+        second.problem(capture, 0, start[..., :-1])
+
+
+def test_chains_from_the_run_config() -> None:
+    cfg = RunConfig.load(overrides=["attacks=rates-ig,rates-idlg", "rates_iterations=5"])
+    chains = cfg.build_attacks()
+    assert [c.name for c in chains] == ["rates-ig", "rates-idlg"]
+    assert [(c.first.settings.iterations, c.second.settings.iterations) for c in chains] == [
+        (5, 300), (5, 300),
+    ]  # type: ignore[attr-defined]  # fmt: skip
+    with pytest.raises(ValueError, match="rate leak .* needs the gradient of one sample"):
+        RunConfig.load(overrides=["attacks=rates-ig", "batch_size=2"])
+
+
 # --------------------------------------------------------------------------------------
 # run configuration
 # --------------------------------------------------------------------------------------

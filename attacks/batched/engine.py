@@ -36,6 +36,7 @@ from attacks.local_update import observed_update
 from attacks.spike_domain import binarise
 from attacks.types import Capture, PublicInfo, Reconstruction
 from attacks.victim import last_linear, target_gradients
+from models.surrogate import annealer
 
 ENGINES = ("auto", "grouped", "vmap")
 # AttackConfig fields this engine mirrors; any other field must keep its default.
@@ -251,6 +252,7 @@ def reconstruct_batch(
         project=step_projection(dummies, cfg, public),
         tolerance=cfg.tolerance,
         diverge_factor=cfg.diverge_factor,
+        before_step=annealer(batch.evaluate.model),
     )
     if cfg.threshold == "post":  # Algorithm 1
         dummies.copy_(binarise(dummies, cfg.tau))

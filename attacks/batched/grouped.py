@@ -152,7 +152,7 @@ class GroupedEvaluator:
         self.regularisers = [
             (forms.regulariser(name, pb.dummy_shape), weight) for name, weight in pb.regularisers
         ]
-        self.replica = copy.deepcopy(pb.model)
+        self.replica = self.model = copy.deepcopy(pb.model)
         self.calls: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
         self.slots: dict[str, tuple[nn.Module, str]] = {}
         for name, m in list(self.replica.named_modules()):

@@ -87,9 +87,10 @@ def optimise(
     project: Callable[[], object] | None = None,
     tolerance: float = 0.0,
     diverge_factor: float = math.inf,
+    before_step: Callable[[int, int], object] | None = None,
 ) -> tuple[list[str], list[int]]:
     """``attacks.components.optimisers.optimise`` applied to each row of ``x`` ([P, n], in
-    place).
+    place), ``before_step(step, iterations)`` before each step as there.
 
     ``iterations`` steps per problem; after each, ``project`` (which acts on all of ``x``;
     rows already stopped are put back), then per problem: a non-finite step loss or iterate,
@@ -114,6 +115,8 @@ def optimise(
             break
         if schedule != "none":
             stepper.set_lr(lr * factor(step, iterations))
+        if before_step is not None:
+            before_step(step, iterations)
         loss = stepper.step(closure, alive)
         if project is not None:
             stopped = ~alive

@@ -17,6 +17,8 @@ from attacks.types import PublicInfo
 
 
 class Evaluator(Protocol):
+    model: nn.Module  # the module the losses run through (its surrogate is what anneals)
+
     def __call__(
         self,
         rows: torch.Tensor,

@@ -19,7 +19,7 @@ class VmapEvaluator:
     """torch.func.vmap of grad over a per-problem functional_call of the victim."""
 
     def __init__(self, pb: Problems) -> None:
-        self.pb = pb
+        self.pb, self.model = pb, pb.model
         model, names = pb.model, pb.names
         objective = OBJECTIVES[pb.objective]
         regularisers = [(REGULARISERS[n], w) for n, w in pb.regularisers]

@@ -41,6 +41,11 @@ class Dummy(Protocol):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(what is scored, the time-major dummy kept in ``Reconstruction.dummy`` or None)."""
 
+    def start(
+        self, images: torch.Tensor, frames: torch.Tensor | None, public: PublicInfo
+    ) -> torch.Tensor:
+        """The variable holding a reconstruction (``output``'s pair), to start from it."""
+
 
 def scored_output(dummy: torch.Tensor, public: PublicInfo, clamp: str) -> torch.Tensor:
     """What is scored: event frames as they are; images (mean over T for spiking victims)
@@ -71,6 +76,13 @@ class FreeDummy:
         self, variable: torch.Tensor, public: PublicInfo, clamp: str
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         return scored_output(variable, public, clamp), variable if time_major(public) else None
+
+    def start(
+        self, images: torch.Tensor, frames: torch.Tensor | None, public: PublicInfo
+    ) -> torch.Tensor:
+        if frames is not None or not time_major(public) or public.input_kind == "events":
+            return (images if frames is None else frames).clone()
+        return images.unsqueeze(0).expand(public.T, *images.shape).clone()
 
 
 class TiedDummy:
@@ -108,6 +120,12 @@ class TiedDummy:
         if not self._tied(public):
             return images, None
         return images, self.inputs(variable, public).clone()
+
+    def start(
+        self, images: torch.Tensor, frames: torch.Tensor | None, public: PublicInfo
+    ) -> torch.Tensor:
+        self.check(public)
+        return images.clone()  # a spiking victim's scored image is the mean over T
 
 
 DUMMIES: dict[str, Dummy] = {"free": FreeDummy(), "tied": TiedDummy()}

@@ -106,8 +106,10 @@ def optimise(
     project: Callable[[], object] | None = None,
     tolerance: float = 0.0,
     diverge_factor: float = math.inf,
+    before_step: Callable[[int, int], object] | None = None,
 ) -> tuple[str, int]:
-    """``iterations`` steps of ``optimiser`` at ``lr`` x ``schedule``, each followed by
+    """``iterations`` steps of ``optimiser`` at ``lr`` x ``schedule``, each preceded by
+    ``before_step(step, iterations)`` (e.g. surrogate annealing) and followed by
     ``project``, with hygiene: a non-finite loss or iterate, or a loss above
     ``diverge_factor`` x the initial loss, restores the previous iterate and stops
     ("nonfinite" / "diverged"); a loss at or below ``tolerance`` stops early ("converged").
@@ -126,6 +128,8 @@ def optimise(
     for step in range(1, iterations + 1):
         if schedule != "none":
             stepper.set_lr(lr * factor(step, iterations))
+        if before_step is not None:
+            before_step(step, iterations)
         loss = stepper.step(loss_fn)  # the loss at the start of this step
         if project is not None:
             project()
