@@ -18,9 +18,12 @@ from attacks import ATTACKS, Attack, AttackConfig, GRNNConfig, build_attack
 from attacks.components.dummies import DUMMIES
 from attacks.config import AUTO
 from attacks.gradient_matching import CLAMPS
+from attacks.registry import needs
 from attacks.spike_domain import INITS, THRESHOLDS
 from fl_sim.data.registry import DATASETS, DataOptions, dataset_kind
 from fl_sim.federation.partition import PARTITION_SCHEMES
+from fl_sim.federation.schedule import AttackSchedule
+from fl_sim.federation.strategies import STRATEGIES, parse_strategy_options
 from fl_sim.federation.transforms import update_chain
 from models import ARMS, VICTIMS
 from models.surrogate import NEURONS, parse_surrogate
@@ -64,8 +67,18 @@ class RunConfig:
     local_steps: int = 1
     local_epochs: int = 1
     fedavg_update: str = "weights"  # what a FedAvg client sends: "weights" or "delta"
+    # the server's aggregation: a Flower strategy by name (fl_sim/federation/strategies.py)
+    # and its options "key=value,..." (e.g. fedavgm: server_momentum=0.9)
+    strategy: str = "fedavg"
+    strategy_options: str = ""
     fraction: float = 1.0  # fraction of the clients sampled per round (seeded per round)
     attack_budget: int = 0  # at most this many captures attacked per round (0: all)
+    # rounds attacked (every round is captured and evaluated): all, or terms N, every:N,
+    # first, last, comma-separated (fl_sim/federation/schedule.py)
+    attack_rounds: str = "all"
+    # warm start: a state dict (e.g. another run's final_model_{arm}.pt; "{arm}" is replaced
+    # by each arm) the federation starts from instead of the seeded init; "" = none
+    init_checkpoint: str = ""
     # Ray resources per virtual client (simulation engine): whole CPUs (Flower's federation
     # config takes an integer), a GPU fraction
     client_cpus: int = 1
@@ -143,6 +156,7 @@ class RunConfig:
                 "judge_epochs and judge_width must be >= 0 (0: the judge's default), got "
                 f"{self.judge_epochs}, {self.judge_width}"
             )
+        _ = self.attack_schedule  # valid terms, rounds within the run
         if self.attack_budget < 0:
             raise ValueError(f"attack_budget must be >= 0 (0: all), got {self.attack_budget}")
         if self.client_gpus < 0 or self.round_timeout <= 0:
@@ -152,6 +166,8 @@ class RunConfig:
             )
         _check_choice("protocol", self.protocol, PROTOCOLS)
         _check_choice("fedavg_update", self.fedavg_update, FEDAVG_UPDATES)
+        _check_choice("strategy", self.strategy, STRATEGIES)
+        parse_strategy_options(self.strategy, self.strategy_options)  # names, types
         _check_choice("dataset", self.dataset, DATASETS)
         _check_choice("partition", self.partition, PARTITION_SCHEMES)
         _check_choice("attack_init", self.attack_init, INITS)
@@ -187,19 +203,26 @@ class RunConfig:
         one_step = self.samples_per_round == 1 and (
             self.protocol == "fedsgd" or self.local_epochs == 1
         )
-        if ("rates" in self.attacks or self.feature_weight) and not one_step:
+        needed = [needs(name) for name in self.attacks]
+        if (any(n["rate_leak"] for n in needed) or self.feature_weight) and not one_step:
             raise ValueError(
-                "the rate leak (attack rates, feature_weight) needs the gradient of one sample: "
-                "batch_size=1 and, under fedavg, local_steps=1 and local_epochs=1; got "
+                "the rate leak (attacks rates, rates-*, feature_weight) needs the gradient of one "
+                "sample: batch_size=1 and, under fedavg, local_steps=1 and local_epochs=1; got "
                 f"batch_size={self.batch_size}, local_steps={self.local_steps}, "
                 f"local_epochs={self.local_epochs}"
             )
-        if "idlg" in self.attacks and self.samples_per_round != 1:
+        if any(n["one_sample"] for n in needed) and self.samples_per_round != 1:
+            which = [a for a, n in zip(self.attacks, needed, strict=True) if n["one_sample"]]
             raise ValueError(
-                "attack idlg needs one private sample per round (its label rule): batch_size=1"
-                f" and local_steps=1, got batch_size={self.batch_size}, "
+                f"attack(s) {', '.join(which)} need one private sample per round (iDLG's label "
+                f"rule): batch_size=1 and local_steps=1, got batch_size={self.batch_size}, "
                 f"local_steps={self.local_steps}"
             )
+
+    @property
+    def attack_schedule(self) -> AttackSchedule:
+        """The rounds the eavesdropper attacks (``attack_rounds``)."""
+        return AttackSchedule.parse(self.attack_rounds, self.rounds)
 
     @property
     def data_kind(self) -> str:
@@ -255,7 +278,10 @@ class RunConfig:
             feature_weight=0.0,  # rates' objective is the feature term itself
         )
         own = {"grnn": grnn, "rates": rates}
-        return [build_attack(name, own.get(name, self.attack_config())) for name in self.attacks]
+        return [
+            build_attack(name, own.get(name, self.attack_config()), {"rates": rates})
+            for name in self.attacks
+        ]
 
     def attack_config(self) -> AttackConfig:
         """The attack settings of this run (shared by every attack), seeded by ``attack_seed``."""

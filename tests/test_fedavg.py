@@ -172,7 +172,7 @@ def test_public_info_rejects_an_unusable_fedavg_description() -> None:
 
 
 def test_config_rejects_idlg_on_several_samples_per_round() -> None:
-    with pytest.raises(ValueError, match="idlg needs one private sample per round"):
+    with pytest.raises(ValueError, match="need one private sample per round"):
         RunConfig(protocol="fedavg", local_steps=2, attacks=("idlg",))
     with pytest.raises(ValueError, match="protocol: unknown value 'fedprox'"):
         RunConfig(protocol="fedprox")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -18,11 +19,13 @@ from fl_sim.evaluation.audit import ReplayAudit
 from fl_sim.evaluation.judge import ensure_judge
 from fl_sim.federation.client_app import app as client_app
 from fl_sim.federation.eavesdropper import Eavesdropper, capture_from_reply
-from fl_sim.federation.server_app import initial_model, run_federation
+from fl_sim.federation.schedule import AttackSchedule
+from fl_sim.federation.server_app import init_record, initial_model, run_federation
 from fl_sim.federation.strategy import EavesdroppingFedSGD
 from fl_sim.federation.task import private_batch, public_info
 from fl_sim.federation.training import loss_gradient, sgd_step
 from fl_sim.results.report import LEAKAGE_COLUMNS, read_rows
+from fl_sim.results.store import ResultsStore
 from models.public import model_for
 
 
@@ -128,6 +131,76 @@ def test_results_are_not_mixed_with_an_earlier_run(small_cfg: RunConfig) -> None
         federate(cfg)
     federate(dataclasses.replace(cfg, overwrite=True))
     assert len(read_rows(Path(cfg.out) / "leakage.csv")) == cfg.clients
+
+
+def test_attack_rounds_schedule_attacks_only_there_and_records_every_round(
+    small_cfg: RunConfig,
+) -> None:
+    """attack_rounds=first,every:3: rounds 1 and 3 of 4 are attacked; every round is captured
+    (attacked or not) and has its accuracy committed."""
+    cfg = dataclasses.replace(
+        small_cfg, rounds=4, arms=("ann",), attacks=("idlg",), iterations=1,
+        attack_rounds="first,every:3",
+    )  # fmt: skip
+    federate(cfg)
+    rows = read_rows(Path(cfg.out) / "leakage.csv")
+    assert sorted({int(r["round"]) for r in rows}) == [1, 3]
+    assert len(rows) == 2 * cfg.clients
+    with ResultsStore.open_existing(cfg.out) as store:
+        assert [r["round"] for r in store.rounds()] == [1, 2, 3, 4]
+        assert all(r["accuracy"] is not None for r in store.rounds())
+        captured = {(c["round"], c["client"]): bool(c["attacked"]) for c in store.captures()}
+    assert captured == {(r, c): r in (1, 3) for r in range(1, 5) for c in range(cfg.clients)}
+
+
+def test_init_checkpoint_warm_starts_each_arm_and_refuses_what_does_not_fit(
+    small_cfg: RunConfig, tmp_path: Path
+) -> None:
+    """{arm} picks each arm's file; the weights are loaded exactly and recorded with their
+    SHA-256; a missing file, a non-state-dict and a model of another shape are named."""
+    for arm in ("ann", "snn"):
+        state = {
+            k: torch.randn_like(v)
+            for k, v in model_for(public_info(small_cfg, arm)).state_dict().items()
+        }
+        torch.save(state, tmp_path / f"final_model_{arm}.pt")
+    cfg = dataclasses.replace(small_cfg, init_checkpoint=str(tmp_path / "final_model_{arm}.pt"))
+    for arm in ("ann", "snn"):
+        saved = torch.load(tmp_path / f"final_model_{arm}.pt", weights_only=True)
+        got = initial_model(cfg, arm).state_dict()
+        assert all(torch.equal(got[k], saved[k]) for k in saved)
+    record = init_record(cfg)
+    assert set(record) == set(cfg.federated_arms)
+    assert (
+        record["ann"]["sha256"]
+        == hashlib.sha256((tmp_path / "final_model_ann.pt").read_bytes()).hexdigest()
+    )
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    torch.save({"conv.weight": torch.zeros(3)}, tmp_path / "other.pt")
+    for name, error, message in (
+        ("missing.pt", FileNotFoundError, "missing.pt .arm ann. is not a file"),
+        ("junk.pt", ValueError, "junk.pt is not a PyTorch state dict"),
+        ("other.pt", ValueError, "does not fit arm ann's LeNet: missing, extra or reshaped"),
+    ):
+        bad = dataclasses.replace(small_cfg, init_checkpoint=str(tmp_path / name))
+        with pytest.raises(error, match=message):
+            initial_model(bad, "ann")
+
+
+def test_attack_schedule_terms() -> None:
+    schedule = AttackSchedule.parse("first, every:10,last,25", 100)
+    assert schedule.rounds_attacked() == [1, 10, 20, 25, 30, 40, 50, 60, 70, 80, 90, 100]
+    assert AttackSchedule.parse("all", 3).rounds_attacked() == [1, 2, 3]
+    for bad, message in (
+        ("every:0", "bad term 'every:0'"),
+        ("1,x", "bad term 'x'"),
+        ("", "is empty"),
+        ("1,50", r"round\(s\) 50 .* beyond the run's rounds=20"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            AttackSchedule.parse(bad, 20)
+    with pytest.raises(ValueError, match="attack_rounds: bad term"):
+        RunConfig.load(overrides=["attack_rounds=every:-2"])
 
 
 def test_a_failing_attack_or_scoring_costs_only_its_own_capture(small_cfg: RunConfig) -> None:

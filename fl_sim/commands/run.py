@@ -11,10 +11,12 @@ from fl_sim.config import RunConfig
 
 def cmd_run(cfg: RunConfig) -> int:
     from fl_sim.evaluation.judge import ensure_judge
-    from fl_sim.federation.server_app import finish_from_store, prepare_out_dir
+    from fl_sim.federation.server_app import finish_from_store, initial_model, prepare_out_dir
     from fl_sim.ops.launcher import run_simulation
     from fl_sim.results.store import ResultsStore
 
+    for arm in cfg.federated_arms:
+        initial_model(cfg, arm)  # a warm start's checkpoint fits, before anything starts
     out = prepare_out_dir(cfg)  # fail fast, before Flower starts
     if cfg.resume:
         with ResultsStore.open_existing(out) as store:
@@ -84,9 +86,11 @@ def unfinished_arms(out: Path, cfg: RunConfig) -> str:
 
 def cmd_deploy(cfg: RunConfig, args: argparse.Namespace) -> int:
     from fl_sim.evaluation.judge import ensure_judge
-    from fl_sim.federation.server_app import prepare_out_dir
+    from fl_sim.federation.server_app import initial_model, prepare_out_dir
     from fl_sim.ops.deploy import DeployOptions, deploy
 
+    for arm in cfg.federated_arms:
+        initial_model(cfg, arm)  # a warm start's checkpoint fits, before anything starts
     out = prepare_out_dir(cfg)  # fail fast, before any process starts
     ensure_judge(cfg)  # train it here, not while the federation waits
     preload_data(cfg)

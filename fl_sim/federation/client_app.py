@@ -18,15 +18,22 @@ app = ClientApp()
 
 
 def client_update(
-    cfg: RunConfig, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor
+    cfg: RunConfig,
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    proximal_mu: float = 0.0,
 ) -> dict[str, torch.Tensor]:
-    """What the client sends: FedSGD's gradient, or FedAvg's new weights or delta."""
+    """What the client sends: FedSGD's gradient, or FedAvg's new weights or delta.
+    ``proximal_mu`` (FedProx) acts on FedAvg's local steps only: a FedSGD gradient is taken
+    at the global weights, where the proximal term's gradient is zero."""
     if cfg.protocol == "fedsgd":
         return loss_gradient(model, images, labels)
     start = {k: v.detach().clone() for k, v in model.state_dict().items()}
     new = local_sgd(
-        model, images, labels, cfg.batch_size, cfg.local_steps, cfg.local_epochs, cfg.lr
-    )
+        model, images, labels, cfg.batch_size, cfg.local_steps, cfg.local_epochs, cfg.lr,
+        proximal_mu,
+    )  # fmt: skip
     if cfg.fedavg_update == "weights":
         return new
     return {k: new[k] - start[k] for k in new}
@@ -45,7 +52,9 @@ def train(msg: Message, context: Context) -> Message:
     model = model_for(public)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     inputs, labels = private_batch(cfg, partition_id, num_partitions, server_round)
-    update = client_update(cfg, model, time_major(inputs), labels)
+    # FedProx's weight of the proximal term, sent in the train config (Flower's FedProx)
+    mu = float(config["proximal-mu"]) if "proximal-mu" in config else 0.0
+    update = client_update(cfg, model, time_major(inputs), labels, mu)
     meta = ConfigRecord(
         {
             "partition-id": partition_id,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -103,12 +103,14 @@ class Eavesdropper:
         sink: LeakageSink | None = None,
         budget: int = 0,
         attack_seed: int = 0,
+        schedule: Container[int] | None = None,
     ) -> None:
         self.arm, self.public, self.attacks = arm, public, list(attacks)
         self.judge, self.audit, self.out_dir = judge, audit, out_dir
         self.grids, self.log, self.save_captures = grids, log, save_captures
         self.batched, self.budget, self.attack_seed = batched, budget, attack_seed
         self.sink: LeakageSink = sink or CsvSink(out_dir / LEAKAGE_CSV)
+        self.schedule = schedule  # rounds to attack (None: all); the others are only captured
 
     def __call__(self, server_round: int, sent: ArrayRecord, replies: list[Message]) -> None:
         start = time.perf_counter()
@@ -135,6 +137,11 @@ class Eavesdropper:
                 saved[capture.client] = path
         captures.sort(key=lambda ct: ct[0].client)
         captured = [c.client for c, _ in captures]
+        if self.schedule is not None and server_round not in self.schedule:
+            for client in captured:
+                self.sink.add_capture(self.arm, server_round, client, False, saved.get(client))
+            self.log(f"[{self.arm} r{server_round}] not an attack round: {len(captured)} captured")
+            return
         if self.budget and len(captures) > self.budget:
             chosen = attack_selection(captured, self.budget, self.attack_seed, server_round)
             self.log(

@@ -1,9 +1,10 @@
 """Flower ServerApp: one federation per arm (ANN, SNN) on the same clients, partitions,
-seeds and batches, each with an eavesdropping FedSGD strategy."""
+seeds and batches, each under a Flower strategy with the eavesdropping tap."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import shutil
 import time
@@ -20,7 +21,8 @@ from fl_sim.data.registry import DataSplit
 from fl_sim.evaluation.audit import ReplayAudit
 from fl_sim.evaluation.judge import Judge, accuracy, ensure_judge, judge_record
 from fl_sim.federation.eavesdropper import LEAKAGE_CSV, Eavesdropper
-from fl_sim.federation.strategy import EavesdroppingFedAvg, EavesdroppingFedSGD, Tap
+from fl_sim.federation.strategies import STRATEGIES, parse_strategy_options
+from fl_sim.federation.strategy import Eavesdropping, EavesdroppingFedSGD, Tap, tapped
 from fl_sim.federation.task import dataset_split, public_info
 from fl_sim.results.report import write_report
 from fl_sim.results.resume import check_resumable, stored_config
@@ -151,10 +153,60 @@ def prepare_out_dir(cfg: RunConfig) -> Path:
 
 
 def initial_model(cfg: RunConfig, arm: str) -> torch.nn.Module:
-    """Seeded init: both arms start from the same weights (same parameter names/shapes)."""
+    """Seeded init: both arms start from the same weights (same parameter names/shapes);
+    or, with ``init_checkpoint``, the weights saved there (a warm start)."""
     pub = public_info(cfg, arm)
     torch.manual_seed(cfg.seed)
-    return model_for(pub)
+    model = model_for(pub)
+    if cfg.init_checkpoint:
+        model.load_state_dict(load_init_checkpoint(cfg, arm, model))
+    return model
+
+
+def init_checkpoint_path(cfg: RunConfig, arm: str) -> Path:
+    """``init_checkpoint`` for ``arm`` (``{arm}`` in the path is replaced by the arm)."""
+    return Path(cfg.init_checkpoint.replace("{arm}", arm)).expanduser().resolve()
+
+
+def load_init_checkpoint(
+    cfg: RunConfig, arm: str, model: torch.nn.Module
+) -> dict[str, torch.Tensor]:
+    """The state dict of ``arm``'s warm start, loaded with ``weights_only=True`` and checked
+    against ``model``: a clear error names a missing file, a file that is not a state dict,
+    or the parameters that are missing, extra or of another shape."""
+    path = init_checkpoint_path(cfg, arm)
+    if not path.is_file():
+        raise FileNotFoundError(f"init_checkpoint: {path} (arm {arm}) is not a file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(
+            f"init_checkpoint: {path} is not a PyTorch state dict ({type(err).__name__})"
+        ) from err
+    expected = model.state_dict()
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"init_checkpoint: {path} is not a state dict of tensors")
+    wrong = sorted(set(state) ^ set(expected)) + sorted(
+        k for k in set(state) & set(expected) if state[k].shape != expected[k].shape
+    )
+    if wrong:
+        raise ValueError(
+            f"init_checkpoint: {path} does not fit arm {arm}'s {type(model).__name__}: "
+            f"missing, extra or reshaped {', '.join(wrong[:6])}"
+            + (f" and {len(wrong) - 6} more" if len(wrong) > 6 else "")
+        )
+    return {k: v.to(expected[k].dtype) for k, v in state.items()}
+
+
+def init_record(cfg: RunConfig) -> dict[str, dict[str, str]]:
+    """Per arm, the warm start's path and SHA-256 (for run.json); {} without one."""
+    if not cfg.init_checkpoint:
+        return {}
+    record = {}
+    for arm in cfg.federated_arms:
+        path = init_checkpoint_path(cfg, arm)
+        record[arm] = {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    return record
 
 
 def write_run_record(out: Path, cfg: RunConfig, judge: Judge) -> dict[str, object]:
@@ -163,6 +215,7 @@ def write_run_record(out: Path, cfg: RunConfig, judge: Judge) -> dict[str, objec
     record = {
         "config": dataclasses.asdict(cfg),
         "judge": judge_record(judge),
+        "init_checkpoints": init_record(cfg),
         "versions": {"torch": torch.__version__, "flwr": flwr.__version__},
     }
     (out / "run.json").write_text(json.dumps(record, indent=2))
@@ -171,9 +224,12 @@ def write_run_record(out: Path, cfg: RunConfig, judge: Judge) -> dict[str, objec
 
 def build_strategy(
     cfg: RunConfig, tap: Tap | None, on_fault: FaultLog, round_offset: int = 0
-) -> EavesdroppingFedAvg:
-    """The aggregation rule of ``cfg.protocol``, with the tap, seeded client sampling of
-    ``cfg.fraction`` of the clients (all must be connected), and no client-side evaluation."""
+) -> Eavesdropping:
+    """Flower's ``cfg.strategy`` (with ``cfg.strategy_options``) under the tap, with seeded
+    client sampling of ``cfg.fraction`` of the clients (all must be connected) and no
+    client-side evaluation. Gradient and delta replies: under fedavg, one server step on the
+    mean (EavesdroppingFedSGD, as before strategies existed); under any other strategy, each
+    reply becomes the weights it stands for before the strategy aggregates them."""
     kwargs = dict(
         tap=tap,
         on_fault=on_fault,
@@ -184,11 +240,13 @@ def build_strategy(
         min_train_nodes=max(1, int(cfg.clients * cfg.fraction)),
         min_available_nodes=cfg.clients,
     )
-    if cfg.update_kind == "gradient":
+    if cfg.strategy == "fedavg" and cfg.update_kind == "gradient":
         return EavesdroppingFedSGD(lr=cfg.lr, **kwargs)  # type: ignore[arg-type]
-    if cfg.update_kind == "delta":
+    if cfg.strategy == "fedavg" and cfg.update_kind == "delta":
         return EavesdroppingFedSGD(lr=-1.0, **kwargs)  # type: ignore[arg-type]
-    return EavesdroppingFedAvg(**kwargs)  # type: ignore[arg-type]
+    options = parse_strategy_options(cfg.strategy, cfg.strategy_options)
+    strategy_cls = tapped(STRATEGIES[cfg.strategy])
+    return strategy_cls(update_kind=cfg.update_kind, gradient_lr=cfg.lr, **options, **kwargs)
 
 
 @app.main()
@@ -229,6 +287,7 @@ def run_federation(grid: Grid, cfg: RunConfig) -> dict[str, dict[str, torch.Tens
             tap = Eavesdropper(
                 arm, public, attacks, judge, audit, out, cfg.grids, say, cfg.save_captures,
                 cfg.batched, sink=store, budget=cfg.attack_budget, attack_seed=cfg.attack_seed,
+                schedule=cfg.attack_schedule,
             )  # fmt: skip
         recorder = RoundRecorder(store, arm, model, test, done, tap)
         say(f"=== arm {arm}: {public.arch}, {cfg.clients} clients, {cfg.rounds} rounds ===")

@@ -1,21 +1,22 @@
-"""FedAvg with a passive tap on every client reply, and its FedSGD form.
+"""A passive tap on every client reply, mixed into any Flower strategy, and FedSGD.
 
-Both follow Flower's template: override ``aggregate_train``, call ``super()``; the tap only
+The tap follows Flower's template: override ``aggregate_train``, call ``super()``; it only
 reads the replies, so the sequence of global models is the same with or without it.
 """
 
 from __future__ import annotations
 
+import functools
 import random
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from logging import ERROR
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg, Result
+from flwr.serverapp.strategy import FedAvg, Result, Strategy
 
 from fl_sim.federation.faults import reply_fault
 from fl_sim.federation.training import sgd_step
@@ -29,8 +30,19 @@ FaultSink = Callable[[int, int, int | None, str], None]
 EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
 
 
-class EavesdroppingFedAvg(FedAvg):
-    """FedAvg that hands every train reply, with the global model sent, to a passive tap."""
+UPDATE_KINDS = ("weights", "gradient", "delta")
+
+
+class Eavesdropping:
+    """The eavesdropper's tap, mixed in before a Flower strategy (see ``tapped``): every train
+    reply, with the global model sent, goes to a passive ``tap``; faulty replies are left out
+    (``on_fault``); node sampling is seeded per round; rounds count from ``round_offset + 1``.
+
+    Replies that are not weights (``update_kind`` "gradient": FedSGD; "delta": FedAvg deltas)
+    are turned, after the tap and screening, into the weights they stand for (one SGD step
+    ``sent - gradient_lr * g``; ``sent + delta``), so the strategy aggregates weights exactly
+    as Flower intends (FedAvgM, FedAdam, FedMedian, Krum...) without a copy of its rule.
+    """
 
     def __init__(
         self,
@@ -39,15 +51,23 @@ class EavesdroppingFedAvg(FedAvg):
         on_fault: FaultSink | None = None,
         sampling_seed: int | None = None,
         round_offset: int = 0,
+        update_kind: str = "weights",
+        gradient_lr: float | None = None,
         **kwargs: object,
     ) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        if update_kind not in UPDATE_KINDS:
+            raise ValueError(f"update_kind {update_kind!r}; valid: {', '.join(UPDATE_KINDS)}")
+        if update_kind == "gradient" and gradient_lr is None:
+            raise ValueError("gradient replies need gradient_lr (the server's SGD step)")
         self.tap = tap
         self.on_fault = on_fault
         self.sampling_seed = sampling_seed
         # Rounds already done (a resumed run): Flower's loop counts 1..num_rounds, and every
         # entry point below adds this, so clients, tap, faults and evaluate_fn see true rounds.
         self.round_offset = round_offset
+        self.update_kind = update_kind
+        self.gradient_lr = gradient_lr
         self.sent_arrays: ArrayRecord | None = None
         self.sent_to: list[int] = []
 
@@ -86,7 +106,8 @@ class EavesdroppingFedAvg(FedAvg):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        return super().configure_evaluate(server_round + self.round_offset, arrays, config, grid)
+        server_round += self.round_offset
+        return super().configure_evaluate(server_round, arrays, config, grid)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -104,7 +125,8 @@ class EavesdroppingFedAvg(FedAvg):
                     server_round,
                     traceback.format_exc(),
                 )
-        return super().aggregate_train(server_round, self.screen(server_round, replies))
+        sound = self.as_weights(self.screen(server_round, replies))
+        return super().aggregate_train(server_round, sound)
 
     def screen(self, server_round: int, replies: list[Message]) -> list[Message]:
         """Replies fit to aggregate; the others go to ``on_fault`` (FedAvg would otherwise
@@ -122,12 +144,45 @@ class EavesdroppingFedAvg(FedAvg):
         # aggregate bit-identically.
         return sorted(sound, key=aggregation_order)
 
+    def as_weights(self, replies: list[Message]) -> list[Message]:
+        """Sound gradient or delta replies as new messages holding the weights they stand for
+        (the tap's replies stay as received); weight replies as they are."""
+        if self.update_kind == "weights" or self.sent_arrays is None:
+            return replies
+        sent = self.sent_arrays.to_torch_state_dict()
+        lr = -1.0 if self.update_kind == "delta" else float(self.gradient_lr or 0.0)
+        out = []
+        for msg in replies:
+            ((key, update),) = msg.content.array_records.items()
+            content = RecordDict(dict(msg.content.items()))
+            content[key] = ArrayRecord(sgd_step(sent, update.to_torch_state_dict(), lr))
+            out.append(Message(content=content, metadata=msg.metadata))
+        return out
+
     def record_missing(self, server_round: int, replies: list[Message]) -> None:
         """Clients sampled this round that did not reply before the round's timeout."""
         replied = {msg.metadata.src_node_id for msg in replies}
         for node in self.sent_to:
             if node not in replied and self.on_fault is not None:
                 self.on_fault(server_round, node, None, "no reply before the round timeout")
+
+
+@functools.cache
+def tapped(strategy_cls: type) -> type:
+    """``class Eavesdropping<Name>(Eavesdropping, strategy_cls)``: a Flower strategy with the
+    tap; the same class object for the same strategy on every call."""
+    if not issubclass(strategy_cls, Strategy):
+        raise TypeError(f"{strategy_cls!r} is not a Flower strategy")
+    if issubclass(strategy_cls, Eavesdropping):
+        return strategy_cls
+    name = f"Eavesdropping{strategy_cls.__name__}"
+    doc = f"Flower's {strategy_cls.__name__} with the eavesdropper's tap (``Eavesdropping``)."
+    attrs = {"__module__": __name__, "__qualname__": name, "__doc__": doc}
+    return type(name, (Eavesdropping, strategy_cls), attrs)
+
+
+# FedAvg with the tap: what a run with strategy=fedavg and weight replies uses.
+EavesdroppingFedAvg = tapped(FedAvg)
 
 
 def aggregation_order(msg: Message) -> tuple[int, int]:
@@ -161,7 +216,9 @@ def seeded_sampling(seed: int | None, server_round: int) -> Iterator[None]:
 
 class EavesdroppingFedSGD(EavesdroppingFedAvg):
     """Clients reply with gradients; the weighted mean gradient takes one SGD step by key.
-    (With ``lr=-1`` this is FedAvg over deltas: the mean delta is added to the model.)"""
+    (With ``lr=-1`` this is FedAvg over deltas: the mean delta is added to the model.)
+    The server rule of strategy=fedavg for gradient and delta replies (``update_kind`` stays
+    "weights": FedAvg averages the raw replies, then this steps once)."""
 
     def __init__(self, *args: object, lr: float, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)

@@ -4,7 +4,8 @@ A resumed run continues the federation recorded in ``<out>/results.sqlite``: set
 define it (data, clients, the run and attack seeds, models, attacks, ...) must stay as
 stored; only execution settings may change, and ``rounds`` may be raised to extend a run.
 A key the stored config lacks (a run recorded before the key existed) takes its default,
-e.g. ``attack_seed`` 0.
+e.g. ``attack_seed`` 0. A strategy with server state beyond the global model (FedAvgM's
+momentum, FedAdam/FedYogi/FedAdagrad's moments) is refused: checkpoints hold the model only.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fl_sim.config import RunConfig
+from fl_sim.federation.strategies import parse_strategy_options, server_state
 from fl_sim.results.store import ResultsStore
 
 # Keys a resume may change: how the run executes, not what it computes. Any other key (a
@@ -57,6 +59,15 @@ def check_resumable(stored: RunConfig, cfg: RunConfig) -> None:
         raise ValueError(
             f"a resumed run continues the stored federation; these settings would change it: "
             f"{'; '.join(changed)} (a resume may change only: {', '.join(sorted(RESUMABLE))})"
+        )
+    options = parse_strategy_options(stored.strategy, stored.strategy_options)
+    state = server_state(stored.strategy, options)
+    if state is not None:
+        raise ValueError(
+            f"cannot resume a run with strategy {stored.strategy} "
+            f"({stored.strategy_options or 'default options'}): the server keeps {state} from "
+            "round to round and checkpoints hold only the global model, so a resumed run would "
+            "not continue it bit-identically; rerun it from the start (overwrite=true)"
         )
     if cfg.rounds < stored.rounds:
         raise ValueError(
