@@ -4,8 +4,8 @@ Paper Experiment 1's setting (as ``experiments.untrained_leakage``): each of N t
 digits is attacked on its own freshly initialised victim, seeded by the digit's index so
 every victim of one digit starts from the same weights, through the FedSGD gradient of a
 batch of 1. Every attack (default: each in ``attacks.ATTACKS`` but ``grnn`` and the chains,
-taken from the registry at run time) runs on every victim (default: the ANN ``lenet`` and its SNN twin with
-IF neurons at T = 4, 8, 16 and LIF neurons at T = 4; on event data, e.g. ``--set
+taken from the registry at run time) runs on every victim (default: the ANN ``lenet`` and its
+SNN twin with IF neurons at T = 4, 8, 16 and LIF neurons at T = 4; on event data, e.g. ``--set
 dataset=nmnist-emulated``, the SNN with each neuron at T = ``frames``), with the budgets of
 the run config (``iterations``, ``grnn_iterations``, ``rates_iterations``, ...).
 
@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import NoReturn
 
 import numpy as np
-import scipy.stats
 import torch
 
 from attacks import ATTACKS
@@ -54,6 +53,7 @@ from fl_sim.results.report import (
     write_report,
 )
 from fl_sim.results.schema import ATTACK_FAILED, SCORE_FAILED
+from fl_sim.results.stats import METRIC_BOUNDS, t_interval, wilson_interval
 from models.surrogate import NEURONS
 
 DEFAULT_VICTIMS = ("ann", "snn-if-T4", "snn-if-T8", "snn-if-T16", "snn-lif-T4")
@@ -61,8 +61,6 @@ DEFAULT_VICTIMS = ("ann", "snn-if-T4", "snn-if-T8", "snn-if-T16", "snn-lif-T4")
 # rates-idlg: measured worse than rates alone on the IF twin, see README)
 EXCLUDED_BY_DEFAULT = ("grnn", *CHAINS)
 GRID_DIGITS = 10
-CONFIDENCE = 0.95
-Z95 = 1.959963984540054  # standard normal quantile at 0.975
 _VICTIM = re.compile(r"snn-(?P<neuron>[a-z]+)-T(?P<T>[1-9][0-9]*)")
 
 Row = Mapping[str, object]
@@ -129,49 +127,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 # --------------------------------------------------------------------------- statistics
-
-
-def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (z = 1.96: 95%); (nan, nan) for n = 0."""
-    if n <= 0:
-        return math.nan, math.nan
-    if not 0 <= successes <= n:
-        raise ValueError(f"successes must be in 0..{n}, got {successes}")
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def t_interval(
-    values: Sequence[float],
-    confidence: float = CONFIDENCE,
-    bounds: tuple[float, float] = (-math.inf, math.inf),
-) -> tuple[float, float, float]:
-    """(mean, low, high): Student-t interval of the mean of the non-nan ``values``,
-    ``mean -+ t_{(1+confidence)/2, n-1} * s / sqrt(n)`` with the sample standard deviation s,
-    cut to ``bounds`` (the metric's range, where the mean must lie); the bounds are nan for
-    fewer than 2 values, everything nan for none."""
-    vals = np.asarray([v for v in values if not math.isnan(v)], dtype=np.float64)
-    if vals.size == 0:
-        return math.nan, math.nan, math.nan
-    mean = float(vals.mean())
-    if vals.size < 2:
-        return mean, math.nan, math.nan
-    half = float(
-        scipy.stats.t.ppf((1 + confidence) / 2, vals.size - 1)
-        * vals.std(ddof=1)
-        / math.sqrt(vals.size)
-    )
-    return mean, max(bounds[0], mean - half), min(bounds[1], mean + half)
-
-
-# the range of each per-digit metric: SSIM, MSE of [0, 1] images (reconstruction clipped), l2
-METRIC_BOUNDS: dict[str, tuple[float, float]] = {
-    "ssim": (-1.0, 1.0),
-    "mse": (0.0, 1.0),
-    "l2": (0.0, math.inf),
-}
 
 
 STRENGTH_COLUMNS = (

@@ -12,40 +12,42 @@ import pytest
 import torch
 
 from attacks import ATTACKS
+from attacks.registry import CHAINS
 from experiments import attacker_strength as strength
 from experiments.trials import fresh_victim
 from fl_sim.config import RunConfig
 from fl_sim.results.report import read_rows
+from fl_sim.results.stats import Z95, t_interval, wilson_interval
 
 
 def test_wilson_interval_on_known_values() -> None:
     # Wilson score interval, z = 1.959964: 8/10 -> [0.4902, 0.9433], 0/10 -> [0, 0.2775],
     # 10/10 -> [0.7225, 1] (the roots of (p - k/n)^2 = z^2 p (1 - p) / n), n = 0 -> nan.
-    assert strength.wilson_interval(8, 10) == pytest.approx((0.490162, 0.943318), abs=1e-6)
-    assert strength.wilson_interval(0, 10) == pytest.approx((0.0, 0.277532), abs=1e-6)
-    assert strength.wilson_interval(10, 10) == pytest.approx((0.722468, 1.0), abs=1e-6)
-    lo, hi = strength.wilson_interval(17, 30)  # symmetric around the Wilson centre
-    centre = (17 / 30 + strength.Z95**2 / 60) / (1 + strength.Z95**2 / 30)
+    assert wilson_interval(8, 10) == pytest.approx((0.490162, 0.943318), abs=1e-6)
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.277532), abs=1e-6)
+    assert wilson_interval(10, 10) == pytest.approx((0.722468, 1.0), abs=1e-6)
+    lo, hi = wilson_interval(17, 30)  # symmetric around the Wilson centre
+    centre = (17 / 30 + Z95**2 / 60) / (1 + Z95**2 / 30)
     assert (lo + hi) / 2 == pytest.approx(centre)
-    assert all(math.isnan(x) for x in strength.wilson_interval(0, 0))
+    assert all(math.isnan(x) for x in wilson_interval(0, 0))
     with pytest.raises(ValueError):
-        strength.wilson_interval(3, 2)
+        wilson_interval(3, 2)
 
 
 def test_t_interval_on_known_values() -> None:
     # mean 3, s = sqrt(2.5), t(0.975, 4) = 2.776445: half width 1.963243
-    mean, lo, hi = strength.t_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    mean, lo, hi = t_interval([1.0, 2.0, 3.0, 4.0, 5.0])
     assert (mean, lo, hi) == pytest.approx((3.0, 1.036757, 4.963243), abs=1e-6)
     # nan cells (failed attacks) are left out; one value has no interval
-    assert strength.t_interval([2.0, math.nan, 4.0]) == pytest.approx(
+    assert t_interval([2.0, math.nan, 4.0]) == pytest.approx(
         (3.0, 3.0 - 12.706205, 3.0 + 12.706205), abs=1e-5
     )
-    mean, lo, hi = strength.t_interval([0.5, math.nan])
+    mean, lo, hi = t_interval([0.5, math.nan])
     assert mean == 0.5 and math.isnan(lo) and math.isnan(hi)
-    assert all(math.isnan(x) for x in strength.t_interval([]))
-    assert strength.t_interval([0.25] * 4) == (0.25, 0.25, 0.25)
+    assert all(math.isnan(x) for x in t_interval([]))
+    assert t_interval([0.25] * 4) == (0.25, 0.25, 0.25)
     # cut to the metric's range: mean 0.7, half width 4.302653 * 0.435890 / sqrt(3) = 1.082811
-    assert strength.t_interval([0.9, 1.0, 0.2], bounds=(-1.0, 1.0)) == pytest.approx(
+    assert t_interval([0.9, 1.0, 0.2], bounds=(-1.0, 1.0)) == pytest.approx(
         (0.7, 0.7 - 1.082811, 1.0), abs=1e-6
     )
 
@@ -57,7 +59,7 @@ def test_victim_names_and_defaults() -> None:
         with pytest.raises(ValueError, match="valid: ann, snn-if-T<steps>, snn-lif-T<steps>"):
             strength.parse_victim(bad)
     assert "grnn" not in strength.default_attacks()
-    assert set(strength.default_attacks()) == set(ATTACKS) - {"grnn"}
+    assert set(strength.default_attacks()) == set(ATTACKS) - {"grnn", *CHAINS}
 
 
 @pytest.mark.parametrize(

@@ -12,12 +12,14 @@ import pytest
 from fl_sim.results.report import (
     LEAKAGE_COLUMNS,
     append_rows,
+    by_round,
     plot_rounds,
     read_rows,
     save_grid,
     summary_table,
     write_report,
 )
+from fl_sim.results.stats import t_interval, wilson_interval
 
 
 def _row(**overrides: object) -> dict[str, object]:
@@ -204,6 +206,27 @@ def test_plot_rounds_and_write_report(tmp_path: Path) -> None:
     assert (out / "summary.txt").read_text().strip() == text.strip()
     _assert_nontrivial_png(out / "leakage_per_round.png")
     assert "50.0" in text
+
+
+def test_per_round_statistics_and_the_three_panel_plot(tmp_path: Path) -> None:
+    """by_round: n, ASR with its Wilson interval, SSIM mean with its t interval per (arm,
+    attack, round); with accuracy the plot gets a third panel (wider image)."""
+    stats = by_round(_hand_rows())
+    assert sorted(stats) == [("ann", "dlg"), ("snn", "idlg")]
+    r2 = stats["snn", "idlg"][2]  # samples 0 (correct, SSIM 0.2) and 1 (wrong, SSIM 0.6)
+    assert (r2["n"], r2["asr"], r2["label_acc"]) == (2, 50.0, 50.0)
+    assert (r2["asr_lo"], r2["asr_hi"]) == pytest.approx(
+        tuple(100 * v for v in wilson_interval(1, 2))
+    )
+    assert (r2["ssim"], r2["ssim_lo"], r2["ssim_hi"]) == pytest.approx(
+        t_interval([0.2, 0.6], bounds=(-1.0, 1.0))
+    )
+    plot_rounds(_hand_rows(), tmp_path / "two.png", chance=0.1)
+    accuracy = {"ann": [(1, 0.5), (2, 0.8)], "snn": [(1, 0.4), (2, 0.9)]}
+    plot_rounds(_hand_rows(), tmp_path / "three.png", chance=0.1, accuracy=accuracy)
+    two = _assert_nontrivial_png(tmp_path / "two.png")
+    three = _assert_nontrivial_png(tmp_path / "three.png")
+    assert three.shape[1] == pytest.approx(1.5 * two.shape[1], rel=0.01)
 
 
 def test_report_from_csv(tmp_path: Path) -> None:

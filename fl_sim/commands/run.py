@@ -22,7 +22,7 @@ def cmd_run(cfg: RunConfig) -> int:
         with ResultsStore.open_existing(out) as store:
             done = {arm: store.last_round(arm) for arm in cfg.federated_arms}
             if all(n >= cfg.rounds for n in done.values()):  # nothing to run: report again
-                summary = finish_from_store(store, cfg.federated_arms)
+                summary = finish_from_store(store, cfg)
                 print(f"fl-sim: {out} has every round of {', '.join(cfg.federated_arms)} finished")
                 print(summary or "fl-sim: no reconstruction rows")
                 return 0

@@ -109,24 +109,32 @@ def export_results(store: ResultsStore) -> None:
         store.export_faults_csv(store.out_dir / FAULTS_CSV)
 
 
-def write_outputs(store: ResultsStore) -> str | None:
-    """Export the CSVs and write the report (plot, summary) from the store's rows; returns
-    the summary, or None when there are no reconstruction rows."""
+def write_outputs(store: ResultsStore, cfg: RunConfig) -> str | None:
+    """Export the CSVs and write the report (plot with the judge's chance level and each
+    arm's test accuracy per round, summary) from the store; returns the summary, or None when
+    there are no reconstruction rows."""
     export_results(store)
     rows = store.reconstruction_rows()
-    return write_report(store.out_dir, rows) if rows else None
+    if not rows:
+        return None
+    chance = 1.0 / dataset_split(cfg, "test").num_classes
+    accuracy: dict[str, list[tuple[int, float]]] = {}
+    for r in store.rounds():
+        if r["accuracy"] is not None:
+            accuracy.setdefault(str(r["arm"]), []).append((int(r["round"]), float(r["accuracy"])))
+    return write_report(store.out_dir, rows, chance, accuracy)
 
 
 def say(text: str) -> None:
     print(text, flush=True)
 
 
-def finish_from_store(store: ResultsStore, arms: tuple[str, ...]) -> str | None:
+def finish_from_store(store: ResultsStore, cfg: RunConfig) -> str | None:
     """Outputs of a run whose arms are all finished, from the store alone: the final models
     (latest checkpoints), the CSV exports and the report; returns the summary."""
-    for arm in arms:
+    for arm in cfg.federated_arms:
         save_atomic(store.load_checkpoint(arm), store.out_dir / f"final_model_{arm}.pt")
-    return write_outputs(store)
+    return write_outputs(store, cfg)
 
 
 def prepare_out_dir(cfg: RunConfig) -> Path:
@@ -303,7 +311,7 @@ def run_federation(grid: Grid, cfg: RunConfig) -> dict[str, dict[str, torch.Tens
         finals[arm] = result.arrays.to_torch_state_dict()
         save_atomic(finals[arm], out / f"final_model_{arm}.pt")
         say(f"=== arm {arm} done in {time.perf_counter() - start:.1f}s ===")
-    summary = write_outputs(store)
+    summary = write_outputs(store, cfg)
     if summary is not None:
         say(f"judge {judge.arch}: test accuracy {judge.accuracy:.2%} on {judge.dataset}\n{summary}")
     store.finish_run()

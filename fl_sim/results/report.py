@@ -7,6 +7,7 @@ import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -17,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from fl_sim.results.schema import LEAKAGE, LEAKAGE_COLUMNS, check_columns  # noqa: E402
+from fl_sim.results.stats import METRIC_BOUNDS, t_interval, wilson_interval  # noqa: E402
 
 __all__ = [
     "LEAKAGE_COLUMNS",
@@ -190,32 +192,84 @@ def _groups(rows: Iterable[Row]) -> dict[tuple[str, str], list[Row]]:
     return dict(sorted(out.items()))
 
 
-def plot_rounds(rows: Iterable[Row], path: Path) -> None:
-    """One PNG: ASR % (judge_correct) and mean SSIM per round, one line per (arm, attack)."""
-    groups = _groups(rows)
-    fig, (ax_asr, ax_ssim) = plt.subplots(1, 2, figsize=(11, 4.2))
+# per arm: (round, global test accuracy) pairs, e.g. from ResultsStore.rounds()
+Accuracy = Mapping[str, Sequence[tuple[int, float]]]
+
+
+def round_stats(rows: Sequence[Row]) -> dict[str, float]:
+    """n, ASR % with its Wilson 95% interval, mean SSIM with its t interval, label accuracy %
+    of one group of rows (failed attacks count as not leaked)."""
+    n = len(rows)
+    hits = sum(cell_number(r["judge_correct"]) == 1 for r in rows)
+    lo, hi = wilson_interval(hits, n)
+    ssim, ssim_lo, ssim_hi = t_interval(
+        [cell_number(r["ssim"]) for r in rows], bounds=METRIC_BOUNDS["ssim"]
+    )
+    return {
+        "n": n, "asr": 100.0 * hits / n if n else math.nan, "asr_lo": 100.0 * lo,
+        "asr_hi": 100.0 * hi, "ssim": ssim, "ssim_lo": ssim_lo, "ssim_hi": ssim_hi,
+        "label_acc": _pct(rows, "label_correct"),
+    }  # fmt: skip
+
+
+def by_round(rows: Iterable[Row]) -> dict[tuple[str, str], dict[int, dict[str, float]]]:
+    """:func:`round_stats` per (arm, attack) and round."""
+    out: dict[tuple[str, str], dict[int, dict[str, float]]] = {}
+    for key, grp in _groups(rows).items():
+        rounds: dict[int, list[Row]] = {}
+        for row in grp:
+            rounds.setdefault(int(cell_number(row["round"])), []).append(row)
+        out[key] = {r: round_stats(rounds[r]) for r in sorted(rounds)}
+    return out
+
+
+def errorbar(ax: Any, xs: list[int], stats: list[dict[str, float]], key: str, **kw: Any) -> Any:
+    mean = np.array([s[key] for s in stats])
+    lo = np.nan_to_num(mean - np.array([s[f"{key}_lo"] for s in stats]))
+    hi = np.nan_to_num(np.array([s[f"{key}_hi"] for s in stats]) - mean)
+    return ax.errorbar(xs, mean, yerr=[lo, hi], capsize=3, **kw)
+
+
+def plot_rounds(
+    rows: Iterable[Row], path: Path, chance: float | None = None, accuracy: Accuracy | None = None
+) -> None:
+    """One PNG: judge ASR % and mean SSIM per round, one line per (arm, attack), with 95%
+    intervals (Wilson; t), n per point and the judge's chance level; with ``accuracy``, a
+    third panel of each arm's global test accuracy per round."""
+    stats = by_round(rows)
+    panels = 3 if accuracy else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.2))
+    ax_asr, ax_ssim = axes[0], axes[1]
     try:
-        for (arm, attack), grp in groups.items():
-            by_round: dict[int, list[Row]] = {}
-            for row in grp:
-                by_round.setdefault(int(cell_number(row["round"])), []).append(row)
-            rounds = sorted(by_round)
-            asr = [_pct(by_round[r], "judge_correct") for r in rounds]
-            ssim = [_nanmean(cell_number(x["ssim"]) for x in by_round[r]) for r in rounds]
-            label = f"{arm} / {attack}"
-            ax_asr.plot(rounds, asr, marker="o", label=label)
-            ax_ssim.plot(rounds, ssim, marker="s", label=label)
-        ax_asr.set_title("Attack success rate (judge)")
+        for (arm, attack), per_round in stats.items():
+            xs, st = list(per_round), list(per_round.values())
+            ns = sorted({int(s["n"]) for s in st})
+            n_text = f"n={ns[0]}" if len(ns) == 1 else f"n={ns[0]}-{ns[-1]}"
+            label = f"{arm} / {attack} ({n_text} per round)"
+            errorbar(ax_asr, xs, st, "asr", marker="o", label=label)
+            errorbar(ax_ssim, xs, st, "ssim", marker="s", label=label)
+        if chance is not None:
+            ax_asr.axhline(100 * chance, color="grey", ls="--", lw=1, label=f"chance {chance:.0%}")
+        ax_asr.set_title("Attack success rate (judge), 95% Wilson CI")
         ax_asr.set_ylabel("ASR (%)")
         ax_asr.set_ylim(-5, 105)
-        ax_ssim.set_title("Reconstruction SSIM")
+        ax_ssim.set_title("Reconstruction SSIM, mean and 95% t CI")
         ax_ssim.set_ylabel("mean SSIM")
-        for ax in (ax_asr, ax_ssim):
+        if accuracy:
+            ax_acc = axes[2]
+            for arm, points in sorted(accuracy.items()):
+                ax_acc.plot([p[0] for p in points], [100 * p[1] for p in points], label=arm)
+            if chance is not None:
+                ax_acc.axhline(100 * chance, color="grey", ls="--", lw=1, label="chance")
+            ax_acc.set_title("Global model test accuracy")
+            ax_acc.set_ylabel("accuracy (%)")
+            ax_acc.set_ylim(-5, 105)
+        for ax in axes:
             ax.set_xlabel("round")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
-            if groups:
-                ax.legend(fontsize=8)
+            if stats or ax is not ax_asr and ax is not ax_ssim:
+                ax.legend(fontsize=7)
             else:
                 ax.text(0.5, 0.5, "no rows", ha="center", va="center", transform=ax.transAxes)
         fig.tight_layout()
@@ -285,12 +339,18 @@ def summary_table(rows: Iterable[Row]) -> str:
     return "\n".join(out)
 
 
-def write_report(out_dir: Path, rows: Iterable[Row]) -> str:
-    """Write ``leakage_per_round.png`` and ``summary.txt`` into ``out_dir``; return the summary."""
+def write_report(
+    out_dir: Path,
+    rows: Iterable[Row],
+    chance: float | None = None,
+    accuracy: Accuracy | None = None,
+) -> str:
+    """Write ``leakage_per_round.png`` (see :func:`plot_rounds`) and ``summary.txt`` into
+    ``out_dir``; return the summary."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = list(rows)
-    plot_rounds(rows, out_dir / "leakage_per_round.png")
+    plot_rounds(rows, out_dir / "leakage_per_round.png", chance, accuracy)
     text = summary_table(rows)
     (out_dir / "summary.txt").write_text(text + "\n")
     return text
