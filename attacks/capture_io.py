@@ -44,25 +44,47 @@ def write_private(path: Path, blob: object) -> None:
     os.replace(tmp, path)
 
 
+def load_private(path: str | Path, what: str) -> object:
+    """``torch.load(weights_only=True)`` of a file this module wrote. A file torch cannot
+    read that way (random bytes, a truncated or foreign file) is a one-line ValueError
+    saying it is not ``what``; a missing or unreadable file raises its OSError."""
+    try:
+        return torch.load(Path(path), map_location="cpu", weights_only=True)
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except Exception as err:  # UnpicklingError, the zip reader's RuntimeError or OSError...
+        first = (str(err).strip().splitlines() or [""])[0].split(". ")[0]  # first sentence
+        # torch's weights_only failure advises weights_only=False: never for a capture
+        why = type(err).__name__
+        if first and "weights" not in first.lower():
+            why = f"{why}: {first}"
+        raise ValueError(f"{path} is not {what} (torch cannot read it: {why})") from None
+
+
 def load_capture(path: str | Path) -> Capture:
     """Read a capture written by :func:`save_capture`; errors name what is wrong."""
-    blob = torch.load(Path(path), map_location="cpu", weights_only=True)
+    blob = load_private(path, f"an {FORMAT} file")
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ValueError(f"{path} is not an {FORMAT} file")
     if blob.get("version") != VERSION:
         raise ValueError(
             f"{path} has capture format version {blob.get('version')}, expected {VERSION}"
         )
-    public = dict(blob["public"])
-    valid = {f.name for f in dataclasses.fields(PublicInfo)}
-    unknown = sorted(set(public) - valid)
-    if unknown:
-        raise ValueError(f"{path}: unknown public fields {unknown}; valid: {sorted(valid)}")
-    public["input_shape"] = tuple(public["input_shape"])
-    return Capture(
-        round=int(blob["round"]),
-        client=int(blob["client"]),
-        update=dict(blob["update"]),
-        global_state=dict(blob["global_state"]),
-        public=PublicInfo(**public),
-    )
+    try:
+        public = dict(blob["public"])
+        valid = {f.name for f in dataclasses.fields(PublicInfo)}
+        unknown = sorted(set(public) - valid)
+        if unknown:
+            raise ValueError(f"{path}: unknown public fields {unknown}; valid: {sorted(valid)}")
+        public["input_shape"] = tuple(public["input_shape"])
+        return Capture(
+            round=int(blob["round"]),
+            client=int(blob["client"]),
+            update=dict(blob["update"]),
+            global_state=dict(blob["global_state"]),
+            public=PublicInfo(**public),
+        )
+    except (KeyError, TypeError) as err:
+        raise ValueError(
+            f"{path} is not a complete {FORMAT} file ({type(err).__name__}: {err})"
+        ) from None

@@ -8,11 +8,10 @@ import signal
 import sys
 from pathlib import Path
 
-from fl_sim.commands.attack import cmd_attack
+from fl_sim.commands.attack import check_readable, cmd_attack
 from fl_sim.commands.run import cmd_deploy, cmd_deploy_certs, cmd_run, cmd_submit
 from fl_sim.commands.tools import cmd_judge, cmd_l2_stats
 from fl_sim.config import RunConfig
-from fl_sim.ops.launcher import SuperLinkError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", type=Path, metavar="DIR",
         help="continue the run whose results are in DIR from each arm's last finished round, "
         "with its stored config (--set may raise rounds or change execution settings only)",
+    )  # fmt: skip
+    run.add_argument(
+        "--keep-temp", action="store_true",
+        help="keep the temporary Flower home (SuperLink and Ray logs) and say where",
     )  # fmt: skip
     attack = sub.add_parser(
         "attack",
@@ -68,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--workdir", type=Path,
         help="keep logs, pids.json and Flower homes here (default: a temporary dir, removed "
         "after a clean run, kept after a failure)",
+    )  # fmt: skip
+    deploy.add_argument(
+        "--keep-temp", action="store_true",
+        help="keep the temporary work dir even after a clean run, and say where",
     )  # fmt: skip
     submit = sub.add_parser(
         "submit",
@@ -149,15 +156,12 @@ def load_config(args: argparse.Namespace) -> RunConfig:
 def load_resume_config(args: argparse.Namespace) -> RunConfig:
     """``--resume DIR``: the config stored in DIR's results store, with the --config/--set
     changes applied and checked (execution settings only; rounds may be raised)."""
-    import tomllib
-
-    from fl_sim.config import parse_overrides
+    from fl_sim.config import parse_overrides, read_config_file
     from fl_sim.results.resume import resume_config
 
     changes: dict[str, object] = {}
     if args.config:
-        with open(args.config, "rb") as fh:
-            changes.update(tomllib.load(fh))
+        changes.update(read_config_file(args.config))
     changes.update(parse_overrides(args.overrides))
     for key in ("clients", "rounds"):
         if getattr(args, key, None) is not None:
@@ -172,6 +176,15 @@ def load_resume_config(args: argparse.Namespace) -> RunConfig:
     return dataclasses.replace(cfg, cache_dir=str(cfg.judge_cache.resolve()))
 
 
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors of the user's input or setup, reported in one line with exit code 2. The
+    launcher's SuperLinkError counts once a command has imported the launcher (importing it
+    up front would cost every command, ``--help`` included, its HTTP client)."""
+    launcher = sys.modules.get("fl_sim.ops.launcher")
+    extra = (launcher.SuperLinkError,) if launcher is not None else ()
+    return (ValueError, FileNotFoundError, FileExistsError, *extra)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -182,9 +195,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_deploy_certs(args)
         if args.command == "l2-stats":
             return cmd_l2_stats(args)
+        if args.command == "attack":  # missing inputs, before the config's checks load torch
+            for path in args.captures:
+                check_readable(path, "capture file")
         cfg = load_config(args)
         if args.command == "run":
-            return cmd_run(cfg)
+            return cmd_run(cfg, keep_temp=args.keep_temp)
         if args.command == "deploy":
             return cmd_deploy(cfg, args)
         if args.command == "submit":
@@ -192,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "attack":
             return cmd_attack(cfg, args.captures)
         return cmd_judge(cfg, args.retrain)
-    except (ValueError, FileNotFoundError, FileExistsError, SuperLinkError) as err:
+    except user_errors() as err:
         parser.exit(2, f"fl-sim: error: {err}\n")
     except KeyboardInterrupt:  # what we started was stopped on the way out
         parser.exit(130, "fl-sim: interrupted\n")

@@ -8,25 +8,36 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from attacks import ATTACKS, Attack, AttackConfig, GRNNConfig, build_attack
-from attacks.components.dummies import DUMMIES
-from attacks.config import AUTO
-from attacks.gradient_matching import CLAMPS
-from attacks.registry import needs
-from attacks.spike_domain import INITS, THRESHOLDS
-from fl_sim.data.registry import DATASETS, DataOptions, dataset_kind
-from fl_sim.federation.partition import PARTITION_SCHEMES
 from fl_sim.federation.schedule import AttackSchedule
-from fl_sim.federation.strategies import STRATEGIES, parse_strategy_options
-from fl_sim.federation.transforms import update_chain
-from models import ARMS, VICTIMS
-from models.surrogate import NEURONS, parse_surrogate
+from fl_sim.names import (
+    ARM_NAMES,
+    ATTACK_NAMES,
+    AUTO,
+    CLAMPS,
+    DUMMY_NAMES,
+    FAULT_KINDS,
+    INITS,
+    NEURON_NAMES,
+    PARTITION_NAMES,
+    STRATEGY_NAMES,
+    THRESHOLDS,
+    TRANSFORM_NAMES,
+    VICTIM_NAMES,
+    attack_needs,
+    dataset_kinds,
+    known,
+)
+
+if TYPE_CHECKING:  # torch behind these: imported where used, after the cheap checks
+    from attacks import Attack, AttackConfig
+    from fl_sim.data.registry import DataOptions
 
 PROTOCOLS = ("fedsgd", "fedavg")
 FEDAVG_UPDATES = ("weights", "delta")
@@ -129,6 +140,12 @@ class RunConfig:
     threads: int = 1
 
     def __post_init__(self) -> None:
+        self._check_values()
+        self._check_components()
+
+    def _check_values(self) -> None:
+        """Ranges and names, against the plain lists of ``fl_sim.names``: no torch or flwr
+        import, so a bad value is reported at once."""
         for name in (
             "clients",
             "rounds",
@@ -166,16 +183,24 @@ class RunConfig:
             )
         _check_choice("protocol", self.protocol, PROTOCOLS)
         _check_choice("fedavg_update", self.fedavg_update, FEDAVG_UPDATES)
-        _check_choice("strategy", self.strategy, STRATEGIES)
-        parse_strategy_options(self.strategy, self.strategy_options)  # names, types
-        _check_choice("dataset", self.dataset, DATASETS)
-        _check_choice("partition", self.partition, PARTITION_SCHEMES)
+        _check_choice(
+            "strategy",
+            self.strategy,
+            known(STRATEGY_NAMES, "fl_sim.federation.strategies", "STRATEGIES"),
+        )
+        _check_choice("dataset", self.dataset, tuple(dataset_kinds()))
+        _check_choice(
+            "partition",
+            self.partition,
+            known(PARTITION_NAMES, "fl_sim.federation.partition", "PARTITION_SCHEMES"),
+        )
         _check_choice("attack_init", self.attack_init, INITS)
         _check_choice("clamp", self.clamp, CLAMPS)
         _check_choice("threshold", self.threshold, THRESHOLDS)
-        _check_choice("victim", self.victim, VICTIMS)
-        _check_choice("neuron", self.neuron, NEURONS)
-        _check_choice("attack_dummy", self.attack_dummy, (AUTO, *DUMMIES))
+        _check_choice("victim", self.victim, known(VICTIM_NAMES, "models.registry", "VICTIMS"))
+        _check_choice("neuron", self.neuron, known(NEURON_NAMES, "models.surrogate", "NEURONS"))
+        dummies = known(DUMMY_NAMES, "attacks.components.dummies", "DUMMIES")
+        _check_choice("attack_dummy", self.attack_dummy, (AUTO, *dummies))
         if self.attack_dummy == "tied" and self.data_kind == "events":
             raise ValueError(
                 "attack_dummy: 'tied' needs image data (one image replicated over T); "
@@ -185,25 +210,20 @@ class RunConfig:
         if not self.feature_weight >= 0:
             raise ValueError(f"feature_weight must be >= 0, got {self.feature_weight}")
         for arm in self.arms:
-            _check_choice("arms", arm, ARMS)
+            _check_choice("arms", arm, known(ARM_NAMES, "models.registry", "ARMS"))
             if arm not in self.supported_arms:
                 raise ValueError(
                     f"arms: {arm!r} cannot take {self.dataset} ({self.data_kind} data); "
                     f"valid: {', '.join(self.supported_arms)}"
                 )
+        attacks = known(ATTACK_NAMES, "attacks.registry", "ATTACKS")
         for attack in self.attacks:
-            _check_choice("attacks", attack, ATTACKS)
-        update_chain(self.transforms, self.faults)  # names, parameters and faults are valid
-        if self.attack_surrogate != AUTO:
-            try:
-                parse_surrogate(self.attack_surrogate)
-            except ValueError as err:
-                raise ValueError(f"attack_surrogate: {err}") from err
-        self.attack_config()  # the attack settings validate themselves (sigma, tolerance...)
+            _check_choice("attacks", attack, attacks)
+        _check_transform_names(self.transforms, self.faults)
         one_step = self.samples_per_round == 1 and (
             self.protocol == "fedsgd" or self.local_epochs == 1
         )
-        needed = [needs(name) for name in self.attacks]
+        needed = [attack_needs(name) for name in self.attacks]
         if (any(n["rate_leak"] for n in needed) or self.feature_weight) and not one_step:
             raise ValueError(
                 "the rate leak (attacks rates, rates-*, feature_weight) needs the gradient of one "
@@ -219,6 +239,24 @@ class RunConfig:
                 f"local_steps={self.local_steps}"
             )
 
+    def _check_components(self) -> None:
+        """What only the components themselves can check (they import torch or flwr):
+        strategy options, transform parameters, the surrogate and the attack settings."""
+        from fl_sim.federation.transforms import update_chain
+        from models.surrogate import parse_surrogate
+
+        if self.strategy_options.strip():
+            from fl_sim.federation.strategies import parse_strategy_options
+
+            parse_strategy_options(self.strategy, self.strategy_options)  # names, types
+        update_chain(self.transforms, self.faults)  # names, parameters and faults are valid
+        if self.attack_surrogate != AUTO:
+            try:
+                parse_surrogate(self.attack_surrogate)
+            except ValueError as err:
+                raise ValueError(f"attack_surrogate: {err}") from err
+        self.attack_config()  # the attack settings validate themselves (sigma, tolerance...)
+
     @property
     def attack_schedule(self) -> AttackSchedule:
         """The rounds the eavesdropper attacks (``attack_rounds``)."""
@@ -227,17 +265,21 @@ class RunConfig:
     @property
     def data_kind(self) -> str:
         """ "image" or "events" (the dataset's kind)."""
-        return dataset_kind(self.dataset)
+        return dataset_kinds()[self.dataset]
 
     @property
     def supported_arms(self) -> tuple[str, ...]:
         """Arms that can train on this dataset: event frames need the spiking victim."""
-        return ("snn",) if self.data_kind == "events" else tuple(ARMS)
+        return ("snn",) if self.data_kind == "events" else ARM_NAMES
 
     @property
     def federated_arms(self) -> tuple[str, ...]:
         """The arms this run federates: ``arms``, or every supported arm when it is empty."""
         return self.arms or self.supported_arms
+
+    def resolved(self) -> RunConfig:
+        """This config with ``arms`` spelled out (``federated_arms``): what a run records."""
+        return dataclasses.replace(self, arms=self.federated_arms)
 
     @property
     def time_steps(self) -> int:
@@ -269,6 +311,8 @@ class RunConfig:
 
     def build_attacks(self) -> list[Attack]:
         """The configured attacks, each with its published budget unless overridden."""
+        from attacks import GRNNConfig, build_attack
+
         grnn = GRNNConfig(iterations=self.grnn_iterations, seed=self.attack_seed)
         tv = self.rates_tv_weight
         rates = dataclasses.replace(
@@ -285,6 +329,8 @@ class RunConfig:
 
     def attack_config(self) -> AttackConfig:
         """The attack settings of this run (shared by every attack), seeded by ``attack_seed``."""
+        from attacks import AttackConfig
+
         return AttackConfig(
             iterations=self.iterations, init=self.attack_init, sigma=self.sigma,
             clamp=self.clamp, threshold=self.threshold, tau=self.tau,
@@ -296,6 +342,8 @@ class RunConfig:
     @property
     def data_options(self) -> DataOptions:
         """What the dataset loader needs beyond the name (part of its cache key)."""
+        from fl_sim.data.registry import DataOptions
+
         return DataOptions(self.frames, self.downsample, self.cache_dir)
 
     @property
@@ -308,7 +356,8 @@ class RunConfig:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], base: RunConfig | None = None) -> RunConfig:
-        """Build from strings or TOML values; unknown keys are rejected with the valid ones."""
+        """Build from strings or TOML values (on ``base``, else the defaults; validated once);
+        unknown keys are rejected with the valid ones."""
         unknown = sorted(set(values) - set(cls.keys()))
         if unknown:
             raise ValueError(
@@ -316,16 +365,14 @@ class RunConfig:
             )
         types = {f.name: f.type for f in fields(cls)}
         parsed = {k: _coerce(k, v, types[k]) for k, v in values.items()}
-        return dataclasses.replace(base or cls(), **parsed)
+        return cls(**parsed) if base is None else dataclasses.replace(base, **parsed)
 
     @classmethod
     def load(cls, config_file: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:  # type: ignore[assignment]
         """Defaults, then the TOML file (if any), then ``key=value`` overrides."""
-        cfg = cls()
-        if config_file:
-            with open(config_file, "rb") as fh:
-                cfg = cls.from_mapping(tomllib.load(fh), cfg)
-        return cls.from_mapping(parse_overrides(overrides), cfg)
+        values = read_config_file(config_file) if config_file else {}
+        values.update(parse_overrides(overrides))
+        return cls.from_mapping(values)
 
     def to_flower(self) -> dict[str, bool | int | float | str]:
         """Flat values Flower's run config accepts (sequences as comma lists)."""
@@ -347,6 +394,18 @@ class RunConfig:
         return " ".join(parts)
 
 
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The keys of TOML file ``path``; a missing file or a syntax error is a one-line
+    ValueError naming the file (and the line and column of the error)."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"config file {path}: invalid TOML: {err}") from None
+    except OSError as err:
+        raise ValueError(f"config file {path}: {err.strerror or err}") from None
+
+
 def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items:
@@ -360,6 +419,29 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, str]:
 def _check_choice(key: str, value: str, valid: Mapping[str, Any] | tuple[str, ...]) -> None:
     if value not in valid:
         raise ValueError(f"{key}: unknown value {value!r}; valid: {', '.join(sorted(valid))}")
+
+
+# The NAME part of a transform spec NAME[:KEY=VALUE...][@PARTITION] (models.public._SPEC).
+_TRANSFORM_NAME = re.compile(r"[a-z][a-z0-9_-]*(?=[:@]|$)")
+
+
+def _check_transform_names(transforms: tuple[str, ...], faults: tuple[str, ...]) -> None:
+    """Unknown transform names and fault kinds, with the messages ``update_chain`` gives
+    them (which then checks the whole specs and their parameters)."""
+    valid = known(TRANSFORM_NAMES, "fl_sim.federation.transforms.registry", "TRANSFORMS")
+    for text in transforms:
+        name = _TRANSFORM_NAME.match(text.strip())
+        if name is not None and name[0] not in valid:
+            raise ValueError(
+                f"transforms: unknown transform {name[0]!r} in {text!r}; "
+                f"valid: {', '.join(sorted(valid))}"
+            )
+    for item in faults:
+        if item.partition("@")[0] not in FAULT_KINDS:
+            raise ValueError(
+                f"faults: fault {item!r} is not KIND@PARTITION with KIND in "
+                f"{', '.join(FAULT_KINDS)}"
+            )
 
 
 def _coerce(key: str, value: Any, typ: Any) -> Any:

@@ -276,9 +276,9 @@ def test_injected_faults_are_left_out_and_recorded(small_cfg: RunConfig) -> None
     finals = federate(cfg)
     with open(Path(cfg.out) / "faults.csv") as fh:
         faults = {f["client"]: f["reason"] for f in csv.DictReader(fh)}
-    assert set(faults) == {"1", "2", ""}  # a crashed client cannot say who it is
+    assert set(faults) == {"1", "2", "3"}  # a crashed client says who it is in its error
     assert "NaN/Inf" in faults["1"] and "has shape" in faults["2"]
-    assert "injected client failure" in faults[""]
+    assert faults["3"] == "client error: RuntimeError: injected client failure"
     # The new global model is one FedSGD step with client 0's gradient alone.
     start = initial_model(cfg, "ann")
     images, labels = private_batch(cfg, 0, 4, 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +13,13 @@ def cmd_attack(cfg: RunConfig, paths: list[Path]) -> int:
     """Attack every capture file, score it if its ground truth lies beside it, and write
     ``attack.csv``, the reconstructions and (where scored) an image grid per capture. Exit
     code 1 if any capture's attack or scoring failed (its rows record it)."""
+    out = Path(cfg.out)
+    csv = out / "attack.csv"
+    if csv.exists() and not cfg.overwrite:
+        raise FileExistsError(f"{csv} exists; choose another --out or set overwrite=true")
+    # Every input is checked and read before the judge is prepared (possibly trained).
+    for path in paths:
+        check_readable(path, "capture file")
     import torch
 
     from attacks.capture_io import load_capture
@@ -21,27 +29,24 @@ def cmd_attack(cfg: RunConfig, paths: list[Path]) -> int:
     from fl_sim.results.report import append_rows, save_grid, summary_table
     from models import SPIKING
 
-    out = Path(cfg.out)
-    csv = out / "attack.csv"
-    if csv.exists() and not cfg.overwrite:
-        raise FileExistsError(f"{csv} exists; choose another --out or set overwrite=true")
-    csv.unlink(missing_ok=True)
-    judge = ensure_judge(cfg)
-    attacks = cfg.build_attacks()
     captures = [(path, load_capture(path)) for path in paths]
     for path, capture in captures:  # fail before any (long) attack runs
-        if capture.public.input_kind != judge.kind:
+        if capture.public.input_kind != cfg.data_kind:
             raise ValueError(
                 f"{path} holds {capture.public.input_kind} data "
                 f"{capture.public.input_shape}, but the judge of dataset {cfg.dataset!r} takes "
-                f"{judge.kind} data: pass the run's dataset, e.g. --set dataset=NAME"
+                f"{cfg.data_kind} data: pass the run's dataset, e.g. --set dataset=NAME"
             )
+    truths = {}
+    for path, _ in captures:
+        if truth_path(path).exists():
+            check_readable(truth_path(path), "ground-truth file")
+            truths[path] = load_truth(truth_path(path))
+    attacks = cfg.build_attacks()
+    csv.unlink(missing_ok=True)
+    judge = ensure_judge(cfg)
     targets = [
-        Target(
-            "snn" if capture.public.arch in SPIKING else "ann",
-            capture,
-            load_truth(truth_path(path)) if truth_path(path).exists() else None,
-        )
+        Target("snn" if capture.public.arch in SPIKING else "ann", capture, truths.get(path))
         for path, capture in captures
     ]
     outcomes = attack_and_score(
@@ -82,3 +87,13 @@ def cmd_attack(cfg: RunConfig, paths: list[Path]) -> int:
         )
         return 1
     return 0
+
+
+def check_readable(path: Path, what: str) -> None:
+    """A one-line ValueError if ``path`` is not an existing, readable file."""
+    if not path.exists():
+        raise ValueError(f"{what} {path} does not exist")
+    if not path.is_file():
+        raise ValueError(f"{what} {path} is not a file")
+    if not os.access(path, os.R_OK):
+        raise ValueError(f"{what} {path} is not readable (permission denied)")

@@ -9,14 +9,23 @@ from pathlib import Path
 from fl_sim.config import RunConfig
 
 
-def cmd_run(cfg: RunConfig) -> int:
-    from fl_sim.evaluation.judge import ensure_judge
-    from fl_sim.federation.server_app import finish_from_store, initial_model, prepare_out_dir
-    from fl_sim.ops.launcher import run_simulation
-    from fl_sim.results.store import ResultsStore
+def cmd_run(cfg: RunConfig, keep_temp: bool = False) -> int:
+    """``fl-sim run``: one writer on the out dir at a time (its run lock, held throughout)."""
+    from fl_sim.federation.server_app import initial_model
+    from fl_sim.ops.outlock import run_lock
 
     for arm in cfg.federated_arms:
         initial_model(cfg, arm)  # a warm start's checkpoint fits, before anything starts
+    with run_lock(cfg.out, "fl-sim run"):
+        return _run_locked(cfg, keep_temp)
+
+
+def _run_locked(cfg: RunConfig, keep_temp: bool) -> int:
+    from fl_sim.evaluation.judge import ensure_judge
+    from fl_sim.federation.server_app import finish_from_store, prepare_out_dir
+    from fl_sim.ops.launcher import run_simulation
+    from fl_sim.results.store import ResultsStore
+
     out = prepare_out_dir(cfg)  # fail fast, before Flower starts
     if cfg.resume:
         with ResultsStore.open_existing(out) as store:
@@ -37,7 +46,7 @@ def cmd_run(cfg: RunConfig) -> int:
         f"attacks {', '.join(cfg.attacks) or 'none'}; results in {out}",
         flush=True,
     )
-    code = run_simulation(cfg)
+    code = run_simulation(cfg, keep_temp=keep_temp)
     if code != 0:
         print(f"fl-sim: flwr run exited with code {code}", file=sys.stderr)
         return code
@@ -60,7 +69,8 @@ def check_results(out: Path, cfg: RunConfig) -> int:
     if cfg.attacks and not (out / LEAKAGE_CSV).exists():
         print(f"fl-sim: the run wrote no {out / LEAKAGE_CSV}; see the log above", file=sys.stderr)
         return 1
-    print(f"fl-sim: wrote {', '.join(sorted(p.name for p in out.iterdir()))} in {out}")
+    names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))  # not locks
+    print(f"fl-sim: wrote {', '.join(names)} in {out}")
     return 0
 
 
@@ -85,12 +95,21 @@ def unfinished_arms(out: Path, cfg: RunConfig) -> str:
 
 
 def cmd_deploy(cfg: RunConfig, args: argparse.Namespace) -> int:
-    from fl_sim.evaluation.judge import ensure_judge
-    from fl_sim.federation.server_app import initial_model, prepare_out_dir
-    from fl_sim.ops.deploy import DeployOptions, deploy
+    """``fl-sim deploy``: holds the out dir's run lock throughout, like ``fl-sim run``."""
+    from fl_sim.federation.server_app import initial_model
+    from fl_sim.ops.outlock import run_lock
 
     for arm in cfg.federated_arms:
         initial_model(cfg, arm)  # a warm start's checkpoint fits, before anything starts
+    with run_lock(cfg.out, "fl-sim deploy"):
+        return _deploy_locked(cfg, args)
+
+
+def _deploy_locked(cfg: RunConfig, args: argparse.Namespace) -> int:
+    from fl_sim.evaluation.judge import ensure_judge
+    from fl_sim.federation.server_app import prepare_out_dir
+    from fl_sim.ops.deploy import DeployOptions, deploy
+
     out = prepare_out_dir(cfg)  # fail fast, before any process starts
     ensure_judge(cfg)  # train it here, not while the federation waits
     preload_data(cfg)
@@ -99,18 +118,20 @@ def cmd_deploy(cfg: RunConfig, args: argparse.Namespace) -> int:
         f"{cfg.rounds} rounds, attacks {', '.join(cfg.attacks) or 'none'}; results in {out}",
         flush=True,
     )
-    options = DeployOptions(netns=args.netns, tls=args.tls, workdir=args.workdir)
+    options = DeployOptions(
+        netns=args.netns, tls=args.tls, workdir=args.workdir, keep_temp=args.keep_temp
+    )
     deploy(cfg, options)
     return check_results(out, cfg)
 
 
 def cmd_submit(cfg: RunConfig, args: argparse.Namespace) -> int:
-    import tempfile
-
     from fl_sim.ops.deploy import submit
+    from fl_sim.ops.tempdirs import temp_dir
+    from fl_sim.ops.watchdog import watching
 
-    with tempfile.TemporaryDirectory(prefix="fl-sim-submit-") as work:
-        result = submit(cfg, args.superlink, args.root_certificates, Path(work), wait_s=args.wait)
+    with watching(), temp_dir("fl-sim-submit-", "the flwr run log", print) as work:
+        result = submit(cfg, args.superlink, args.root_certificates, work, wait_s=args.wait)
     if not result.ok:
         print(
             f"fl-sim: run {result.run_id} {result.status or 'did not start'} (flwr run exit "

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from attacks.capture_io import write_private
+from attacks.capture_io import load_private, write_private
 from fl_sim.config import RunConfig
 from fl_sim.federation.task import private_batch
 
@@ -44,9 +44,12 @@ def save_truth(truth: GroundTruth, path: Path) -> Path:
 
 
 def load_truth(path: Path) -> GroundTruth:
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    """Read a ground-truth file saved beside a capture; errors are one line naming it."""
+    blob = load_private(path, "an fl-sim ground-truth file")
     if not isinstance(blob, dict) or blob.get("format") != "fl-sim-truth":
         raise ValueError(f"{path} is not an fl-sim ground-truth file")
+    if not {"images", "labels"} <= set(blob):
+        raise ValueError(f"{path} is not a complete fl-sim ground-truth file")
     return GroundTruth(images=blob["images"], labels=blob["labels"])
 
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import ClientAppCallable
 
 from fl_sim.config import RunConfig
 from fl_sim.data.loaders.base import time_major
+from fl_sim.federation.faults import tag_client_error
 from fl_sim.federation.task import partition_of, private_batch, public_info
 from fl_sim.federation.training import local_sgd, loss_gradient
 from fl_sim.federation.transforms.mod import update_transforms_mod
@@ -39,7 +41,22 @@ def client_update(
     return {k: new[k] - start[k] for k in new}
 
 
-@app.train(mods=[update_transforms_mod])
+def report_errors_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Re-raise any exception of the train function (and its transforms) as one line with
+    this client's partition id, so the server can record which client failed and why."""
+    try:
+        return call_next(msg, context)
+    except Exception as err:
+        try:
+            partition_id: int | None = partition_of(context)[0]
+        except ValueError:
+            partition_id = None
+        if partition_id is None:  # nothing to add: Flower reports it as it is
+            raise
+        raise tag_client_error(partition_id, err) from err
+
+
+@app.train(mods=[report_errors_mod, update_transforms_mod])
 def train(msg: Message, context: Context) -> Message:
     """Reply with this round's update of the private data at the received global model
     (``update_transforms_mod`` then applies the run's transforms and faults to it)."""

@@ -8,14 +8,64 @@ purpose with the update transforms of ``fl_sim.federation.transforms.faults``.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from flwr.app import ArrayRecord, Message
 
+# A ClientApp's exception as the client re-raises it (``tag_client_error``), so that the
+# server, which only sees the error text, learns the partition and the original exception.
+_CLIENT_TAG = re.compile(r"\[fl-sim partition-id=(\d+)\] ([^\n]*)")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")  # colour codes of Ray's and Flower's logs
+# Flower's error reason: "<class 'TYPE'>:<'MESSAGE'>"
+_FLOWER_WRAPPED = re.compile(r"<class '([^']*)'>:<'(.*)'>", re.S)
+# "RuntimeError: message", "ray.exceptions.RayTaskError(X): message": a traceback's last line
+_EXCEPTION_LINE = re.compile(
+    r"[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)\w*(?:\([\w.]+\))?: .+"
+)
+MAX_REASON = 300  # characters of an untagged error kept in a fault's reason
+
+
+class ClientFailure(RuntimeError):
+    """A ClientApp's exception re-raised with the client's partition id (see
+    ``tag_client_error``)."""
+
+
+def tag_client_error(partition_id: int, err: BaseException) -> ClientFailure:
+    """The exception a client raises for ``err``: one line with its partition id, the
+    exception type and the first line of its message, which the server reads back
+    (``client_error``) from the error reply's text."""
+    text = (str(err).strip().splitlines() or [""])[0]
+    return ClientFailure(f"[fl-sim partition-id={partition_id}] {type(err).__name__}: {text}")
+
+
+def client_error(reason: str) -> tuple[int | None, str]:
+    """(partition id or None, one readable line) of an error reply's reason, without ANSI
+    codes: a tagged client exception as "TYPE: message"; a traceback (Ray's, multi-line) as
+    its root exception's "TYPE: message" line; other text as its first and last lines."""
+    text = _ANSI.sub("", reason).strip()
+    wrapped = _FLOWER_WRAPPED.fullmatch(text)
+    if wrapped is not None:
+        kind, text = wrapped[1], wrapped[2].strip()
+        text = text if "\n" in text else f"{kind}: {text}"
+    tagged = _CLIENT_TAG.search(text)
+    if tagged is not None:
+        return int(tagged[1]), tagged[2].strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    raised = [line for line in lines if _EXCEPTION_LINE.fullmatch(line)]
+    if raised:  # a traceback: its first "Type: message" line is the root cause
+        line = raised[0]
+    else:
+        line = " ... ".join(lines[:1] + lines[-1:]) if len(lines) > 1 else "".join(lines)
+    if len(line) > MAX_REASON:
+        line = line[: MAX_REASON - 3] + "..."
+    return None, line or "(no reason given)"
+
 
 def reply_fault(msg: Message, sent: ArrayRecord) -> str | None:
-    """Why ``msg`` must not be aggregated, or None if it is sound."""
+    """Why ``msg`` must not be aggregated (one line), or None if it is sound."""
     if msg.has_error():
-        return f"client error: {msg.error.reason}"
+        return f"client error: {client_error(msg.error.reason)[1]}"
     content = msg.content
     if len(content.array_records) != 1:
         return f"expected one ArrayRecord, got {len(content.array_records)}"

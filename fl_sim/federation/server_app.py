@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.metadata
 import json
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import flwr
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 from flwr.serverapp import Grid, ServerApp
@@ -43,6 +43,7 @@ class FaultLog:
 
     def __call__(self, server_round: int, node: int, client: int | None, reason: str) -> None:
         who = "?" if client is None else str(client)
+        reason = " ".join(reason.split())  # one line in faults.csv and on the console
         self.store.add_fault(self.arm, server_round, node, client, reason)
         self.log(f"[{self.arm} r{server_round}] left out node {node} (client {who}): {reason}")
 
@@ -221,26 +222,51 @@ def write_run_record(out: Path, cfg: RunConfig, judge: Judge) -> dict[str, objec
     """run.json: the config and the judge (with its test accuracy) that produced the results;
     returns the record (also stored in the results store's ``runs``)."""
     record = {
-        "config": dataclasses.asdict(cfg),
+        "config": dataclasses.asdict(cfg.resolved()),
         "judge": judge_record(judge),
         "init_checkpoints": init_record(cfg),
-        "versions": {"torch": torch.__version__, "flwr": flwr.__version__},
+        "versions": library_versions(),
     }
     (out / "run.json").write_text(json.dumps(record, indent=2))
     return record
 
 
+# Installed distributions whose version can change a run's results (models, aggregation,
+# simulation, data, metrics).
+VERSIONED = (
+    "torch", "torchvision", "flwr", "ray", "spikingjelly", "tonic", "numpy", "scikit-image",
+    "scipy",
+)  # fmt: skip
+
+
+def library_versions() -> dict[str, str]:
+    """Version of each of ``VERSIONED`` (package metadata), "absent" if not installed."""
+    versions = {}
+    for name in VERSIONED:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
 def build_strategy(
-    cfg: RunConfig, tap: Tap | None, on_fault: FaultLog, round_offset: int = 0
+    cfg: RunConfig,
+    tap: Tap | None,
+    on_fault: FaultLog,
+    round_offset: int = 0,
+    node_partitions: dict[int, int] | None = None,
 ) -> Eavesdropping:
     """Flower's ``cfg.strategy`` (with ``cfg.strategy_options``) under the tap, with seeded
     client sampling of ``cfg.fraction`` of the clients (all must be connected) and no
     client-side evaluation. Gradient and delta replies: under fedavg, one server step on the
     mean (EavesdroppingFedSGD, as before strategies existed); under any other strategy, each
-    reply becomes the weights it stands for before the strategy aggregates them."""
+    reply becomes the weights it stands for before the strategy aggregates them.
+    ``node_partitions`` (node id -> partition id) is shared by the arms of a run."""
     kwargs = dict(
         tap=tap,
         on_fault=on_fault,
+        node_partitions=node_partitions,
         sampling_seed=cfg.seed,
         round_offset=round_offset,
         fraction_train=cfg.fraction,
@@ -265,7 +291,15 @@ def main(grid: Grid, context: Context) -> None:
 
 
 def run_federation(grid: Grid, cfg: RunConfig) -> dict[str, dict[str, torch.Tensor]]:
-    """Run every arm; return each arm's final global model (state dict)."""
+    """Run every arm; return each arm's final global model (state dict). Holds the out dir's
+    writer lock meanwhile: one ServerApp writes a directory at a time (``fl_sim.ops.outlock``)."""
+    from fl_sim.ops.outlock import writer_lock
+
+    with writer_lock(cfg.out):
+        return _run_federation(grid, cfg)
+
+
+def _run_federation(grid: Grid, cfg: RunConfig) -> dict[str, dict[str, torch.Tensor]]:
     out = prepare_out_dir(cfg)
     say(f"fl-sim: results go to {out}")
     store = ResultsStore(out)
@@ -276,6 +310,7 @@ def run_federation(grid: Grid, cfg: RunConfig) -> dict[str, dict[str, torch.Tens
     audit = ReplayAudit(cfg)
     test = dataset_split(cfg, "test")
     finals: dict[str, dict[str, torch.Tensor]] = {}
+    node_partitions: dict[int, int] = {}  # the same nodes serve every arm
     for arm in cfg.federated_arms:
         start = time.perf_counter()
         public = public_info(cfg, arm)
@@ -299,7 +334,9 @@ def run_federation(grid: Grid, cfg: RunConfig) -> dict[str, dict[str, torch.Tens
             )  # fmt: skip
         recorder = RoundRecorder(store, arm, model, test, done, tap)
         say(f"=== arm {arm}: {public.arch}, {cfg.clients} clients, {cfg.rounds} rounds ===")
-        strategy = build_strategy(cfg, recorder.tap, FaultLog(store, arm, say), done)
+        strategy = build_strategy(
+            cfg, recorder.tap, FaultLog(store, arm, say), done, node_partitions
+        )
         result = strategy.start(
             grid=grid,
             initial_arrays=ArrayRecord(model.state_dict()),

@@ -18,7 +18,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result, Strategy
 
-from fl_sim.federation.faults import reply_fault
+from fl_sim.federation.faults import client_error, reply_fault
 from fl_sim.federation.training import sgd_step
 
 # tap(server_round, global arrays the replies were computed at, replies)
@@ -53,6 +53,7 @@ class Eavesdropping:
         round_offset: int = 0,
         update_kind: str = "weights",
         gradient_lr: float | None = None,
+        node_partitions: dict[int, int] | None = None,
         **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[call-arg]
@@ -70,6 +71,9 @@ class Eavesdropping:
         self.gradient_lr = gradient_lr
         self.sent_arrays: ArrayRecord | None = None
         self.sent_to: list[int] = []
+        # node id -> partition id, from every reply that said it (shared across the arms of a
+        # run, whose nodes are the same): names the client of a later error or missing reply
+        self.node_partitions = {} if node_partitions is None else node_partitions
 
     def start(
         self,
@@ -114,6 +118,10 @@ class Eavesdropping:
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         server_round += self.round_offset
         replies = list(replies)
+        for msg in replies:
+            client = reported_client(msg)
+            if client is not None:
+                self.node_partitions[msg.metadata.src_node_id] = client
         self.record_missing(server_round, replies)
         if self.tap is not None and self.sent_arrays is not None:
             try:
@@ -139,10 +147,16 @@ class Eavesdropping:
             if reason is None:
                 sound.append(msg)
             elif self.on_fault is not None:
-                self.on_fault(server_round, msg.metadata.src_node_id, reported_client(msg), reason)
+                self.on_fault(server_round, msg.metadata.src_node_id, self.client_of(msg), reason)
         # A fixed summation order (replies arrive in any order): reruns and resumed runs
         # aggregate bit-identically.
         return sorted(sound, key=aggregation_order)
+
+    def client_of(self, msg: Message) -> int | None:
+        """The partition id of a reply: the one it reports, else the one its node reported
+        before (an error reply of a client that crashed before saying who it is)."""
+        client = reported_client(msg)
+        return self.node_partitions.get(msg.metadata.src_node_id) if client is None else client
 
     def as_weights(self, replies: list[Message]) -> list[Message]:
         """Sound gradient or delta replies as new messages holding the weights they stand for
@@ -164,7 +178,8 @@ class Eavesdropping:
         replied = {msg.metadata.src_node_id for msg in replies}
         for node in self.sent_to:
             if node not in replied and self.on_fault is not None:
-                self.on_fault(server_round, node, None, "no reply before the round timeout")
+                client = self.node_partitions.get(node)
+                self.on_fault(server_round, node, client, "no reply before the round timeout")
 
 
 @functools.cache
@@ -192,7 +207,10 @@ def aggregation_order(msg: Message) -> tuple[int, int]:
 
 
 def reported_client(msg: Message) -> int | None:
-    """The partition id a reply reports, if it is readable."""
+    """The partition id a reply reports, if it is readable: in its ``meta`` record, or, for
+    an error reply, in the tagged exception of ``fl_sim.federation.faults``."""
+    if msg.has_error():
+        return client_error(msg.error.reason)[0]
     try:
         return int(msg.content["meta"]["partition-id"])
     except Exception:

@@ -3,7 +3,8 @@
 ``fl-sim deploy`` starts a SuperLink, the ServerApp's SuperExec and one SuperNode per client
 (node config ``partition-id=i num-partitions=N``), each in its own process group (and with
 ``--netns`` in its own network namespace), submits the run with ``flwr run`` and stops every
-process it started when the run ends, fails or is interrupted.
+process it started when the run ends, fails or is interrupted; if ``fl-sim`` itself dies
+(even by SIGKILL), its watchdog (``fl_sim.ops.watchdog``) ends them and removes the work dir.
 
 Isolation, and why: the SuperLink runs with ``--isolation process`` and we start the
 ServerApp's ``flower-superexec`` ourselves. In flwr 1.41 the SuperLink's default
@@ -22,13 +23,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from fl_sim.config import RunConfig
+from fl_sim.ops import watchdog
 from fl_sim.ops.certs import DEFAULT_SANS, write_certs
 from fl_sim.ops.launcher import ManagedProcess, flower_env, free_port, stop_all, wait_healthy
 from fl_sim.ops.netns import NetnsNetwork, can_reach
@@ -49,6 +50,7 @@ from fl_sim.ops.supervise import (
     submit,
     tls_context,
 )
+from fl_sim.ops.tempdirs import temp_dir
 
 __all__ = [  # what fl-sim deploy, the CLI and tests import from here
     "CONNECTION",
@@ -75,6 +77,7 @@ class DeployOptions:
     tls: bool = False
     workdir: Path | None = None  # kept; default: a temporary dir removed after a clean run
     startup_timeout: float = 60.0
+    keep_temp: bool = False  # keep the temporary work dir in any case
 
 
 def say(text: str) -> None:
@@ -83,16 +86,16 @@ def say(text: str) -> None:
 
 @contextlib.contextmanager
 def _workdir(options: DeployOptions) -> Iterator[Path]:
-    """The private work dir (logs, FLWR_HOMEs, certs); a temporary one goes if all went well."""
+    """The private work dir (logs, FLWR_HOMEs, certs). A temporary one is removed at the end,
+    also after Ctrl-C, SIGTERM or (by the watchdog) SIGKILL, but kept after an error (its
+    logs explain it) or with ``keep_temp``."""
     if options.workdir is not None:
         options.workdir.mkdir(parents=True, exist_ok=True)
         yield options.workdir.resolve()
         return
-    import tempfile
-
-    path = Path(tempfile.mkdtemp(prefix="fl-sim-deploy-"))
-    yield path  # an exception propagates from here and keeps the logs for reading
-    shutil.rmtree(path, ignore_errors=True)
+    what = "the work dir (logs, pids.json, Flower homes)"
+    with temp_dir("fl-sim-deploy-", what, say, options.keep_temp, keep_on_error=True) as path:
+        yield path
 
 
 def deploy(cfg: RunConfig, options: DeployOptions) -> int:
@@ -101,7 +104,7 @@ def deploy(cfg: RunConfig, options: DeployOptions) -> int:
         NetnsNetwork.check_available()
     n = cfg.clients
     hosts = ["link", *[f"node{i}" for i in range(n)]]
-    with _workdir(options) as work, contextlib.ExitStack() as stack:
+    with watchdog.watching(), _workdir(options) as work, contextlib.ExitStack() as stack:
         say(f"work dir (logs, pids) {work}")
         net = stack.enter_context(NetnsNetwork(hosts)) if options.netns else None
         if net is not None:

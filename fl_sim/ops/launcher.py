@@ -15,7 +15,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
@@ -23,6 +22,8 @@ from types import TracebackType
 import httpx
 
 from fl_sim.config import RunConfig
+from fl_sim.ops import proctree, watchdog
+from fl_sim.ops.tempdirs import temp_dir
 
 CONNECTION = "fl-sim"
 
@@ -83,7 +84,8 @@ class ManagedProcess:
     """A child process in its own session (process group) that logs to a file.
 
     Stopping it signals the whole group, so whatever it spawned in that group (a SuperNode's
-    SuperExec and ClientApps, a SuperExec's ServerApp) ends with it: no orphans.
+    SuperExec and ClientApps, a SuperExec's ServerApp) ends with it, and then whatever it
+    spawned in other sessions; the watchdog (if active) ends them all if fl-sim dies.
     """
 
     def __init__(self, name: str, cmd: list[str], env: dict[str, str], log_path: Path) -> None:
@@ -103,6 +105,7 @@ class ManagedProcess:
                 self.cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
+        watchdog.watch(self.proc.pid)
         return self
 
     def exited(self) -> bool:
@@ -139,34 +142,23 @@ def group_alive(pgid: int) -> bool:
 
 def process_table() -> dict[int, tuple[str, int, int]]:
     """pid -> (state, parent pid, process group) of every process, from /proc/*/stat."""
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):  # exited meanwhile
-            continue
-        table[int(entry.name)] = (fields[0], int(fields[1]), int(fields[2]))
-    return table
+    return {pid: (p.state, p.ppid, p.pgid) for pid, p in proctree.snapshot().items()}
 
 
 def descendants(pid: int) -> list[int]:
     """Every process below ``pid``: Flower and Ray start theirs in other process groups."""
-    children: dict[int, list[int]] = {}
-    for child, (_, parent, _) in process_table().items():
-        children.setdefault(parent, []).append(child)
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
+    return proctree.descendants(pid)
 
 
 def stop_all(procs: list[ManagedProcess], timeout: float = 20.0) -> None:
-    """Stop several managed processes at once: SIGTERM every group, wait, then SIGKILL."""
+    """Stop several managed processes at once: SIGTERM every group, wait, then SIGKILL; then
+    whatever they had started in other sessions (e.g. a SuperLink's SuperExec and ServerApp)."""
     started = [p for p in procs if p.proc is not None]
+    tree: list[proctree.Proc] = []
+    if proctree.available():
+        table = proctree.snapshot()
+        for p in started:
+            tree += [table[q] for q in proctree.descendants(p.pid, table) if q in table]
     for p in started:
         p.terminate()
     deadline = time.monotonic() + timeout
@@ -184,6 +176,7 @@ def stop_all(procs: list[ManagedProcess], timeout: float = 20.0) -> None:
     deadline = time.monotonic() + 5  # SIGKILLed members take a moment to die
     while time.monotonic() < deadline and any(group_alive(p.pid) for p in started):
         time.sleep(0.05)
+    proctree.end_tree(lambda: [q for q in tree if proctree.is_same(q)], grace=5.0)
 
 
 def wait_healthy(
@@ -211,6 +204,11 @@ def wait_healthy(
     raise SuperLinkError(f"{url} did not answer in {timeout:.0f}s; see {logs}")
 
 
+# Ray's AF_UNIX sockets live under $RAY_TMPDIR/ray/session_<time>_<pid>/sockets/: at most
+# 107 bytes in all, of which Ray's part takes up to ~67. A longer home keeps Ray's default.
+RAY_TMPDIR_MAX = 40
+
+
 class LocalSuperLink:
     """A simulation-mode SuperLink on 127.0.0.1 for the duration of a ``with`` block."""
 
@@ -232,9 +230,10 @@ class LocalSuperLink:
             "--disable-runtime-dependency-installation",
             "--host", "127.0.0.1", "--port", str(self.port),
         ]  # fmt: skip
-        self._managed = ManagedProcess(
-            "flower-superlink", cmd, flower_env(self.flwr_home), self.log_path
-        ).start()
+        env = flower_env(self.flwr_home)
+        if "RAY_TMPDIR" not in os.environ and len(str(self.flwr_home)) <= RAY_TMPDIR_MAX:
+            env["RAY_TMPDIR"] = str(self.flwr_home)  # Ray's session dir goes with the home
+        self._managed = ManagedProcess("flower-superlink", cmd, env, self.log_path).start()
         self.proc = self._managed.proc
         try:
             wait_healthy(
@@ -251,8 +250,7 @@ class LocalSuperLink:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        # The SuperLink and the simulation it spawned in its group; its SuperExec (own
-        # session) watches the SuperLink's pid and exits with it.
+        # The SuperLink's group, then its SuperExec, ServerApp and Ray (other sessions).
         if self._managed is not None:
             self._managed.stop(timeout=20)
 
@@ -277,13 +275,35 @@ def federation_config(cfg: RunConfig) -> str:
     )
 
 
-def run_simulation(cfg: RunConfig, flwr_home: Path | None = None) -> int:
-    """``flwr run`` the project with this config on a private SuperLink; returns its exit code."""
-    home = flwr_home or Path(tempfile.mkdtemp(prefix="fl-sim-flwr-"))
-    with LocalSuperLink(home) as link:
+def run_simulation(cfg: RunConfig, flwr_home: Path | None = None, keep_temp: bool = False) -> int:
+    """``flwr run`` the project with this config on a private SuperLink; returns its exit code.
+
+    Its Flower home (SuperLink log, the app, Ray's session) is a temporary dir unless
+    ``flwr_home`` is given, removed afterwards unless ``keep_temp``. A watchdog ends every
+    process started here, and removes the home, if this process dies without cleaning up.
+    """
+    with watchdog.watching(), contextlib.ExitStack() as stack:
+        home = flwr_home or stack.enter_context(
+            temp_dir("fl-sim-flwr-", "the Flower home (SuperLink and Ray logs)", _say, keep_temp)
+        )
+        link = stack.enter_context(LocalSuperLink(home))
         cmd = [
             flwr_cli(), "run", str(project_dir()), CONNECTION, "--stream",
             "--run-config", cfg.flower_run_config_arg(),
             "--federation-config", federation_config(cfg),
         ]  # fmt: skip
-        return subprocess.run(cmd, env=flower_env(link.flwr_home), check=False).returncode
+        with subprocess.Popen(cmd, env=flower_env(link.flwr_home)) as proc:
+            watchdog.watch(proc.pid)
+            try:
+                return proc.wait()
+            except BaseException:  # Ctrl-C (it got the SIGINT too) or SIGTERM: stop it
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                raise
+
+
+def _say(text: str) -> None:
+    print(f"fl-sim: {text}", flush=True)

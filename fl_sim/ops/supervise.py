@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fl_sim.config import RunConfig
+from fl_sim.ops import watchdog
 from fl_sim.ops.launcher import (
     ManagedProcess,
     SuperLinkError,
@@ -96,6 +97,7 @@ def stream_submit(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
+    watchdog.watch(proc.pid)
     lines: queue.Queue[bytes | None] = queue.Queue()
 
     def pump() -> None:
@@ -184,13 +186,14 @@ def submit(
     wait_s: float = 60.0,
 ) -> SubmitResult:
     """Wait for the SuperLink's health endpoint, ``flwr run`` the project on it, and read
-    back the run's final status."""
+    back the run's final status. ``flwr run`` is ended with us, even if we are SIGKILLed."""
     home = workdir / "flwr-cli"
     write_connection(home, superlink, ca)
     wait_healthy(health_url(superlink, ca), watch or [], wait_s, tls_context(ca))
     cmd = submit_command(project_dir(), CONNECTION, cfg)
     env = flower_env(home)
-    result = stream_submit(cmd, env, workdir / "flwr-run.log", watch or [])
+    with watchdog.watching():
+        result = stream_submit(cmd, env, workdir / "flwr-run.log", watch or [])
     if result.run_id is not None:
         result.status, result.details = run_status(env, result.run_id)
     return result

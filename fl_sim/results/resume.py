@@ -49,7 +49,9 @@ def stored_config(store: ResultsStore) -> RunConfig:
 
 
 def check_resumable(stored: RunConfig, cfg: RunConfig) -> None:
-    """Raise ValueError if ``cfg`` would change the stored federation (or lower ``rounds``)."""
+    """Raise ValueError if ``cfg`` would change the stored federation (or lower ``rounds``).
+    Both are compared resolved: ``arms=`` (every supported arm) equals those arms spelled out."""
+    stored, cfg = stored.resolved(), cfg.resolved()
     changed = [
         f"{key} {getattr(stored, key)!r} -> {getattr(cfg, key)!r}"
         for key in (f.name for f in dataclasses.fields(RunConfig))
