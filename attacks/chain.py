@@ -31,7 +31,7 @@ class ChainedAttack:
         began = time.perf_counter()
         previous = self.first.reconstruct(capture)
         start = self.second.start_from(previous, capture.public)
-        rec = self.second.reconstruct(capture, start)
+        rec = self.second.reconstruct_from(capture, start)
         return dataclasses.replace(
             rec,
             iterations=previous.iterations + rec.iterations,

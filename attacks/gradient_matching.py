@@ -143,10 +143,13 @@ class GradientMatchingAttack:
         """How this attack handles the unknown label."""
         return LABEL_TASKS[self.settings.label](model, capture, gen)
 
-    def reconstruct(self, capture: Capture, start: torch.Tensor | None = None) -> Reconstruction:
-        """Run ``restarts`` independent attacks; keep the lowest final gradient loss.
-        ``start``: the dummy variable to start from (e.g. another attack's result, see
-        :meth:`start_from`) instead of the seeded draw."""
+    def reconstruct(self, capture: Capture) -> Reconstruction:
+        """Run ``restarts`` independent attacks; keep the lowest final gradient loss."""
+        return self.reconstruct_from(capture, None)
+
+    def reconstruct_from(self, capture: Capture, start: torch.Tensor | None) -> Reconstruction:
+        """:meth:`reconstruct` with every restart's dummy starting at ``start`` (the
+        attacker's own earlier result, see :meth:`start_from`) instead of the seeded draw."""
         began = time.perf_counter()
         best: Reconstruction | None = None
         for restart in range(self.config.restarts):

@@ -397,7 +397,7 @@ def test_chain_starts_its_second_stage_at_the_first_result(
     assert torch.equal(second.dummy_for(capture.public).output(start, capture.public, "output")[0],
                        previous.images)  # fmt: skip
     assert torch.equal(second.problem(capture, 0, start).dummy, start)
-    expected = second.reconstruct(capture, start)
+    expected = second.reconstruct_from(capture, start)
     got = chain.reconstruct(capture)
     assert torch.equal(got.images, expected.images) and got.grad_loss == expected.grad_loss
     assert got.iterations == previous.iterations + expected.iterations == 5

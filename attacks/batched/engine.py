@@ -64,7 +64,7 @@ MIRRORED_CONFIG = frozenset(
     }
 )
 # methods whose behaviour the engine reproduces from the attack's settings, not by calling them
-_OWN_METHODS = ("reconstruct", "attempt", "label_task", "dummy_for")
+_OWN_METHODS = ("reconstruct", "reconstruct_from", "attempt", "label_task", "dummy_for")
 
 
 def check_attack(attack: object) -> None:
