@@ -113,8 +113,10 @@ def test_restarts_keep_the_lowest_gradient_loss(monkeypatch: pytest.MonkeyPatch)
     attempts: list[tuple[int, Reconstruction]] = []
     attempt = GradientMatchingAttack.attempt
 
-    def spy(self: GradientMatchingAttack, capture: Capture, restart: int = 0) -> Reconstruction:
-        rec = attempt(self, capture, restart)
+    def spy(
+        self: GradientMatchingAttack, capture: Capture, restart: int = 0, start: object = None
+    ) -> Reconstruction:
+        rec = attempt(self, capture, restart, start)  # type: ignore[arg-type]
         attempts.append((restart, rec))
         return rec
 
