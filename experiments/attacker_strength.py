@@ -22,7 +22,6 @@ label accuracy, SSIM, MSE and l2; the judge's chance level and test accuracy),
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import math
@@ -32,13 +31,13 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
 
 import numpy as np
 import torch
 
 from attacks import ATTACKS
 from attacks.registry import CHAINS
+from experiments.parsing import OneLineErrorParser
 from experiments.trials import add_common_args, fresh_capture, ordered_results, trial_outcomes
 from fl_sim.config import RunConfig, parse_overrides
 from fl_sim.evaluation.audit import GroundTruth
@@ -116,14 +115,6 @@ def parse_list(text: str | None, default: Sequence[str]) -> tuple[str, ...]:
     if text is None:
         return tuple(default)
     return tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
-
-
-class _Parser(argparse.ArgumentParser):
-    """Errors as one line on stderr, exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
 
 
 # --------------------------------------------------------------------------- statistics
@@ -334,7 +325,7 @@ def _header(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = _Parser(
+    parser = OneLineErrorParser(
         prog="python -m experiments.attacker_strength", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--samples", type=int, default=30, help="training digits attacked")

@@ -21,13 +21,11 @@ The last lines, one per arm: ``<arm> final_acc=<a> <attack>=<asr first>%-><asr l
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn
 
 import matplotlib
 
@@ -35,6 +33,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 
+from experiments.parsing import OneLineErrorParser
 from fl_sim.config import RunConfig  # noqa: E402
 from fl_sim.results.report import by_round, errorbar  # noqa: E402
 from fl_sim.results.store import DB_NAME, ResultsStore  # noqa: E402
@@ -44,14 +43,6 @@ COLUMNS = (
     "arm", "attack", "round", "acc_before", "acc_after", "n", "asr_pct", "asr_lo", "asr_hi",
     "ssim_mean", "ssim_lo", "ssim_hi", "label_acc_pct",
 )  # fmt: skip
-
-
-class _Parser(argparse.ArgumentParser):
-    """Errors as one line on stderr, exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
 
 
 def accuracy_by_round(store: ResultsStore) -> dict[str, dict[int, float]]:
@@ -240,7 +231,7 @@ def report(out: Path, command: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = _Parser(
+    parser = OneLineErrorParser(
         prog="python -m experiments.leakage_over_training", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--out", type=Path, default=Path("results/over_training"))

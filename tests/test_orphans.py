@@ -11,7 +11,6 @@ import dataclasses
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests_helpers import committed_rounds
 
 from fl_sim.cli import build_parser, main
 from fl_sim.config import RunConfig
@@ -188,18 +188,6 @@ def test_watchdog_ends_the_tree_and_removes_temp_dirs(tmp_path: Path, how: str) 
 
 
 # --- fl-sim run, SIGKILLed for real -----------------------------------------------------------
-
-
-def committed_rounds(out: Path) -> int:
-    """Rounds committed so far, read-only (never creates the database)."""
-    db = out / DB_NAME
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-            return int(conn.execute("SELECT count(*) FROM rounds").fetchone()[0])
-    except sqlite3.Error:  # not created yet
-        return 0
 
 
 def ours(tmp: Path) -> list[str]:

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from inproc_grid import InProcessGrid
+from tests_helpers import committed_rounds
 
 from fl_sim.cli import main as cli_main
 from fl_sim.config import RunConfig
@@ -412,17 +413,6 @@ def kill_run(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=30)
 
 
-def committed_rounds(db: Path) -> int:
-    """Rounds committed so far, read-only (never creates the database)."""
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-            return int(conn.execute("SELECT count(*) FROM rounds").fetchone()[0])
-    except sqlite3.Error:  # not created yet
-        return 0
-
-
 @pytest.mark.slow
 def test_run_killed_with_sigkill_resumes_without_duplicates(
     tmp_path: Path, judge_cache: str
@@ -440,13 +430,13 @@ def test_run_killed_with_sigkill_resumes_without_duplicates(
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 600
-        while committed_rounds(out / DB_NAME) < 1:
+        while committed_rounds(out) < 1:
             assert proc.poll() is None, log.read_text()[-4000:]
             assert time.monotonic() < deadline, "no round committed in time"
             time.sleep(0.1)
     finally:
         kill_run(proc)
-    at_kill = committed_rounds(out / DB_NAME)
+    at_kill = committed_rounds(out)
     assert 1 <= at_kill < len(arms) * rounds, "the run was not interrupted"
 
     resume = [sys.executable, "-m", "fl_sim.cli", "run", "--resume", str(out)]

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
 import torch
 
 from attacks import Capture, PublicInfo
 from fl_sim.data.registry import load_dataset
 from fl_sim.federation.training import loss_gradient
+from fl_sim.results.store import DB_NAME
 from models import build_model
 
 
@@ -18,3 +22,15 @@ def ann_capture(index: int = 0) -> Capture:
     model = build_model(public.arch, public.input_shape, public.num_classes)
     update = loss_gradient(model, data.inputs[index : index + 1], data.labels[index : index + 1])
     return Capture(3, 1, update, model.state_dict(), public)
+
+
+def committed_rounds(out: Path) -> int:
+    """Rounds committed so far in ``out``'s results store, read-only (never creates it)."""
+    db = out / DB_NAME
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            return int(conn.execute("SELECT count(*) FROM rounds").fetchone()[0])
+    except sqlite3.Error:  # not created yet
+        return 0
