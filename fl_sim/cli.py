@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-temp", action="store_true",
         help="keep the temporary Flower home (SuperLink and Ray logs) and say where",
     )  # fmt: skip
+    add_verbose_arg(run)
     attack = sub.add_parser(
         "attack",
         help="attack saved captures (fl-sim run --set save_captures=true) outside a simulation",
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-temp", action="store_true",
         help="keep the temporary work dir even after a clean run, and say where",
     )  # fmt: skip
+    add_verbose_arg(deploy)
     submit = sub.add_parser(
         "submit",
         help="flwr run the apps on a running SuperLink (e.g. the docker-compose federation)",
@@ -93,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--out", help="output directory of the ServerApp (key 'out')")
     submit.add_argument("--overwrite", action="store_true", help="replace results in --out")
     submit.add_argument("--wait", type=float, default=120.0, help="seconds to wait for it")
+    add_verbose_arg(submit)
     certs = sub.add_parser(
         "deploy-certs",
         help="write a throwaway CA and SuperLink certificate (ca.crt, server.pem, server.key)",
@@ -121,6 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(judge)
     judge.add_argument("--retrain", action="store_true", help="train again even if cached")
     return parser
+
+
+def add_verbose_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--verbose", action="store_true",
+        help="show Flower's own log records on the console too (always written to "
+        "flower.log in the out dir)",
+    )  # fmt: skip
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
@@ -200,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                 check_readable(path, "capture file")
         cfg = load_config(args)
         if args.command == "run":
-            return cmd_run(cfg, keep_temp=args.keep_temp)
+            return cmd_run(cfg, keep_temp=args.keep_temp, verbose=args.verbose)
         if args.command == "deploy":
             return cmd_deploy(cfg, args)
         if args.command == "submit":

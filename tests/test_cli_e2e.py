@@ -33,6 +33,11 @@ def test_fl_sim_run_through_flower_simulation(tmp_path: Path, judge_cache: str) 
     for line in ("[ann r1 c0] idlg:", "[snn r2 c1] dlg:", "=== arm snn done"):
         assert line in log, f"missing progress line {line!r}"
     assert "ASR %" in log  # the summary table reached the console
+    # Progress with ETA; Flower's records in flower.log, none on the console; no ANSI codes.
+    assert "[snn] rounds 2/2, " in log and "[ann r2] attacks 4/4, " in log
+    assert "\x1b" not in log and "INFO :" not in log and "Traceback" not in log
+    flower_log = (out / "flower.log").read_text()
+    assert "Starting Flower Simulation" in flower_log and "\x1b" not in flower_log
     assert (out / "leakage_per_round.png").stat().st_size > 10_000
     assert len(list((out / "grids").glob("*.png"))) == 4
 

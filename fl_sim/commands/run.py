@@ -9,7 +9,7 @@ from pathlib import Path
 from fl_sim.config import RunConfig
 
 
-def cmd_run(cfg: RunConfig, keep_temp: bool = False) -> int:
+def cmd_run(cfg: RunConfig, keep_temp: bool = False, verbose: bool = False) -> int:
     """``fl-sim run``: one writer on the out dir at a time (its run lock, held throughout)."""
     from fl_sim.federation.server_app import initial_model
     from fl_sim.ops.outlock import run_lock
@@ -17,12 +17,13 @@ def cmd_run(cfg: RunConfig, keep_temp: bool = False) -> int:
     for arm in cfg.federated_arms:
         initial_model(cfg, arm)  # a warm start's checkpoint fits, before anything starts
     with run_lock(cfg.out, "fl-sim run"):
-        return _run_locked(cfg, keep_temp)
+        return _run_locked(cfg, keep_temp, verbose)
 
 
-def _run_locked(cfg: RunConfig, keep_temp: bool) -> int:
+def _run_locked(cfg: RunConfig, keep_temp: bool, verbose: bool) -> int:
     from fl_sim.evaluation.judge import ensure_judge
     from fl_sim.federation.server_app import finish_from_store, prepare_out_dir
+    from fl_sim.ops.console import FLOWER_LOG, Console
     from fl_sim.ops.launcher import run_simulation
     from fl_sim.results.store import ResultsStore
 
@@ -46,28 +47,30 @@ def _run_locked(cfg: RunConfig, keep_temp: bool) -> int:
         f"attacks {', '.join(cfg.attacks) or 'none'}; results in {out}",
         flush=True,
     )
-    code = run_simulation(cfg, keep_temp=keep_temp)
+    with Console(out / FLOWER_LOG, verbose, append=cfg.resume) as console:
+        code = run_simulation(cfg, console, keep_temp=keep_temp)
     if code != 0:
-        print(f"fl-sim: flwr run exited with code {code}", file=sys.stderr)
+        hint = console.failure_hint()
+        print(f"fl-sim: flwr run exited with code {code}: {hint}", file=sys.stderr)
         return code
-    return check_results(out, cfg)
+    return check_results(out, cfg, console.failure_hint())
 
 
-def check_results(out: Path, cfg: RunConfig) -> int:
+def check_results(out: Path, cfg: RunConfig, hint: str = "see the log above") -> int:
     """Exit code of a finished ``flwr run``, which exits 0 even when the ServerApp failed:
-    the results store says what really finished."""
+    the results store says what really finished. ``hint`` says where to read why."""
     from fl_sim.federation.eavesdropper import LEAKAGE_CSV
 
     unfinished = unfinished_arms(out, cfg)
     if unfinished:
         print(
-            f"fl-sim: the run stopped early ({unfinished}); see the log above. Finished rounds "
+            f"fl-sim: the run stopped early ({unfinished}): {hint}. Finished rounds "
             f"are kept: continue with `fl-sim run --resume {out}`",
             file=sys.stderr,
         )
         return 1
     if cfg.attacks and not (out / LEAKAGE_CSV).exists():
-        print(f"fl-sim: the run wrote no {out / LEAKAGE_CSV}; see the log above", file=sys.stderr)
+        print(f"fl-sim: the run wrote no {out / LEAKAGE_CSV}: {hint}", file=sys.stderr)
         return 1
     names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))  # not locks
     print(f"fl-sim: wrote {', '.join(names)} in {out}")
@@ -119,8 +122,9 @@ def _deploy_locked(cfg: RunConfig, args: argparse.Namespace) -> int:
         flush=True,
     )
     options = DeployOptions(
-        netns=args.netns, tls=args.tls, workdir=args.workdir, keep_temp=args.keep_temp
-    )
+        netns=args.netns, tls=args.tls, workdir=args.workdir, keep_temp=args.keep_temp,
+        verbose=args.verbose,
+    )  # fmt: skip
     deploy(cfg, options)
     return check_results(out, cfg)
 
@@ -131,7 +135,10 @@ def cmd_submit(cfg: RunConfig, args: argparse.Namespace) -> int:
     from fl_sim.ops.watchdog import watching
 
     with watching(), temp_dir("fl-sim-submit-", "the flwr run log", print) as work:
-        result = submit(cfg, args.superlink, args.root_certificates, work, wait_s=args.wait)
+        result = submit(
+            cfg, args.superlink, args.root_certificates, work, wait_s=args.wait,
+            verbose=args.verbose,
+        )  # fmt: skip
     if not result.ok:
         print(
             f"fl-sim: run {result.run_id} {result.status or 'did not start'} (flwr run exit "

@@ -10,12 +10,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from fl_sim.data.loaders.base import time_major
 from fl_sim.data.registry import DataOptions, DataSplit
 from fl_sim.evaluation.judge_specs import EVENT_JUDGES, JudgeSpec
 from fl_sim.evaluation.judge_store import Judge, accuracy, event_options, save_judge
+from fl_sim.ops.progress import Eta, steps
 from models import build_model
 from models.resnet_arcface import ResNetArcFace
 
@@ -36,7 +36,7 @@ def fit_judge(
     """Train ``spec`` on ``train``, report test accuracy per epoch, cache it at ``path``.
 
     ``options`` are the data options the splits were loaded with (recorded for event data);
-    ``progress``: tqdm bar per epoch (None: only on a terminal).
+    ``progress``: tqdm bar per epoch (None: only on a terminal; else plain progress lines).
     """
     dataset = dataset or train.name
     _check_splits(train, test, spec.arch)
@@ -53,31 +53,31 @@ def fit_judge(
         f"pretrained {pretrained})"
     )
     start = time.perf_counter()
+    epochs = Eta(spec.epochs)
     acc = 0.0
     for epoch in range(1, spec.epochs + 1):
         model.train()
         total = 0.0
-        bar = tqdm(
-            _batches(len(train), spec.batch_size, gen),
-            desc=f"judge {spec.arch} epoch {epoch}/{spec.epochs}",
-            unit="batch",
-            leave=False,
-            disable=None if progress is None else not progress,
-        )
-        for batch in bar:
+        batches = _batches(len(train), spec.batch_size, gen)
+        for batch in steps(
+            batches,
+            f"judge {spec.arch} epoch {epoch}/{spec.epochs}",
+            len(batches),
+            unit="batches",
+            log=log,
+            terminal=progress,
+        ):
             loss = _loss(model, train.inputs[batch], train.labels[batch])
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(batch)
-            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-        bar.close()
         if sched is not None:
             sched.step()
         acc = accuracy(model, test.inputs, test.labels)
         log(
             f"judge: epoch {epoch}/{spec.epochs} loss {total / len(train):.4f} "
-            f"test accuracy {acc:.2%} ({time.perf_counter() - start:.0f}s)"
+            f"test accuracy {acc:.2%} (epochs {epochs.advance()})"
         )
     if _recalibrate_batchnorm(model, train.inputs, _batches(len(train), spec.batch_size, gen)):
         acc = accuracy(model, test.inputs, test.labels)

@@ -20,6 +20,7 @@ from attacks.types import Attack, Capture, Reconstruction
 from fl_sim.evaluation.audit import GroundTruth
 from fl_sim.evaluation.judge import Judge
 from fl_sim.evaluation.scoring import failed_rows, score, unscored_rows
+from fl_sim.ops.progress import Eta
 from fl_sim.results.schema import ATTACK_FAILED, SCORE_FAILED
 from models.public import PublicInfo
 
@@ -69,25 +70,49 @@ def attack_and_score(
     one, the attack's and the judge's word only); ordered by attack, then target.
 
     ``batched``: use the batched engine where it applies. ``log`` gets failures, fallbacks
-    and, if ``progress``, one line per (capture, attack). ``suffix`` is appended to each
-    attack's name in the rows (e.g. ``-as-gradient``).
+    and, if ``progress``, one line per scored (capture, attack) and progress lines (work
+    done, elapsed, ETA). ``suffix`` is appended to each attack's name in the rows (e.g.
+    ``-as-gradient``).
     """
     outcomes = []
+    eta = Eta(len(attacks) * len(targets))
+    label = progress_label(targets)
     for attack in attacks:
         name = attack.name + suffix
-        results = reconstruct_all(attack, targets, batched, log)
+
+        def tick(done: int, name: str = name) -> None:
+            if progress:
+                log(f"{label} attacks {eta.advance(done)} ({name})")
+
+        results = reconstruct_all(attack, targets, batched, log, tick)
         for target, rec in zip(targets, results, strict=True):
             outcomes.append(_score_one(name, target, rec, judge, log, progress))
     return outcomes
 
 
+def progress_label(targets: Sequence[Target]) -> str:
+    """``[ann r3]`` when the targets share arm and round, else ``[ann]`` or ``[captures]``."""
+    arms = {t.arm for t in targets}
+    rounds = {t.capture.round for t in targets}
+    if len(arms) != 1:
+        return "[captures]"
+    arm = next(iter(arms))
+    return f"[{arm} r{next(iter(rounds))}]" if len(rounds) == 1 else f"[{arm}]"
+
+
 def reconstruct_all(
-    attack: Attack, targets: Sequence[Target], batched: bool = True, log: Log = print
+    attack: Attack,
+    targets: Sequence[Target],
+    batched: bool = True,
+    log: Log = print,
+    done: Callable[[int], None] | None = None,
 ) -> list[Reconstruction | Exception]:
     """``attack.reconstruct`` of every target's capture, in order, an exception in place of a
     failed one. Captures sharing their public info go through the batched engine together
     when ``batched`` (same results to float rounding); if it cannot take them, one log line
-    says why and they are attacked one at a time."""
+    says why and they are attacked one at a time. ``done(k)`` hears of every k captures
+    finished (for progress)."""
+    done = done or (lambda k: None)
     results: list[Reconstruction | Exception | None] = [None] * len(targets)
     groups: dict[PublicInfo, list[int]] = {}
     for i, target in enumerate(targets):
@@ -108,12 +133,14 @@ def reconstruct_all(
             else:
                 for i, rec in zip(indices, recs, strict=True):
                     results[i] = rec
+                done(len(recs))
                 continue
         for i, capture in zip(indices, captures, strict=True):
             try:
                 results[i] = attack.reconstruct(capture)
             except Exception as err:  # one failed capture must not cost the others
                 results[i] = err
+            done(1)
     return results  # type: ignore[return-value]
 
 

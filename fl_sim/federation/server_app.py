@@ -24,6 +24,7 @@ from fl_sim.federation.eavesdropper import LEAKAGE_CSV, Eavesdropper
 from fl_sim.federation.strategies import STRATEGIES, parse_strategy_options
 from fl_sim.federation.strategy import Eavesdropping, EavesdroppingFedSGD, Tap, tapped
 from fl_sim.federation.task import dataset_split, public_info
+from fl_sim.ops.progress import Eta
 from fl_sim.results.report import write_report
 from fl_sim.results.resume import check_resumable, stored_config
 from fl_sim.results.store import CHECKPOINTS, DB_NAME, ResultsStore, save_atomic
@@ -71,9 +72,11 @@ class RoundRecorder:
         test: DataSplit,
         done: int = 0,
         spy: Tap | None = None,
+        rounds: int = 0,
     ) -> None:
         self.store, self.arm, self.model, self.test = store, arm, model, test
         self.done = done  # round 0 or a resumed run's last round: already recorded
+        self.eta = Eta(max(rounds, done), done)  # rounds done / planned, for progress lines
         self.spy = spy
         self.replies: dict[int, int] = {}
         self.clock = time.perf_counter()
@@ -98,6 +101,7 @@ class RoundRecorder:
                 replies=self.replies.pop(server_round, 0),
             )
             export_results(self.store)
+            say(f"[{self.arm}] rounds {self.eta.advance()}")
         self.clock = time.perf_counter()
         return MetricRecord({"accuracy": acc})
 
@@ -332,7 +336,7 @@ def _run_federation(grid: Grid, cfg: RunConfig) -> dict[str, dict[str, torch.Ten
                 cfg.batched, sink=store, budget=cfg.attack_budget, attack_seed=cfg.attack_seed,
                 schedule=cfg.attack_schedule,
             )  # fmt: skip
-        recorder = RoundRecorder(store, arm, model, test, done, tap)
+        recorder = RoundRecorder(store, arm, model, test, done, tap, cfg.rounds)
         say(f"=== arm {arm}: {public.arch}, {cfg.clients} clients, {cfg.rounds} rounds ===")
         strategy = build_strategy(
             cfg, recorder.tap, FaultLog(store, arm, say), done, node_partitions

@@ -78,6 +78,7 @@ class DeployOptions:
     workdir: Path | None = None  # kept; default: a temporary dir removed after a clean run
     startup_timeout: float = 60.0
     keep_temp: bool = False  # keep the temporary work dir in any case
+    verbose: bool = False  # Flower's log records on the console too
 
 
 def say(text: str) -> None:
@@ -157,7 +158,10 @@ def deploy(cfg: RunConfig, options: DeployOptions) -> int:
         arms = ",".join(cfg.federated_arms)
         say(f"submitting the run: {n} clients x {cfg.rounds} rounds, arms {arms}")
         start_t = time.monotonic()
-        result = submit(cfg, superlink, ca, work, watch=procs, wait_s=options.startup_timeout)
+        result = submit(
+            cfg, superlink, ca, work, watch=procs, wait_s=options.startup_timeout,
+            verbose=options.verbose,
+        )  # fmt: skip
         total = time.monotonic() - start_t
         if result.arm_seconds:
             per_round = sum(result.arm_seconds) / (len(result.arm_seconds) * cfg.rounds)

@@ -23,6 +23,7 @@ import httpx
 
 from fl_sim.config import RunConfig
 from fl_sim.ops import proctree, watchdog
+from fl_sim.ops.console import FLOWER_LOG, Console
 from fl_sim.ops.tempdirs import temp_dir
 
 CONNECTION = "fl-sim"
@@ -275,12 +276,19 @@ def federation_config(cfg: RunConfig) -> str:
     )
 
 
-def run_simulation(cfg: RunConfig, flwr_home: Path | None = None, keep_temp: bool = False) -> int:
+def run_simulation(
+    cfg: RunConfig,
+    console: Console | None = None,
+    flwr_home: Path | None = None,
+    keep_temp: bool = False,
+) -> int:
     """``flwr run`` the project with this config on a private SuperLink; returns its exit code.
 
-    Its Flower home (SuperLink log, the app, Ray's session) is a temporary dir unless
-    ``flwr_home`` is given, removed afterwards unless ``keep_temp``. A watchdog ends every
-    process started here, and removes the home, if this process dies without cleaning up.
+    Its output goes through ``console`` (default: one that logs Flower's records to
+    ``flower.log`` in the out dir). Its Flower home (SuperLink log, the app, Ray's session)
+    is a temporary dir unless ``flwr_home`` is given, removed afterwards unless ``keep_temp``.
+    A watchdog ends every process started here, and removes the home, if this process dies
+    without cleaning up.
     """
     with watchdog.watching(), contextlib.ExitStack() as stack:
         home = flwr_home or stack.enter_context(
@@ -292,9 +300,17 @@ def run_simulation(cfg: RunConfig, flwr_home: Path | None = None, keep_temp: boo
             "--run-config", cfg.flower_run_config_arg(),
             "--federation-config", federation_config(cfg),
         ]  # fmt: skip
-        with subprocess.Popen(cmd, env=flower_env(link.flwr_home)) as proc:
+        if console is None:
+            console = stack.enter_context(Console(Path(cfg.out).expanduser() / FLOWER_LOG))
+        with subprocess.Popen(
+            cmd, env=flower_env(link.flwr_home), stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, errors="replace",
+        ) as proc:  # fmt: skip
             watchdog.watch(proc.pid)
             try:
+                assert proc.stdout is not None
+                for line in proc.stdout:
+                    console.feed(line)
                 return proc.wait()
             except BaseException:  # Ctrl-C (it got the SIGINT too) or SIGTERM: stop it
                 proc.terminate()

@@ -12,7 +12,6 @@ import re
 import signal
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from fl_sim.config import RunConfig
 from fl_sim.ops import watchdog
+from fl_sim.ops.console import Console
 from fl_sim.ops.launcher import (
     ManagedProcess,
     SuperLinkError,
@@ -87,8 +87,10 @@ def stream_submit(
     env: dict[str, str],
     log_path: Path,
     watch: list[ManagedProcess],
+    verbose: bool = False,
 ) -> SubmitResult:
-    """Run ``flwr run``, echo and log its output, and abort if a watched process dies.
+    """Run ``flwr run``, log its output, echo the ServerApp's lines (Flower's records too if
+    ``verbose``: ``fl_sim.ops.console``), and abort if a watched process dies.
 
     Notes the run id and the seconds each arm's federation took, as the ServerApp measured
     them (its "=== arm ... done in" lines).
@@ -109,7 +111,7 @@ def stream_submit(
     threading.Thread(target=pump, daemon=True).start()
     result = SubmitResult(code=-1)
     try:
-        with open(log_path, "ab") as log:
+        with open(log_path, "ab") as log, Console(None, verbose) as console:
             while True:
                 try:
                     line = lines.get(timeout=0.5)
@@ -128,8 +130,7 @@ def stream_submit(
                 log.write(line)
                 log.flush()
                 text = line.decode(errors="replace")
-                sys.stdout.write(text)
-                sys.stdout.flush()
+                console.feed(text)
                 if match := ARM_DONE.search(text):
                     result.arm_seconds.append(float(match.group(1)))
                 elif match := RUN_STARTED.search(text):
@@ -184,6 +185,7 @@ def submit(
     workdir: Path,
     watch: list[ManagedProcess] | None = None,
     wait_s: float = 60.0,
+    verbose: bool = False,
 ) -> SubmitResult:
     """Wait for the SuperLink's health endpoint, ``flwr run`` the project on it, and read
     back the run's final status. ``flwr run`` is ended with us, even if we are SIGKILLed."""
@@ -193,7 +195,7 @@ def submit(
     cmd = submit_command(project_dir(), CONNECTION, cfg)
     env = flower_env(home)
     with watchdog.watching():
-        result = stream_submit(cmd, env, workdir / "flwr-run.log", watch or [])
+        result = stream_submit(cmd, env, workdir / "flwr-run.log", watch or [], verbose)
     if result.run_id is not None:
         result.status, result.details = run_status(env, result.run_id)
     return result

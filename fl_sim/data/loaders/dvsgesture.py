@@ -70,7 +70,8 @@ class DvsGestureLoader:
         """Check the files (tonic would otherwise download), then bin every recording in
         (user, lighting, label) order into inputs [N, T, 2, H, W]."""
         from tonic.datasets import DVSGesture
-        from tqdm import tqdm
+
+        from fl_sim.ops.progress import steps
 
         check_split(split)
         if data_root is None:
@@ -101,7 +102,7 @@ class DvsGestureLoader:
         sensor_size = DVSGesture.sensor_size  # (128, 128, 2): width, height, polarities
         width, height = downsampled_size(sensor_size, options.downsample)
         inputs = torch.empty((len(order), options.frames, 2, height, width), dtype=torch.float32)
-        for row, i in enumerate(tqdm(order, desc=f"DVS Gesture {split}", unit="rec", disable=None)):
+        for row, i in enumerate(steps(order, f"DVS Gesture {split}", len(order), "recordings")):
             events, _ = gestures[i]  # structured x, y (int16), p (bool), t (int64, us)
             if np.any(np.diff(events["t"]) < 0):  # tonic's ToFrame needs time order
                 events = events[np.argsort(events["t"], kind="stable")]

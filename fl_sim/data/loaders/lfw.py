@@ -62,7 +62,8 @@ def decode_lfw_folder(folder: str) -> tuple[torch.Tensor, torch.Tensor, tuple[st
     int64 labels (index of the identity in sorted order), and the identity names."""
     from torchvision.datasets import ImageFolder
     from torchvision.transforms import v2
-    from tqdm import tqdm
+
+    from fl_sim.ops.progress import steps
 
     transform = v2.Compose(  # on the PIL image: ~40x faster than antialiasing a uint8 tensor
         [
@@ -75,7 +76,7 @@ def decode_lfw_folder(folder: str) -> tuple[torch.Tensor, torch.Tensor, tuple[st
         folder, transform=transform, is_valid_file=lambda path: path.lower().endswith(".jpg")
     )
     images = torch.empty((len(faces), 3, LFW_IMAGE_SIZE, LFW_IMAGE_SIZE), dtype=torch.uint8)
-    for i in tqdm(range(len(faces)), desc=f"LFW {folder}", unit="img", disable=None):
+    for i in steps(range(len(faces)), f"LFW {folder}", len(faces), "images"):
         images[i] = faces[i][0]
     labels = torch.as_tensor(faces.targets, dtype=torch.int64)
     return images, labels, tuple(faces.classes)

@@ -41,13 +41,12 @@ def cache_file(split: str, options: DataOptions) -> Path:
 
 def emulate_split(digits: DataSplit, split: str, options: DataOptions) -> torch.Tensor:
     """Binary frames [N,T,2,H,W] of every digit of ``digits`` (with a progress bar)."""
-    from tqdm import tqdm
+    from fl_sim.ops.progress import steps
 
     offset = 0 if split == "train" else 1_000_000
     frames = []
-    for i in tqdm(
-        range(len(digits)), desc=f"emulating nmnist-emulated {split}", unit="digit", mininterval=5
-    ):
+    n = len(digits)
+    for i in steps(range(n), f"emulating nmnist-emulated {split}", n, unit="digits"):
         image = digits.inputs[i, 0].numpy()
         events = emulate_events(image, seed=EMULATION_SEED + offset + i)
         frames.append(
