@@ -9,7 +9,13 @@ import sys
 from pathlib import Path
 
 from fl_sim.commands.attack import check_readable, cmd_attack
-from fl_sim.commands.run import cmd_deploy, cmd_deploy_certs, cmd_run, cmd_submit
+from fl_sim.commands.run import (
+    cmd_compose_file,
+    cmd_deploy,
+    cmd_deploy_certs,
+    cmd_run,
+    cmd_submit,
+)
 from fl_sim.commands.tools import cmd_judge, cmd_l2_stats
 from fl_sim.config import RunConfig
 
@@ -96,6 +102,25 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--overwrite", action="store_true", help="replace results in --out")
     submit.add_argument("--wait", type=float, default=120.0, help="seconds to wait for it")
     add_verbose_arg(submit)
+    compose = sub.add_parser(
+        "compose-file",
+        help="write a docker-compose file for N SuperNodes (or its TLS override)",
+        description="Prints docker-compose.yml (with --tls: docker-compose.tls.yml) for a "
+        "federation of --clients SuperNodes, each holding one partition; --set items go to "
+        "the submit service's run config. The checked-in files are the output for 4 clients.",
+    )
+    compose.add_argument("--clients", type=int, default=4, help="SuperNodes (default: 4)")
+    compose.add_argument("--tls", action="store_true", help="write the TLS override instead")
+    compose.add_argument(
+        "--out", default="/results/compose",
+        help="results dir of the run inside the containers, under /results/ (the mounted "
+        "./results); default: /results/compose",
+    )  # fmt: skip
+    compose.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="a config key of the submitted run (repeatable)",
+    )  # fmt: skip
+    compose.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
     certs = sub.add_parser(
         "deploy-certs",
         help="write a throwaway CA and SuperLink certificate (ca.crt, server.pem, server.key)",
@@ -204,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "deploy-certs":
             return cmd_deploy_certs(args)
+        if args.command == "compose-file":
+            return cmd_compose_file(args)
         if args.command == "l2-stats":
             return cmd_l2_stats(args)
         if args.command == "attack":  # missing inputs, before the config's checks load torch

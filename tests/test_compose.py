@@ -1,8 +1,8 @@
 """docker-compose.yml: valid for docker-compose, and the same role commands as `fl-sim deploy`.
 
-No Docker engine runs here: ``docker-compose config`` (Debian's docker-compose package)
-validates the files without one. Without docker-compose those checks skip, except in CI
-(``CI=true``), where they fail: .ci/run installs it.
+``docker-compose config`` (Debian's docker-compose package) validates the files without a
+Docker engine. Without docker-compose those checks skip, except in CI (``CI=true``), where
+they fail: .ci/run installs it. scripts/compose-e2e.sh runs the federation for real.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import yaml
 
 from fl_sim.cli import build_parser
 from fl_sim.ops.certs import TlsFiles
+from fl_sim.ops.compose import compose_file, tls_override
 from fl_sim.ops.deploy import serverapp_command, superlink_command, supernode_command
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,11 +52,11 @@ def supernodes(services: dict[str, Any]) -> list[str]:
     return sorted(name for name in services if name.startswith("supernode-"))
 
 
-def check_commands(services: dict[str, Any], tls: bool) -> None:
+def check_commands(services: dict[str, Any], tls: bool, clients: int = 4) -> None:
     """Each service runs what fl_sim/ops/deploy.py builds for its role."""
     ca = CERTS.ca if tls else None
     nodes = supernodes(services)
-    assert len(nodes) == 4
+    assert len(nodes) == clients
     assert services["superlink"]["command"] == superlink_command(
         "0.0.0.0", 8000, CERTS if tls else None
     )
@@ -72,6 +73,28 @@ def check_commands(services: dict[str, Any], tls: bool) -> None:
     assert args.clients == len(nodes)  # the ServerApp waits for this many SuperNodes
     assert args.out.startswith("/results/")
     assert args.root_certificates == (CERTS.ca if tls else None)
+
+
+def test_checked_in_files_are_the_generators_output_for_4_clients() -> None:
+    assert BASE.read_text() == compose_file(4)
+    assert TLS.read_text() == tls_override(4)
+
+
+def test_generated_file_for_2_clients_validates(tmp_path: Path) -> None:
+    base, tls = tmp_path / "docker-compose.yml", tmp_path / "docker-compose.tls.yml"
+    base.write_text(compose_file(2, "/results/two", ["rounds=2", "attacks=idlg"]))
+    tls.write_text(tls_override(2, "/results/two", ["rounds=2", "attacks=idlg"]))
+    services = compose_config(base)["services"]
+    check_commands(services, tls=False, clients=2)
+    assert services["submit"]["command"][-4:] == ["--set", "rounds=2", "--set", "attacks=idlg"]
+    check_commands(compose_config(base, tls)["services"], tls=True, clients=2)
+
+
+def test_compose_file_refuses_bad_sizes_and_paths() -> None:
+    with pytest.raises(ValueError, match="--clients 0"):
+        compose_file(0)
+    with pytest.raises(ValueError, match="under /results/"):
+        tls_override(2, "/tmp/x")
 
 
 def test_compose_file_matches_the_deploy_commands() -> None:

@@ -156,3 +156,19 @@ def cmd_deploy_certs(args: argparse.Namespace) -> int:
     files = write_certs(args.directory, tuple(args.san) or DEFAULT_SANS)
     print(f"fl-sim: wrote {files.ca}, {files.cert} and {files.key}")
     return 0
+
+
+def cmd_compose_file(args: argparse.Namespace) -> int:
+    """``fl-sim compose-file``: the --set items are checked as config keys first."""
+    from fl_sim.config import parse_overrides
+    from fl_sim.ops.compose import compose_file, tls_override
+
+    RunConfig.from_mapping(parse_overrides(args.overrides))  # bad keys or values: exit 2
+    make = tls_override if args.tls else compose_file
+    text = make(args.clients, args.out, list(args.overrides))
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text)
+        print(f"fl-sim: wrote {args.output} ({args.clients} SuperNodes)")
+    return 0
