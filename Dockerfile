@@ -31,7 +31,7 @@ ENV PYTHONUNBUFFERED=1 \
 # The dependencies first (their own layer, kept while only the sources change), then the
 # project itself without dependencies.
 WORKDIR /app
-COPY constraints.txt pyproject.toml README.md /app/
+COPY constraints.txt pyproject.toml /app/
 RUN --mount=type=secret,id=ca,required=false \
     set -eu; \
     if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi; \
@@ -41,6 +41,7 @@ RUN --mount=type=secret,id=ca,required=false \
     useradd --create-home --uid "$UID" flsim; \
     mkdir -p /results /cache /home/flsim/.flwr; \
     chown flsim:flsim /results /cache /home/flsim/.flwr
+COPY README.md /app/
 COPY attacks /app/attacks
 COPY models /app/models
 COPY fl_sim /app/fl_sim

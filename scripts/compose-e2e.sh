@@ -7,7 +7,7 @@
 #   scripts/compose-e2e.sh [--clients N] [--rounds R] [--tls] [--stop-node] [--keep]
 #
 # --stop-node stops SuperNode 2's container during round 1: its missing reply must be
-# recorded as a fault and the run must go on. --keep keeps the work dir (compose files,
+# recorded as a fault and the run must go on (the container is started again afterwards). --keep keeps the work dir (compose files,
 # results, logs). Needs root where it installs or starts the engine. README "Containers".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -140,14 +140,18 @@ fi
 
 # --- 4. the federation ---------------------------------------------------------------------
 say "compose up: SuperLink, SuperExec, $CLIENTS SuperNodes, submit ($ROUNDS rounds$([ "$TLS" = 1 ] && echo ", TLS"))"
+submit_log_has() { "${COMPOSE[@]}" logs --no-color submit 2>/dev/null | grep -q "$1"; }
 if [ "$STOP_NODE" = 1 ]; then
-    (   # once round 1's instructions are out, stop SuperNode 2 (its reply never comes)
-        for _ in $(seq 600); do
-            if "${COMPOSE[@]}" logs submit 2>/dev/null | grep -q "\[ann r0\] global model"; then
-                sleep 2; say "stopping supernode-2"; "${COMPOSE[@]}" stop --timeout 1 supernode-2 >/dev/null 2>&1; break
-            fi
-            sleep 1
-        done
+    # Once round 1's instructions are out, stop SuperNode 2: its reply never comes. Flower's
+    # strategies wait for every node before sampling the next round, so once its fault is
+    # recorded it is started again (as a restart policy would) and the run goes on.
+    (
+        for _ in $(seq 900); do submit_log_has "\[ann r0\] global model" && break; sleep 1; done
+        sleep 2; say "stopping supernode-2 during round 1"
+        "${COMPOSE[@]}" stop --timeout 1 supernode-2 >/dev/null 2>&1
+        for _ in $(seq 300); do submit_log_has "left out node" && break; sleep 1; done
+        say "fault recorded; starting supernode-2 again"
+        "${COMPOSE[@]}" start supernode-2 >/dev/null 2>&1
     ) &
 fi
 set +e
