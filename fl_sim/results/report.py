@@ -184,7 +184,7 @@ def _pct(rows: Sequence[Row], column: str) -> float:
     return 100.0 * sum(cell_number(r[column]) == 1 for r in rows) / len(rows)
 
 
-def _groups(rows: Iterable[Row]) -> dict[tuple[str, str], list[Row]]:
+def by_arm_attack(rows: Iterable[Row]) -> dict[tuple[str, str], list[Row]]:
     """Rows grouped by (arm, attack), keys sorted."""
     out: dict[tuple[str, str], list[Row]] = {}
     for row in rows:
@@ -215,7 +215,7 @@ def round_stats(rows: Sequence[Row]) -> dict[str, float]:
 def by_round(rows: Iterable[Row]) -> dict[tuple[str, str], dict[int, dict[str, float]]]:
     """:func:`round_stats` per (arm, attack) and round."""
     out: dict[tuple[str, str], dict[int, dict[str, float]]] = {}
-    for key, grp in _groups(rows).items():
+    for key, grp in by_arm_attack(rows).items():
         rounds: dict[int, list[Row]] = {}
         for row in grp:
             rounds.setdefault(int(cell_number(row["round"])), []).append(row)
@@ -307,7 +307,7 @@ def summary_table(rows: Iterable[Row]) -> str:
     metrics) count in n and as not leaked.
     """
     lines: list[tuple[str, ...]] = [_SUMMARY_HEADER]
-    for (arm, attack), grp in _groups(rows).items():
+    for (arm, attack), grp in by_arm_attack(rows).items():
         n = len(grp)
         ssim = [cell_number(r["ssim"]) for r in grp]
         psnr = [v for v in (cell_number(r["psnr"]) for r in grp) if not math.isnan(v)]
