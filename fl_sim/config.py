@@ -249,7 +249,8 @@ class RunConfig:
             from fl_sim.federation.strategies import parse_strategy_options
 
             parse_strategy_options(self.strategy, self.strategy_options)  # names, types
-        update_chain(self.transforms, self.faults)  # names, parameters and faults are valid
+        # names, parameters and faults are valid, and fit the updates the clients send
+        update_chain(self.transforms, self.faults).check_update_kind(self.update_kind)
         if self.attack_surrogate != AUTO:
             try:
                 parse_surrogate(self.attack_surrogate)

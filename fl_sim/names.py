@@ -37,7 +37,15 @@ STRATEGY_NAMES = (
     "fedtrimmedavg", "krum", "multikrum", "bulyan",
 )  # fmt: skip
 PARTITION_NAMES = ("iid", "dirichlet")  # fl_sim.federation.partition.PARTITION_SCHEMES
-TRANSFORM_NAMES = ("error", "nan", "shape", "timeout")  # fl_sim.federation.transforms.TRANSFORMS
+TRANSFORM_NAMES = (
+    "dp",
+    "prune",
+    "quant",
+    "error",
+    "nan",
+    "shape",
+    "timeout",
+)  # fl_sim.federation.transforms.TRANSFORMS
 FAULT_KINDS = ("nan", "shape", "error", "timeout")  # fl_sim.federation.transforms.FAULT_KINDS
 VICTIM_NAMES = ("lenet", "lenet5")  # models.VICTIMS
 ARM_NAMES = ("ann", "snn")  # models.ARMS

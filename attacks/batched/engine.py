@@ -25,6 +25,7 @@ from attacks.components.features import recovered_features
 from attacks.components.label_tasks import LabelTask
 from attacks.components.objectives import FEATURE_OBJECTIVES
 from attacks.config import AttackConfig
+from attacks.defences import mirrored
 from attacks.gradient_matching import (
     RESTART_SEED_STRIDE,
     GradientMatchingAttack,
@@ -105,6 +106,11 @@ def common_public(captures: Sequence[Capture]) -> PublicInfo:
                 f"captures must share PublicInfo; capture round={c.round} client={c.client} "
                 f"differs from the first in {', '.join(fields)}: group captures by public info"
             )
+    if mirrored(public):
+        raise NotImplementedError(
+            f"batched engine does not mirror the public defences {list(public.transforms)}: "
+            "attack them one at a time"
+        )
     if public.update != "gradient":
         raise NotImplementedError(
             f"batched engine matches FedSGD gradients only, not FedAvg {public.update!r} "

@@ -21,6 +21,7 @@ from fl_sim.data.registry import DataSplit
 from fl_sim.evaluation.audit import ReplayAudit
 from fl_sim.evaluation.judge import Judge, accuracy, ensure_judge, judge_record
 from fl_sim.federation.eavesdropper import LEAKAGE_CSV, Eavesdropper
+from fl_sim.federation.privacy import privacy_record
 from fl_sim.federation.strategies import STRATEGIES, parse_strategy_options
 from fl_sim.federation.strategy import Eavesdropping, EavesdroppingFedSGD, Tap, tapped
 from fl_sim.federation.task import dataset_split, public_info
@@ -229,6 +230,7 @@ def write_run_record(out: Path, cfg: RunConfig, judge: Judge) -> dict[str, objec
         "config": dataclasses.asdict(cfg.resolved()),
         "judge": judge_record(judge),
         "init_checkpoints": init_record(cfg),
+        "privacy": privacy_record(cfg.transforms, cfg.rounds),
         "versions": library_versions(),
     }
     (out / "run.json").write_text(json.dumps(record, indent=2))
@@ -310,7 +312,13 @@ def _run_federation(grid: Grid, cfg: RunConfig) -> dict[str, dict[str, torch.Ten
     if cfg.resume:
         check_resumable(stored_config(store), cfg)
     judge = ensure_judge(cfg, say)
-    store.start_run(write_run_record(out, cfg, judge), resumed=cfg.resume)
+    record = write_run_record(out, cfg, judge)
+    store.start_run(record, resumed=cfg.resume)
+    for dp in record["privacy"]:  # type: ignore[attr-defined]
+        say(
+            f"fl-sim: {dp['transform']}: epsilon {dp['epsilon']} at delta {dp['delta']} after "
+            f"{dp['releases_per_client']} rounds per client ({dp['accountant']})"
+        )
     audit = ReplayAudit(cfg)
     test = dataset_split(cfg, "test")
     finals: dict[str, dict[str, torch.Tensor]] = {}

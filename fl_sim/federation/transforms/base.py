@@ -35,6 +35,8 @@ class Transform:
     True if the attacker knows it (a published defence), False if not (a fault)."""
 
     public: ClassVar[bool]
+    # The update kinds it may transform ("gradient", "weights", "delta"); None: any.
+    update_kinds: ClassVar[tuple[str, ...] | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

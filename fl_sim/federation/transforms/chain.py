@@ -70,6 +70,16 @@ class TransformChain:
         """Canonical specs of the public steps, in order: what the server may know."""
         return tuple(str(s.spec) for s in self.steps if s.public)
 
+    def check_update_kind(self, kind: str) -> None:
+        """Refuse a transform that cannot act on ``kind`` updates (e.g. DP on raw weights)."""
+        for step in self.steps:
+            kinds = type(step.transform).update_kinds
+            if kinds is not None and kind not in kinds:
+                raise ValueError(
+                    f"transforms: {step.spec} acts on {' or '.join(kinds)} updates, and this "
+                    f"run's clients send {kind} (FedAvg: set fedavg_update=delta)"
+                )
+
     def __call__(self, update: Update, ctx: TransformContext) -> Update:
         """Apply the steps for ``ctx.partition_id`` in order."""
         for step in self.steps:
