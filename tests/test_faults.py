@@ -8,7 +8,9 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Error, Message, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID
 from inproc_grid import InProcessGrid
 
 from fl_sim.config import RunConfig
@@ -111,3 +113,23 @@ def test_run_record_has_the_arms_that_ran_and_library_versions(tmp_path: Path) -
         assert written["versions"]["torch"] != "absent"
         # A resume (or `flwr run` with resume=true) with arms unset matches the stored arms.
         check_resumable(RunConfig.from_mapping(written["config"]), cfg)
+
+
+def test_an_error_the_superlink_returns_for_a_node_counts_once_for_that_node() -> None:
+    """A stopped SuperNode's missing reply comes back as the SuperLink's "node unavailable"
+    error (sent from the SuperLink's own node id): one fault, for the node it stands for."""
+    faults: list[tuple[int, int, int | None, str]] = []
+    strategy = EavesdroppingFedSGD(lr=0.1, on_fault=lambda *a: faults.append(a))
+    sent = Message(RecordDict(), dst_node_id=101, message_type="train")
+    sent.metadata.__dict__["_message_id"] = "instruction-101"
+    strategy.sent_messages, strategy.sent_to = [sent], [101]
+    strategy.node_partitions[101] = 1
+    reply = Message(Error(code=5, reason="Error: Node Unavailable"), reply_to=sent)
+    reply.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+    assert reply.metadata.src_node_id == SUPERLINK_NODE_ID
+    assert strategy.origin(reply) == 101
+    strategy.record_missing(1, [reply])
+    assert faults == []  # it replied (with an error), so it is not also missing
+    strategy.sent_arrays = ArrayRecord({"w": torch.zeros(1)})
+    assert strategy.screen(1, [reply]) == []
+    assert faults == [(1, 101, 1, "client error: Error: Node Unavailable")]

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from logging import ERROR
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result, Strategy
@@ -71,6 +72,7 @@ class Eavesdropping:
         self.gradient_lr = gradient_lr
         self.sent_arrays: ArrayRecord | None = None
         self.sent_to: list[int] = []
+        self.sent_messages: list[Message] = []
         # node id -> partition id, from every reply that said it (shared across the arms of a
         # run, whose nodes are the same): names the client of a later error or missing reply
         self.node_partitions = {} if node_partitions is None else node_partitions
@@ -105,7 +107,17 @@ class Eavesdropping:
         with seeded_sampling(self.sampling_seed, server_round):
             messages = list(super().configure_train(server_round, arrays, config, grid))
         self.sent_to = [msg.metadata.dst_node_id for msg in messages]
+        self.sent_messages = messages  # the grid gives them their ids when it pushes them
         return messages
+
+    def origin(self, msg: Message) -> int:
+        """The node a reply stands for: its sender, or, for an error the SuperLink returns on
+        a node's behalf (e.g. "node unavailable"), the node its instruction went to."""
+        node = msg.metadata.src_node_id
+        if node != SUPERLINK_NODE_ID:
+            return node
+        sent = {m.metadata.message_id: m.metadata.dst_node_id for m in self.sent_messages}
+        return sent.get(msg.metadata.reply_to_message_id, node)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -121,7 +133,7 @@ class Eavesdropping:
         for msg in replies:
             client = reported_client(msg)
             if client is not None:
-                self.node_partitions[msg.metadata.src_node_id] = client
+                self.node_partitions[self.origin(msg)] = client
         self.record_missing(server_round, replies)
         if self.tap is not None and self.sent_arrays is not None:
             try:
@@ -147,7 +159,7 @@ class Eavesdropping:
             if reason is None:
                 sound.append(msg)
             elif self.on_fault is not None:
-                self.on_fault(server_round, msg.metadata.src_node_id, self.client_of(msg), reason)
+                self.on_fault(server_round, self.origin(msg), self.client_of(msg), reason)
         # A fixed summation order (replies arrive in any order): reruns and resumed runs
         # aggregate bit-identically.
         return sorted(sound, key=aggregation_order)
@@ -156,7 +168,7 @@ class Eavesdropping:
         """The partition id of a reply: the one it reports, else the one its node reported
         before (an error reply of a client that crashed before saying who it is)."""
         client = reported_client(msg)
-        return self.node_partitions.get(msg.metadata.src_node_id) if client is None else client
+        return self.node_partitions.get(self.origin(msg)) if client is None else client
 
     def as_weights(self, replies: list[Message]) -> list[Message]:
         """Sound gradient or delta replies as new messages holding the weights they stand for
@@ -175,7 +187,7 @@ class Eavesdropping:
 
     def record_missing(self, server_round: int, replies: list[Message]) -> None:
         """Clients sampled this round that did not reply before the round's timeout."""
-        replied = {msg.metadata.src_node_id for msg in replies}
+        replied = {self.origin(msg) for msg in replies}
         for node in self.sent_to:
             if node not in replied and self.on_fault is not None:
                 client = self.node_partitions.get(node)
