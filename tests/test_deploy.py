@@ -96,10 +96,14 @@ def assert_leakage(out: Path, rounds: int) -> None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.slow
 def test_deploy_runs_the_apps_and_leaves_no_process(tmp_path: Path, judge_cache: str) -> None:
+    """One deployment, in network namespaces with TLS where this machine allows them (root
+    and ``ip``), else plain processes on loopback; nothing of it is left afterwards."""
     out, work = tmp_path / "out", tmp_path / "work"
-    code, log = run_deploy(deploy_cmd(out, work, judge_cache, "--rounds", "2"))
+    isolated = netns_unavailable() is None
+    extra = ("--netns", "--tls") if isolated else ()
+    code, log = run_deploy(deploy_cmd(out, work, judge_cache, "--rounds", "2", *extra))
     assert code == 0, log[-4000:]
-    for line in ("SuperLink healthy at 127.0.0.1:", "started supernode-1", "[ann r2 c1] idlg:"):
+    for line in ("SuperLink healthy at ", "started supernode-1", "[ann r2 c1] idlg:"):
         assert line in log, f"missing progress line {line!r}"
     assert re.search(r"[0-9.]+s per FL round on average", log)
     assert_leakage(out, rounds=2)
@@ -108,6 +112,22 @@ def test_deploy_runs_the_apps_and_leaves_no_process(tmp_path: Path, judge_cache:
     assert processes_left(work) == []
     for name in pids:
         assert (work / f"{name}.log").stat().st_size > 0
+    if not isolated:
+        assert "SuperLink healthy at 127.0.0.1:" in log
+        return
+    tag = re.search(r"network namespaces fl-sim-([0-9a-f]+)-link", log)
+    assert tag, log[-3000:]
+    link = re.search(r"SuperLink healthy at (10\.\d+\.\d+\.\d+):8000", log)
+    assert link, log[-3000:]
+    superlink_log = (work / "superlink.log").read_text()
+    assert "Uvicorn running on https://" in superlink_log  # TLS on
+    # each SuperNode registered from its own host (namespace address), not the SuperLink's
+    nodes = set(re.findall(r"(10\.[\d.]+):\d+ - \"POST /v1/fleet/register-node", superlink_log))
+    assert len(nodes) == 2 and link.group(1) not in nodes, nodes
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    links = subprocess.run(["ip", "link", "show"], capture_output=True, text=True).stdout
+    assert f"fl-sim-{tag.group(1)}" not in namespaces
+    assert f"fls{tag.group(1)}" not in links
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -138,29 +158,6 @@ def netns_unavailable() -> str | None:
     if subprocess.run(["ip", "netns", "list"], capture_output=True).returncode != 0:
         return "ip netns is not usable here"
     return None
-
-
-@pytest.mark.skipif(netns_unavailable() is not None, reason=str(netns_unavailable()))
-@pytest.mark.slow
-def test_deploy_in_network_namespaces_with_tls(tmp_path: Path, judge_cache: str) -> None:
-    out, work = tmp_path / "out", tmp_path / "work"
-    code, log = run_deploy(deploy_cmd(out, work, judge_cache, "--rounds", "1", "--netns", "--tls"))
-    assert code == 0, log[-4000:]
-    assert_leakage(out, rounds=1)
-    tag = re.search(r"network namespaces fl-sim-([0-9a-f]+)-link", log)
-    assert tag, log[-3000:]
-    link = re.search(r"SuperLink healthy at (10\.\d+\.\d+\.\d+):8000", log)
-    assert link, log[-3000:]
-    superlink_log = (work / "superlink.log").read_text()
-    assert "Uvicorn running on https://" in superlink_log  # TLS on
-    # each SuperNode registered from its own host (namespace address), not the SuperLink's
-    nodes = set(re.findall(r"(10\.[\d.]+):\d+ - \"POST /v1/fleet/register-node", superlink_log))
-    assert len(nodes) == 2 and link.group(1) not in nodes, nodes
-    assert processes_left(work) == []
-    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    links = subprocess.run(["ip", "link", "show"], capture_output=True, text=True).stdout
-    assert f"fl-sim-{tag.group(1)}" not in namespaces
-    assert f"fls{tag.group(1)}" not in links
 
 
 # --- fast checks of the pieces -------------------------------------------------------------

@@ -19,13 +19,15 @@ import time
 from pathlib import Path
 
 import pytest
-from tests_helpers import committed_rounds
+import torch
+from tests_helpers import committed_rounds, same_rows
 
 from fl_sim.cli import build_parser, main
 from fl_sim.config import RunConfig
 from fl_sim.ops import proctree
 from fl_sim.ops.outlock import RUN_LOCK, WRITER_LOCK, OutDirBusy, OutLock, run_lock
 from fl_sim.ops.tempdirs import temp_dir
+from fl_sim.results.report import read_rows
 from fl_sim.results.store import DB_NAME, ResultsStore
 
 linux_only = pytest.mark.skipif(not proctree.available(), reason="reads /proc")
@@ -124,6 +126,7 @@ FAKE_CLI = textwrap.dedent(
     import subprocess, sys, time
     from fl_sim.ops import watchdog
     from fl_sim.ops.tempdirs import temp_dir
+from fl_sim.results.report import read_rows
 
     with watchdog.watching(grace=1.0), temp_dir("fl-sim-test-", "test dir", print) as d:
         # a child that starts a grandchild in a new session, which ignores SIGTERM
@@ -240,7 +243,10 @@ def sigkill_after_round_1(
 @linux_only
 @pytest.mark.slow
 def test_sigkilled_run_leaves_nothing_and_resumes(tmp_path: Path, judge_cache: str) -> None:
-    rounds, clients = 4, 2
+    """SIGKILL of ``fl-sim run`` after its first committed round: within seconds no process,
+    temp dir or lock of it is left; ``--resume`` finishes both arms with exactly one row per
+    key; resuming a finished run only exports and reports again."""
+    arms, rounds, clients = ("ann", "snn"), 2, 2
     out = tmp_path / "out"
     # A private, short temp dir (Ray's socket paths must stay short): whatever the run puts
     # in the system temp dir lands here, and nothing else does.
@@ -248,30 +254,31 @@ def test_sigkilled_run_leaves_nothing_and_resumes(tmp_path: Path, judge_cache: s
     env = {**os.environ, "TMPDIR": str(tmp)}
     cmd = [
         sys.executable, "-m", "fl_sim.cli", "run", "--out", str(out),
-        "--set", f"rounds={rounds}", "--set", f"clients={clients}", "--set", "arms=ann",
+        "--set", f"rounds={rounds}", "--set", f"clients={clients}", "--set", "arms=ann,snn",
         "--set", "attacks=idlg", "--set", "iterations=5", "--set", "grids=false",
-        "--set", "judge_epochs=1", "--set", f"cache_dir={judge_cache}",
+        "--set", f"cache_dir={judge_cache}",
     ]  # fmt: skip
     log = tmp_path / "first.log"
     expected = ("flower-superlink", "flower-superexec", "flwr run", "flwr-simulation", "raylet")
+    resume = [sys.executable, "-m", "fl_sim.cli", "run", "--resume", str(out)]
     try:
         pid, tree, seconds = sigkill_after_round_1(cmd, env, out, log, expected)
         at_kill = committed_rounds(out)
         text = log.read_text()
         print(f"\n{len(tree)} processes gone {seconds:.1f}s after SIGKILL; {at_kill} rounds kept")
-        assert 1 <= at_kill < rounds, "the run was not interrupted"
+        assert 1 <= at_kill < len(arms) * rounds, "the run was not interrupted"
         assert f"fl-sim (pid {pid}) is gone" in text, text[-3000:]
         assert ours(tmp) == [], text[-3000:]  # the Flower home, with Ray's session
         for name in (RUN_LOCK, WRITER_LOCK):
             OutLock(out, name, "test").acquire().release()
 
         started = time.monotonic()
-        resume = [sys.executable, "-m", "fl_sim.cli", "run", "--resume", str(out)]
         done = subprocess.run(
             resume, capture_output=True, text=True, env=env, timeout=900, check=False
         )
-        print(f"resumed {rounds - at_kill} rounds in {time.monotonic() - started:.1f}s")
+        print(f"resumed in {time.monotonic() - started:.1f}s")
         assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+        assert "fl-sim: resuming ann after round " in done.stdout
         assert ours(tmp) == []  # a normal exit cleans up too
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -279,13 +286,26 @@ def test_sigkilled_run_leaves_nothing_and_resumes(tmp_path: Path, judge_cache: s
     with ResultsStore(out) as store:
         rows = store.reconstruction_rows()
         keys = [tuple(r[c] for c in ("arm", "round", "client", "attack", "sample")) for r in rows]
-        assert len(keys) == len(set(keys))
-        assert set(keys) == {
-            ("ann", r, c, "idlg", 0) for r in range(1, rounds + 1) for c in range(clients)
-        }
+        expected_keys = {(a, r, c, "idlg", 0) for a in arms for r in (1, 2) for c in range(clients)}
+        assert sorted(keys) == sorted(expected_keys)  # each exactly once
         assert [(r["arm"], r["round"]) for r in store.rounds()] == [
-            ("ann", r) for r in range(1, rounds + 1)
+            (a, r) for a in arms for r in range(1, rounds + 1)
         ]
+        for arm in arms:
+            latest = store.load_checkpoint(arm)
+            final = torch.load(out / f"final_model_{arm}.pt", weights_only=True)
+            assert all(torch.equal(v, latest[k]) for k, v in final.items())
+        assert same_rows(read_rows(out / "leakage.csv"), rows)
+        runs = store.runs()
+        assert [r["resumed"] for r in runs] == [0, 1]
+        assert runs[0]["finished"] is None and runs[1]["finished"]  # the first one was killed
+    assert "ASR %" in (out / "summary.txt").read_text()
+
+    # Resuming a finished run only exports and reports again (no federation).
+    again = subprocess.run(resume, capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert "has every round of ann, snn finished" in again.stdout
+    assert same_rows(read_rows(out / "leakage.csv"), rows)
 
 
 @linux_only

@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from inproc_grid import InProcessGrid
-from tests_helpers import committed_rounds
+from tests_helpers import same_rows
 
 from fl_sim.cli import main as cli_main
 from fl_sim.config import RunConfig
 from fl_sim.federation.client_app import app as client_app
 from fl_sim.federation.server_app import run_federation
-from fl_sim.ops.launcher import descendants
 from fl_sim.results.report import LEAKAGE_COLUMNS, read_rows
 from fl_sim.results.resume import resume_config
 from fl_sim.results.schema import SCHEMA_SQL, LeakageRow
@@ -46,18 +39,6 @@ def row(**overrides: object) -> dict[str, object]:
         "ssim": 0.95, "l2": 1.5, "grad_loss": 1e-7, "status": "ok", "seconds": 0.5,
     }  # fmt: skip
     return base | overrides
-
-
-def same_rows(a: list[dict[str, object]], b: list[dict[str, object]]) -> bool:
-    """Row lists equal, NaN equal to NaN."""
-
-    def norm(r: dict[str, object]) -> tuple[object, ...]:
-        return tuple(
-            "nan" if isinstance(v, float) and math.isnan(v) else v
-            for v in (r[c] for c in LEAKAGE_COLUMNS)
-        )
-
-    return [norm(r) for r in a] == [norm(r) for r in b]
 
 
 def commit(store: ResultsStore, server_round: int, arm: str = "ann") -> Path:
@@ -394,74 +375,3 @@ def test_resumed_federation_is_bit_identical_to_an_uninterrupted_one(
     before = (tmp_path / "full" / "leakage.csv").read_text()
     federate(resume_config(tmp_path / "full"))
     assert (tmp_path / "full" / "leakage.csv").read_text() == before
-
-
-# ------------------------------------------------------------------ killed for real
-
-
-def kill_run(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the run's process group and those of everything it started (the SuperLink,
-    the SuperExec with the ServerApp and Ray each run in their own process group)."""
-    groups = set()
-    for pid in [proc.pid, *descendants(proc.pid)]:
-        with contextlib.suppress(ProcessLookupError):
-            groups.add(os.getpgid(pid))
-    groups.discard(os.getpgrp())
-    for group in groups:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGKILL)
-    proc.wait(timeout=30)
-
-
-@pytest.mark.slow
-def test_run_killed_with_sigkill_resumes_without_duplicates(
-    tmp_path: Path, judge_cache: str
-) -> None:
-    out = tmp_path / "out"
-    arms, rounds, clients = ("ann", "snn"), 2, 2
-    cmd = [
-        sys.executable, "-m", "fl_sim.cli", "run", "--out", str(out),
-        "--set", f"clients={clients}", "--set", f"rounds={rounds}", "--set", "arms=ann,snn",
-        "--set", "attacks=idlg", "--set", "iterations=5", "--set", "grids=false",
-        "--set", f"cache_dir={judge_cache}",
-    ]  # fmt: skip
-    log = tmp_path / "first.log"
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 600
-        while committed_rounds(out) < 1:
-            assert proc.poll() is None, log.read_text()[-4000:]
-            assert time.monotonic() < deadline, "no round committed in time"
-            time.sleep(0.1)
-    finally:
-        kill_run(proc)
-    at_kill = committed_rounds(out)
-    assert 1 <= at_kill < len(arms) * rounds, "the run was not interrupted"
-
-    resume = [sys.executable, "-m", "fl_sim.cli", "run", "--resume", str(out)]
-    done = subprocess.run(resume, capture_output=True, text=True, timeout=900, check=False)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    assert "fl-sim: resuming ann after round " in done.stdout
-
-    with ResultsStore(out) as store:
-        rows = store.reconstruction_rows()
-        keys = [tuple(r[c] for c in ("arm", "round", "client", "attack", "sample")) for r in rows]
-        expected = {(a, r, c, "idlg", 0) for a in arms for r in (1, 2) for c in range(clients)}
-        assert sorted(keys) == sorted(expected)  # each exactly once
-        for arm in arms:
-            assert store.finished_rounds(arm) == [1, 2]
-            latest = store.load_checkpoint(arm)
-            final = torch.load(out / f"final_model_{arm}.pt", weights_only=True)
-            assert all(torch.equal(v, latest[k]) for k, v in final.items())
-        assert same_rows(read_rows(out / "leakage.csv"), rows)
-        runs = store.runs()
-        assert [r["resumed"] for r in runs] == [0, 1]
-        assert runs[0]["finished"] is None and runs[1]["finished"]  # the first one was killed
-    assert "ASR %" in (out / "summary.txt").read_text()
-
-    # Resuming a finished run only exports and reports again (no federation).
-    again = subprocess.run(resume, capture_output=True, text=True, timeout=300, check=False)
-    assert again.returncode == 0, again.stderr[-4000:]
-    assert "has every round of ann, snn finished" in again.stdout
-    assert same_rows(read_rows(out / "leakage.csv"), rows)

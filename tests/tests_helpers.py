@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 from attacks import Capture, PublicInfo
 from fl_sim.data.registry import load_dataset
 from fl_sim.federation.training import loss_gradient
+from fl_sim.results.report import LEAKAGE_COLUMNS
 from fl_sim.results.store import DB_NAME
 from models import build_model
 
@@ -34,3 +36,15 @@ def committed_rounds(out: Path) -> int:
             return int(conn.execute("SELECT count(*) FROM rounds").fetchone()[0])
     except sqlite3.Error:  # not created yet
         return 0
+
+
+def same_rows(a: list[dict[str, object]], b: list[dict[str, object]]) -> bool:
+    """Row lists equal, NaN equal to NaN."""
+
+    def norm(r: dict[str, object]) -> tuple[object, ...]:
+        return tuple(
+            "nan" if isinstance(v, float) and math.isnan(v) else v
+            for v in (r[c] for c in LEAKAGE_COLUMNS)
+        )
+
+    return [norm(r) for r in a] == [norm(r) for r in b]
