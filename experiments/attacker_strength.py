@@ -369,10 +369,10 @@ def main(argv: list[str] | None = None) -> None:
                 f"victim(s) {', '.join(wrong)}: on event data ({cfg.dataset}) the victim is the "
                 f"SNN and T is the frames ({cfg.frames}): use snn-<neuron>-T{cfg.frames}"
             )
-    if cfg.protocol != "fedsgd" or cfg.batch_size != 1 or cfg.transforms or cfg.faults:
+    if cfg.protocol != "fedsgd" or cfg.batch_size != 1 or cfg.faults:
         parser.error(
-            "Experiment 1's setting is the FedSGD gradient of one digit with no update "
-            "transforms: leave protocol, batch_size, transforms and faults at their defaults"
+            "Experiment 1's setting is the FedSGD gradient of one digit (defences through "
+            "transforms allowed): leave protocol, batch_size and faults at their defaults"
         )
     try:
         cfg = dataclasses.replace(cfg, attacks=attacks)

@@ -23,6 +23,7 @@ from fl_sim.evaluation.judge import Judge
 from fl_sim.evaluation.leakage import Outcome, Target, attack_and_score
 from fl_sim.federation.task import public_info
 from fl_sim.federation.training import loss_gradient
+from fl_sim.federation.transforms import TransformContext, update_chain
 from fl_sim.results.report import append_rows, read_rows
 from models.public import PublicInfo, model_for
 
@@ -109,7 +110,12 @@ def fresh_victim(cfg: RunConfig, arm: str, index: int) -> tuple[torch.nn.Module,
 
 def fresh_capture(cfg: RunConfig, arm: str, index: int, truth: GroundTruth) -> Capture:
     """The FedSGD gradient of ``truth`` (batch 1) on :func:`fresh_victim`, as the server
-    captures it (round 0, client ``index``)."""
+    captures it (round 0, client ``index``): after the config's update transforms (defences;
+    the public ones are in the capture's public info, as in a run)."""
     victim, public = fresh_victim(cfg, arm, index)
     update = loss_gradient(victim, time_major(truth.images), truth.labels)
+    chain = update_chain(cfg.transforms).for_partition(index)
+    if chain:
+        ctx = TransformContext(index, max(cfg.clients, index + 1), 0, cfg.seed, "gradient")
+        update = chain(update, ctx)
     return Capture(0, index, update, victim.state_dict(), public)

@@ -213,3 +213,21 @@ def test_privacy_record_covers_each_dp_step() -> None:
     assert rec["noise_std"] == 3.0 and rec["releases_per_client"] == 7
     assert rec["epsilon"] == epsilon(1.5, 7, 1e-5)
     assert privacy_record(["prune"], rounds=7) == []
+
+
+def test_experiment_captures_carry_the_defence_and_its_public_spec() -> None:
+    """experiments.trials.fresh_capture (attacker_strength) applies the config's defences."""
+    from experiments.trials import fresh_capture
+    from fl_sim.evaluation.audit import GroundTruth
+
+    data = load_dataset("mnist5k", "train")
+    truth = GroundTruth(data.inputs[:1], data.labels[:1])
+    cfg = RunConfig(transforms=("prune:keep=0.1",))
+    capture = fresh_capture(cfg, "ann", 2, truth)
+    assert capture.public.transforms == ("prune:keep=0.1",)
+    for value in capture.update.values():
+        assert int((value != 0).sum()) == math.ceil(0.1 * value.numel())
+    plain = fresh_capture(RunConfig(), "ann", 2, truth)
+    assert plain.public.transforms == () and any(
+        int((v != 0).sum()) > math.ceil(0.1 * v.numel()) for v in plain.update.values()
+    )
