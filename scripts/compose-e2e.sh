@@ -35,6 +35,8 @@ say() { echo "compose-e2e [$(( $(date +%s) - START ))s]: $*"; }
 WORK=$(mktemp -d /tmp/fl-sim-compose.XXXXXX)
 PROJECT="flsime2e$$"
 DOCKERD_PID=""
+WATCHER_PID=""
+HAD_DOCKER0=1
 COMPOSE=()
 CA=${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}
 IMAGE_UID=1000  # the image's build argument UID: the containers' user
@@ -42,15 +44,25 @@ IMAGE_UID=1000  # the image's build argument UID: the containers' user
 cleanup() {
     local code=$?
     set +e
+    [ -n "$WATCHER_PID" ] && kill "$WATCHER_PID" 2>/dev/null  # the --stop-node watcher
     if [ ${#COMPOSE[@]} -gt 0 ] && [ -f "$WORK/docker-compose.yml" ]; then
         say "tearing down containers, networks and volumes of $PROJECT"
         "${COMPOSE[@]}" down --volumes --remove-orphans --timeout 10 >>"$WORK/compose-down.log" 2>&1
+        label="label=com.docker.compose.project=$PROJECT"
+        left=$( { "$DOCKER" ps -aq --filter "$label"; "$DOCKER" network ls -q --filter "$label"
+                  "$DOCKER" volume ls -q --filter "$label"; } 2>/dev/null | wc -l)
+        if [ "$left" != 0 ]; then
+            say "teardown left $left container(s)/network(s)/volume(s) of $PROJECT; see $WORK/compose-down.log"
+            KEEP=1; [ "$code" = 0 ] && code=1
+        fi
     fi
     if [ -n "$DOCKERD_PID" ]; then
         say "stopping the Docker engine this script started (pid $DOCKERD_PID)"
         kill "$DOCKERD_PID" 2>/dev/null
         for _ in $(seq 30); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 1; done
         kill -9 "$DOCKERD_PID" 2>/dev/null
+        # the engine's default bridge outlives it; remove it if it was not there before
+        [ "$HAD_DOCKER0" = 0 ] && ip link delete docker0 2>/dev/null
     fi
     if [ "$KEEP" = 1 ] || [ "$code" != 0 ]; then
         say "work dir kept: $WORK"
@@ -79,6 +91,7 @@ DOCKER=docker
 if ! docker buildx version >/dev/null 2>&1 && [ -x /usr/bin/docker ]; then DOCKER=/usr/bin/docker; fi
 if ! "$DOCKER" info >/dev/null 2>&1; then
     say "starting a Docker engine (private socket, no iptables)"
+    HAD_DOCKER0=1; ip link show docker0 >/dev/null 2>&1 || HAD_DOCKER0=0
     export DOCKER_HOST="unix://$WORK/docker.sock"
     driver=overlay2
     mkdir -p "$WORK/ovl/l" "$WORK/ovl/u" "$WORK/ovl/w" "$WORK/ovl/m"
@@ -146,21 +159,32 @@ if [ "$STOP_NODE" = 1 ]; then
     # strategies wait for every node before sampling the next round, so once its fault is
     # recorded it is started again (as a restart policy would) and the run goes on.
     (
-        for _ in $(seq 900); do submit_log_has "\[ann r0\] global model" && break; sleep 1; done
+        for _ in $(seq 600); do submit_log_has "\[ann r0\] global model" && break; sleep 2; done
         sleep 2; say "stopping supernode-2 during round 1"
         "${COMPOSE[@]}" stop --timeout 1 supernode-2 >/dev/null 2>&1
-        for _ in $(seq 300); do submit_log_has "left out node" && break; sleep 1; done
+        for _ in $(seq 300); do submit_log_has "left out node" && break; sleep 2; done
         say "fault recorded; starting supernode-2 again"
         "${COMPOSE[@]}" start supernode-2 >/dev/null 2>&1
     ) &
+    WATCHER_PID=$!
 fi
+# Detached, then wait for `submit` alone: --abort-on-container-exit would end the federation
+# when a stopped SuperNode exits.
+"${COMPOSE[@]}" up --detach --no-build >"$WORK/compose-up.log" 2>&1
+submit_id=$("${COMPOSE[@]}" ps -q submit)
 set +e
-timeout 1800 "${COMPOSE[@]}" up --no-build --abort-on-container-exit --exit-code-from submit >"$WORK/compose-up.log" 2>&1
-code=$?
+code=$(timeout 1800 "$DOCKER" wait "$submit_id")
+waited=$?
 set -e
-grep -E "submit_1 .*(rounds [0-9]+/|fl-sim: run )" "$WORK/compose-up.log" | sed 's/^/    /' || true
-[ "$code" = 0 ] || { tail -30 "$WORK/compose-up.log" >&2; echo "compose-e2e: compose up exited $code; see $WORK/compose-up.log" >&2; exit 1; }
-say "the federation finished; every container has exited:"
+"${COMPOSE[@]}" logs --no-color >>"$WORK/compose-up.log" 2>&1
+"${COMPOSE[@]}" stop --timeout 10 >>"$WORK/compose-up.log" 2>&1
+grep -E "submit_1 .*(rounds [0-9]+/|fl-sim: run |left out node)" "$WORK/compose-up.log" | sed 's/^/    /' || true
+if [ "$waited" != 0 ] || [ "$code" != 0 ]; then
+    tail -30 "$WORK/compose-up.log" >&2
+    echo "compose-e2e: submit exited ${code:-?} (wait status $waited); see $WORK/compose-up.log" >&2
+    exit 1
+fi
+say "the federation finished; every container has exited or was stopped:"
 "${COMPOSE[@]}" ps -a | sed 's/^/    /'
 
 # --- 5. checks -----------------------------------------------------------------------------
