@@ -107,6 +107,8 @@ def test_deploy_runs_the_apps_and_leaves_no_process(tmp_path: Path, judge_cache:
         assert line in log, f"missing progress line {line!r}"
     assert re.search(r"[0-9.]+s per FL round on average", log)
     assert_leakage(out, rounds=2)
+    assert "INFO :" not in log and "\x1b" not in log  # Flower's records: in flower.log
+    assert "INFO :" in (out / "flower.log").read_text()
     pids = json.loads((work / "pids.json").read_text())
     assert sorted(pids) == ["serverapp", "superlink", "supernode-0", "supernode-1"]
     assert processes_left(work) == []

@@ -31,6 +31,7 @@ from pathlib import Path
 from fl_sim.config import RunConfig
 from fl_sim.ops import watchdog
 from fl_sim.ops.certs import DEFAULT_SANS, write_certs
+from fl_sim.ops.console import FLOWER_LOG
 from fl_sim.ops.launcher import ManagedProcess, flower_env, free_port, stop_all, wait_healthy
 from fl_sim.ops.netns import NetnsNetwork, can_reach
 from fl_sim.ops.roles import (
@@ -160,7 +161,7 @@ def deploy(cfg: RunConfig, options: DeployOptions) -> int:
         start_t = time.monotonic()
         result = submit(
             cfg, superlink, ca, work, watch=procs, wait_s=options.startup_timeout,
-            verbose=options.verbose,
+            verbose=options.verbose, flower_log=Path(cfg.out) / FLOWER_LOG,
         )  # fmt: skip
         total = time.monotonic() - start_t
         if result.arm_seconds:

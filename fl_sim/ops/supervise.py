@@ -88,9 +88,11 @@ def stream_submit(
     log_path: Path,
     watch: list[ManagedProcess],
     verbose: bool = False,
+    flower_log: Path | None = None,
 ) -> SubmitResult:
     """Run ``flwr run``, log its output, echo the ServerApp's lines (Flower's records too if
-    ``verbose``: ``fl_sim.ops.console``), and abort if a watched process dies.
+    ``verbose``; they also go to ``flower_log`` if given: ``fl_sim.ops.console``), and abort
+    if a watched process dies.
 
     Notes the run id and the seconds each arm's federation took, as the ServerApp measured
     them (its "=== arm ... done in" lines).
@@ -111,7 +113,7 @@ def stream_submit(
     threading.Thread(target=pump, daemon=True).start()
     result = SubmitResult(code=-1)
     try:
-        with open(log_path, "ab") as log, Console(None, verbose) as console:
+        with open(log_path, "ab") as log, Console(flower_log, verbose) as console:
             while True:
                 try:
                     line = lines.get(timeout=0.5)
@@ -186,6 +188,7 @@ def submit(
     watch: list[ManagedProcess] | None = None,
     wait_s: float = 60.0,
     verbose: bool = False,
+    flower_log: Path | None = None,
 ) -> SubmitResult:
     """Wait for the SuperLink's health endpoint, ``flwr run`` the project on it, and read
     back the run's final status. ``flwr run`` is ended with us, even if we are SIGKILLed."""
@@ -195,7 +198,7 @@ def submit(
     cmd = submit_command(project_dir(), CONNECTION, cfg)
     env = flower_env(home)
     with watchdog.watching():
-        result = stream_submit(cmd, env, workdir / "flwr-run.log", watch or [], verbose)
+        result = stream_submit(cmd, env, workdir / "flwr-run.log", watch or [], verbose, flower_log)
     if result.run_id is not None:
         result.status, result.details = run_status(env, result.run_id)
     return result
