@@ -26,6 +26,9 @@ def test_wilson_interval_on_known_values() -> None:
     assert wilson_interval(8, 10) == pytest.approx((0.490162, 0.943318), abs=1e-6)
     assert wilson_interval(0, 10) == pytest.approx((0.0, 0.277532), abs=1e-6)
     assert wilson_interval(10, 10) == pytest.approx((0.722468, 1.0), abs=1e-6)
+    for n in range(1, 120):  # exactly 1 / 0 at the ends (a plot's error bars need lo <= p <= hi)
+        assert wilson_interval(n, n)[1] == 1.0 and wilson_interval(0, n)[0] == 0.0
+        assert all(lo <= k / n <= hi for k in range(n + 1) for lo, hi in [wilson_interval(k, n)])
     lo, hi = wilson_interval(17, 30)  # symmetric around the Wilson centre
     centre = (17 / 30 + Z95**2 / 60) / (1 + Z95**2 / 30)
     assert (lo + hi) / 2 == pytest.approx(centre)

@@ -225,8 +225,9 @@ def by_round(rows: Iterable[Row]) -> dict[tuple[str, str], dict[int, dict[str, f
 
 def errorbar(ax: Any, xs: list[int], stats: list[dict[str, float]], key: str, **kw: Any) -> Any:
     mean = np.array([s[key] for s in stats])
-    lo = np.nan_to_num(mean - np.array([s[f"{key}_lo"] for s in stats]))
-    hi = np.nan_to_num(np.array([s[f"{key}_hi"] for s in stats]) - mean)
+    # float rounding can put a bound a hair inside the mean (e.g. Wilson's at 100%)
+    lo = np.clip(np.nan_to_num(mean - np.array([s[f"{key}_lo"] for s in stats])), 0, None)
+    hi = np.clip(np.nan_to_num(np.array([s[f"{key}_hi"] for s in stats]) - mean), 0, None)
     return ax.errorbar(xs, mean, yerr=[lo, hi], capsize=3, **kw)
 
 

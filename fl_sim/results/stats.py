@@ -22,7 +22,8 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # The interval holds p; float rounding could leave a bound a hair inside it (at 0 or n).
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
 
 
 def t_interval(
