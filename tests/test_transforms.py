@@ -135,7 +135,11 @@ def test_parameters_are_typed_and_canonical(registered: None) -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("zzz", r"transforms: unknown transform 'zzz' in 'zzz'; valid: dp, error, nan, prune, quant, scale, shape"),
+        (
+            "zzz",
+            r"transforms: unknown transform 'zzz' in 'zzz'; valid: dp, error, nan, prune, quant, "
+            r"scale, shape",
+        ),
         ("shift", r"transforms: transform 'shift': missing parameter\(s\) by"),
         ("shift:by=1.5", r"parameter by: cannot read '1.5' as int"),
         ("shift:by=1:flag=maybe", r"parameter flag: cannot read 'maybe' as bool"),
