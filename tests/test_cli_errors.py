@@ -51,7 +51,7 @@ def test_help_and_bad_options_answer_in_one_line() -> None:
         ("clients=0", "clients must be >= 1, got 0"),
         ("attacks=nope", "attacks: unknown value 'nope'; valid: dlg, grnn, idlg, ig, rates,"),
         ("faults=boom@1", "faults: fault 'boom@1' is not KIND@PARTITION with KIND in nan,"),
-        ("transforms=foo@1", "transforms: unknown transform 'foo' in 'foo@1'; valid: error,"),
+        ("transforms=foo@1", "transforms: unknown transform 'foo' in 'foo@1'; valid: dp, error,"),
     ):
         proc = fl_sim("run", "--set", setting)
         assert proc.returncode == 2

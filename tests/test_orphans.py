@@ -126,7 +126,6 @@ FAKE_CLI = textwrap.dedent(
     import subprocess, sys, time
     from fl_sim.ops import watchdog
     from fl_sim.ops.tempdirs import temp_dir
-from fl_sim.results.report import read_rows
 
     with watchdog.watching(grace=1.0), temp_dir("fl-sim-test-", "test dir", print) as d:
         # a child that starts a grandchild in a new session, which ignores SIGTERM

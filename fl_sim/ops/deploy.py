@@ -161,7 +161,7 @@ def deploy(cfg: RunConfig, options: DeployOptions) -> int:
         start_t = time.monotonic()
         result = submit(
             cfg, superlink, ca, work, watch=procs, wait_s=options.startup_timeout,
-            verbose=options.verbose, flower_log=Path(cfg.out) / FLOWER_LOG,
+            verbose=options.verbose, flower_log=flower_log(cfg),
         )  # fmt: skip
         total = time.monotonic() - start_t
         if result.arm_seconds:
@@ -188,3 +188,10 @@ def _shutdown(procs: list[ManagedProcess], work: Path) -> None:
     with signals_deferred():
         stop_all(list(reversed(procs)), timeout=20)
     say(f"stopped {len(procs)} process groups ({work / 'pids.json'})")
+
+
+def flower_log(cfg: RunConfig) -> Path | None:
+    """``flower.log`` in the out dir, where that dir exists on this host (the ServerApp may
+    run elsewhere, or fail on a bad out path: its error then says why, not ours)."""
+    out = Path(cfg.out).expanduser()
+    return out / FLOWER_LOG if out.is_dir() else None
