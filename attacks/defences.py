@@ -27,9 +27,10 @@ MIRRORED = frozenset({"prune", "dp"})
 
 
 def known_defences(public: PublicInfo, client: int) -> list[TransformSpec]:
-    """The public transforms client ``client`` applied, in order."""
+    """The public defences client ``client`` applied that the attacker mirrors, in order
+    (parsed once per attack problem, not per loss evaluation)."""
     specs = [TransformSpec.parse(text) for text in public.transforms]
-    return [s for s in specs if s.partition in (None, client)]
+    return [s for s in specs if s.partition in (None, client) and s.name in MIRRORED]
 
 
 def mirrored(public: PublicInfo) -> bool:
@@ -40,17 +41,16 @@ def mirrored(public: PublicInfo) -> bool:
 def adapt(
     simulated: Sequence[torch.Tensor],
     target: Sequence[torch.Tensor],
-    public: PublicInfo,
-    client: int,
+    defences: Sequence[TransformSpec],
 ) -> list[torch.Tensor]:
-    """``simulated`` (the dummy's update, parameter order) as the defences would send it."""
+    """``simulated`` (the dummy's update, parameter order) as ``defences`` (from
+    :func:`known_defences`) would send it."""
     out = list(simulated)
-    for spec in known_defences(public, client):
-        params = dict(spec.params)
+    for spec in defences:
         if spec.name == "prune":
             out = [u * (t != 0).to(u.dtype) for u, t in zip(out, target, strict=True)]
         elif spec.name == "dp":
-            clip = float(params["clip"])
+            clip = float(dict(spec.params)["clip"])
             norm = torch.sqrt(sum((u * u).sum() for u in out))  # type: ignore[arg-type]
             scale = torch.clamp(clip / (norm + 1e-30), max=1.0)
             out = [u * scale for u in out]

@@ -33,7 +33,7 @@ from attacks.components.objectives import FEATURE_OBJECTIVES, OBJECTIVES, gradie
 from attacks.components.optimisers import lbfgs, optimise
 from attacks.components.regularisers import REGULARISERS
 from attacks.config import AUTO, CLAMPS, AttackConfig, Recipe, Regularisers
-from attacks.defences import adapt, mirrored
+from attacks.defences import adapt, known_defences
 from attacks.local_update import observed_update, simulated_update
 from attacks.spike_domain import binarise
 from attacks.types import Capture, PublicInfo, Reconstruction
@@ -197,7 +197,7 @@ class GradientMatchingAttack:
         objective = OBJECTIVES[cfg.objective]
         feature_term = OBJECTIVES["features"]
         regularisers = [(REGULARISERS[n], w) for n, w in self.regularisers_for(pub)]
-        defended = mirrored(pub)
+        defences = known_defences(pub, capture.client)
 
         def matching_loss(regularised: bool = True) -> torch.Tensor:
             inputs = dummy_kind.inputs(dummy, pub)
@@ -205,8 +205,8 @@ class GradientMatchingAttack:
                 loss = objective([classifier_input(model, inputs)], [features])
             else:
                 update = simulated_update(model, params, inputs, task.loss, pub, create_graph=True)
-                if defended:  # the adaptive attacker mirrors the public defences
-                    update = adapt(update, target, pub, capture.client)  # type: ignore[arg-type]
+                if defences:  # the adaptive attacker mirrors the public defences
+                    update = adapt(update, target, defences)  # type: ignore[arg-type]
                 loss = objective(update, target)  # type: ignore[arg-type]
                 if cfg.feature_weight:
                     feats = classifier_input(model, inputs)

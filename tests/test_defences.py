@@ -11,7 +11,7 @@ from tests_helpers import ann_capture
 
 from attacks import PublicInfo
 from attacks.batched import reconstruct_batch
-from attacks.defences import adapt
+from attacks.defences import adapt, known_defences
 from attacks.registry import build_attack
 from fl_sim.cli import main
 from fl_sim.config import RunConfig
@@ -49,7 +49,7 @@ def test_dp_noise_has_the_configured_scale_and_is_seeded_per_client_and_round() 
     zero = {"w": torch.zeros(200_000)}
     dp = GaussianDp(clip=0.5, noise=1.5)
     noisy = dp(zero, ctx())["w"]
-    assert float(noisy.mean()).__abs__() < 0.01
+    assert abs(float(noisy.mean())) < 0.01
     assert float(noisy.std()) == pytest.approx(0.75, rel=0.02)  # noise * clip
     assert torch.equal(dp(zero, ctx())["w"], noisy)  # reproducible
     assert not torch.equal(dp(zero, ctx(partition=1))["w"], noisy)
@@ -168,12 +168,13 @@ def test_only_the_adaptive_attacker_has_the_truth_as_a_zero_loss_point(
 def test_adapt_masks_pruned_entries_and_clips_to_the_public_bound() -> None:
     target = [torch.tensor([0.0, 2.0, 0.0]), torch.tensor([1.0])]
     simulated = [torch.tensor([3.0, 4.0, 5.0]), torch.tensor([6.0])]
-    public = PublicInfo("lenet", (1, 28, 28), 10, 1, transforms=("prune:keep=0.5",))
-    masked = adapt(simulated, target, public, client=0)
+    public = PublicInfo("lenet", (1, 28, 28), 10, 1, transforms=("prune:keep=0.5", "quant"))
+    assert [s.name for s in known_defences(public, 0)] == ["prune"]  # quant: no mirror
+    masked = adapt(simulated, target, known_defences(public, client=0))
     assert [m.tolist() for m in masked] == [[0.0, 4.0, 0.0], [6.0]]
     public = PublicInfo("lenet", (1, 28, 28), 10, 1, transforms=("dp:clip=1.0:noise=1.0@2",))
-    assert adapt(simulated, target, public, client=0) == simulated  # client 2's defence only
-    clipped = adapt(simulated, target, public, client=2)
+    assert known_defences(public, client=0) == []  # client 2's defence only
+    clipped = adapt(simulated, target, known_defences(public, client=2))
     assert float(torch.sqrt(sum((c**2).sum() for c in clipped))) == pytest.approx(1.0)
 
 

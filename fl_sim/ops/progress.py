@@ -38,12 +38,13 @@ class Eta:
         self.total, self.done, self.clock = total, done, clock
         self.start_done, self.start = done, clock()
 
-    def advance(self, units: int = 1) -> str:
-        """Count ``units`` more as done; returns ``"k/n, 12.0s elapsed, ETA 30.0s"``."""
+    def advance(self, units: int = 1, unit: str = "") -> str:
+        """Count ``units`` more as done; returns ``"k/n, 12.0s elapsed, ETA 30.0s"`` (with
+        ``unit``: ``"k/n digits, ..."``)."""
         self.done = min(self.total, self.done + units)
-        return self.status()
+        return self.status(unit)
 
-    def status(self) -> str:
+    def status(self, unit: str = "") -> str:
         elapsed = self.clock() - self.start
         finished = self.done - self.start_done
         if self.done >= self.total:
@@ -52,7 +53,8 @@ class Eta:
             eta = "ETA unknown"
         else:
             eta = "ETA " + fmt_duration(elapsed / finished * (self.total - self.done))
-        return f"{self.done}/{self.total}, {fmt_duration(elapsed)} elapsed, {eta}"
+        count = f"{self.done}/{self.total}" + (f" {unit}" if unit else "")
+        return f"{count}, {fmt_duration(elapsed)} elapsed, {eta}"
 
 
 def is_terminal(stream: object = None) -> bool:
@@ -85,6 +87,5 @@ def steps(
     for i, item in enumerate(items, start=1):
         yield item
         if i in marks and clock() - last >= min_interval:
-            done, rest = eta.advance(i - eta.done).split(", ", 1)
-            log(f"{desc}: {done} {unit}, {rest}")
+            log(f"{desc}: {eta.advance(i - eta.done, unit)}")
             last = clock()
