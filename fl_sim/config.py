@@ -135,6 +135,9 @@ class RunConfig:
     # NAME[:KEY=VALUE...][@PARTITION] (fl_sim/federation/transforms); public ones (defences)
     # are known to the attacker (PublicInfo.transforms)
     transforms: tuple[str, ...] = ()
+    # secure aggregation: none, or Flower's SecAgg+ as secaggplus[:shares=S:threshold=R:clip=C]
+    # (fl_sim/federation/secagg.py); the eavesdropper then captures masked updates
+    secagg: str = "none"
     # torch threads per process: MNIST-size attack steps are dispatch-bound, and in a
     # simulation the ServerApp and every client process share the machine's cores
     threads: int = 1
@@ -251,6 +254,12 @@ class RunConfig:
             parse_strategy_options(self.strategy, self.strategy_options)  # names, types
         # names, parameters and faults are valid, and fit the updates the clients send
         update_chain(self.transforms, self.faults).check_update_kind(self.update_kind)
+        if self.secagg.strip() != "none":
+            from fl_sim.federation.secagg import SecAggSpec
+
+            spec = SecAggSpec.parse(self.secagg)
+            if spec is not None:
+                spec.check_federation(max(1, int(self.clients * self.fraction)), self.strategy)
         if self.attack_surrogate != AUTO:
             try:
                 parse_surrogate(self.attack_surrogate)

@@ -5,6 +5,7 @@ Real runs use Flower's simulation or deployment engine; this grid only replaces 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
 
@@ -32,6 +33,8 @@ class InProcessGrid(Grid):
         TaskIdentity.node_id = 0
         TaskIdentity.task_id = 1
         self._next = 0
+        # each node's context state lives as long as the grid, as on a SuperNode (SecAgg+)
+        self.states: dict[int, RecordDict] = {}
 
     def set_run(self, run: Run) -> None:
         self._run = run
@@ -83,11 +86,11 @@ class InProcessGrid(Grid):
             run_id=1,
             node_id=node,
             node_config={"partition-id": partition, "num-partitions": len(self.nodes)},
-            state=RecordDict(),
+            state=self.states.setdefault(node, RecordDict()),
             run_config=dict(self.run_config),
         )
-        try:
-            reply = self.client_app(msg, ctx)
+        try:  # a copy, as transport gives each node its own (mods may change the content)
+            reply = self.client_app(copy.deepcopy(msg), ctx)
         except Exception as err:  # Flower's runtime turns a ClientApp exception into this
             reply = Message(Error(code=0, reason=f"{type(err).__name__}: {err}"), reply_to=msg)
         if self.fault is not None:

@@ -1,5 +1,6 @@
 """Flower ClientApp (Message API): FedSGD (one private batch's gradient per round) or
-FedAvg (local SGD steps; new weights or the delta), then the run's update transforms (a mod)."""
+FedAvg (local SGD steps; new weights or the delta), then the run's update transforms (a mod),
+masked by Flower's SecAgg+ when the run asks for it (a mod)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from flwr.clientapp.typing import ClientAppCallable
 from fl_sim.config import RunConfig
 from fl_sim.data.loaders.base import time_major
 from fl_sim.federation.faults import tag_client_error
+from fl_sim.federation.secagg import secagg_client_mod
 from fl_sim.federation.task import partition_of, private_batch, public_info
 from fl_sim.federation.training import local_sgd, loss_gradient
 from fl_sim.federation.transforms.mod import update_transforms_mod
@@ -56,7 +58,7 @@ def report_errors_mod(msg: Message, context: Context, call_next: ClientAppCallab
         raise tag_client_error(partition_id, err) from err
 
 
-@app.train(mods=[report_errors_mod, update_transforms_mod])
+@app.train(mods=[report_errors_mod, secagg_client_mod, update_transforms_mod])
 def train(msg: Message, context: Context) -> Message:
     """Reply with this round's update of the private data at the received global model
     (``update_transforms_mod`` then applies the run's transforms and faults to it)."""

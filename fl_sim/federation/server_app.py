@@ -22,6 +22,7 @@ from fl_sim.evaluation.audit import ReplayAudit
 from fl_sim.evaluation.judge import Judge, accuracy, ensure_judge, judge_record
 from fl_sim.federation.eavesdropper import LEAKAGE_CSV, Eavesdropper
 from fl_sim.federation.privacy import privacy_record
+from fl_sim.federation.secagg import SecAggPlusGrid, SecAggSpec
 from fl_sim.federation.strategies import STRATEGIES, parse_strategy_options
 from fl_sim.federation.strategy import Eavesdropping, EavesdroppingFedSGD, Tap, tapped
 from fl_sim.federation.task import dataset_split, public_info
@@ -320,6 +321,10 @@ def _run_federation(grid: Grid, cfg: RunConfig) -> dict[str, dict[str, torch.Ten
             f"{dp['releases_per_client']} rounds per client ({dp['accountant']})"
         )
     audit = ReplayAudit(cfg)
+    secagg = SecAggSpec.parse(cfg.secagg)
+    if secagg is not None:  # the strategy's train rounds run Flower's SecAgg+ protocol
+        grid = SecAggPlusGrid(grid, secagg, max_weight=cfg.samples_per_round)
+        say(f"fl-sim: {secagg}: the server receives masked updates only")
     test = dataset_split(cfg, "test")
     finals: dict[str, dict[str, torch.Tensor]] = {}
     node_partitions: dict[int, int] = {}  # the same nodes serve every arm

@@ -20,6 +20,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result, Strategy
 
 from fl_sim.federation.faults import client_error, reply_fault
+from fl_sim.federation.secagg import split_masked
 from fl_sim.federation.training import sgd_step
 
 # tap(server_round, global arrays the replies were computed at, replies)
@@ -135,9 +136,10 @@ class Eavesdropping:
             if client is not None:
                 self.node_partitions[self.origin(msg)] = client
         self.record_missing(server_round, replies)
+        seen, replies = split_masked(replies)  # under SecAgg+: masked updates, the sum
         if self.tap is not None and self.sent_arrays is not None:
             try:
-                self.tap(server_round, self.sent_arrays, replies)
+                self.tap(server_round, self.sent_arrays, seen)
             except Exception:  # an attacker's failure must never stop the federation
                 log(
                     ERROR,
