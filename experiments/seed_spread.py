@@ -19,8 +19,9 @@ import sys
 from pathlib import Path
 
 from experiments.parsing import OneLineErrorParser
+from experiments.runs import run_or_reuse
 from fl_sim.results.report import by_arm_attack, round_stats
-from fl_sim.results.store import DB_NAME, ResultsStore
+from fl_sim.results.store import ResultsStore
 
 COLUMNS = (
     "arm", "attack", "seeds", "n", "asr_pct", "asr_lo", "asr_hi", "asr_min", "asr_max",
@@ -40,21 +41,9 @@ def parse_seeds(text: str) -> list[int]:
 
 def run_seed(out: Path, seed: int, config: Path | None, overrides: list[str]) -> None:
     """``fl-sim run`` with this seed into ``out`` (reused if finished, resumed if not)."""
-    from fl_sim.cli import main as fl_sim
-
-    if (out / "summary.txt").is_file():
-        print(f"seed_spread: seed {seed}: finished run in {out} reused", flush=True)
-        return
-    if (out / DB_NAME).is_file():
-        args = ["run", "--resume", str(out)]
-    else:
-        args = ["run", "--out", str(out), "--set", f"seed={seed}"]
-        args += ["--config", str(config)] if config else []
-        args += [a for kv in overrides for a in ("--set", kv)]
-    print(f"seed_spread: seed {seed}: fl-sim {' '.join(args)}", flush=True)
-    code = fl_sim(args)
-    if code:
-        raise SystemExit(code)
+    args = ["--set", f"seed={seed}", *(["--config", str(config)] if config else [])]
+    args += [a for kv in overrides for a in ("--set", kv)]
+    run_or_reuse(out, args, f"seed_spread: seed {seed}")
 
 
 def spread(per_seed: dict[int, list[dict[str, object]]]) -> list[dict[str, object]]:

@@ -26,6 +26,7 @@ def finished_seed(out: Path, rows: list[dict[str, object]]) -> None:
         store.start_run({"config": {}})
         store.add_reconstructions(rows)
         store.commit_round("ann", 1, {"w": torch.zeros(1)}, accuracy=0.1, seconds=1.0, replies=2)
+        store.finish_run()
     (out / "summary.txt").write_text("done\n")
 
 
