@@ -25,7 +25,8 @@ def recovered_features(
     """The classifier input ``r`` [1, F] of the one private sample behind a FedSGD gradient
     ``update`` (or a FedAvg update of one local step, in gradient form): the least-squares
     solution of ``dW[j] = db[j] r`` over the rows, i.e. ``sum_j db[j] dW[j] / sum_j db[j]^2``,
-    which weights rows by ``db[j]^2`` so that rows with tiny bias gradients barely count.
+    which weights rows by ``db[j]^2`` so that rows with tiny bias gradients barely count; per
+    feature over the rows whose entry is nonzero (the adaptive read of pruned updates).
 
     Raises ValueError naming what is missing: a last linear layer with bias, its gradients in
     the update, one sample and one local step per update, a row with ``db[j] != 0``.
@@ -55,12 +56,18 @@ def recovered_features(
             f"classifier gradients {tuple(dw.shape)}/{tuple(db.shape)} do not match "
             f"{name}'s weight {tuple(fc.weight.shape)} and bias {tuple(fc.bias.shape)}"
         )
-    norm = (db * db).sum()
-    if not norm > 0:
+    if not (db * db).sum() > 0:
         raise ValueError(
             f"the rate leak needs a row with a nonzero bias gradient; {name}.bias's is all zero"
         )
-    return (db @ dw / norm).unsqueeze(0)
+    # Per feature, only the rows whose entry was sent: a zero dW[j, k] with db[j] != 0 means
+    # r_k = 0 (then the whole column is zero) or an entry a defence dropped (top-k pruning,
+    # quantisation to 0), which must not pull r_k to 0. Without such a defence this is the
+    # plain least-squares solution.
+    sent = (dw != 0).to(dw.dtype)
+    weight = sent.T @ (db * db)
+    features = torch.where(weight > 0, (db @ dw) / weight.clamp_min(torch.finfo(dw.dtype).tiny), 0)
+    return features.unsqueeze(0)
 
 
 def classifier_input(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
