@@ -51,6 +51,7 @@ def test_aggregate_equals_plain_one_within_quantisation(
     start = initial_model(cfg, "ann").state_dict()
     assert max_gap(secure, start) > 1e3 * STEP  # it trained
     assert max_gap(secure, plain) <= cfg.rounds * cfg.lr * STEP
+    assert all(secure[k].dtype == plain[k].dtype for k in plain)  # float32 stays float32
     store = ResultsStore(cfg.out)
     faulty = {(r["round"], r["client"]) for r in store.fault_rows()}
     assert faulty == ({(1, 3), (2, 3)} if faults else set())

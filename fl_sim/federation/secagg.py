@@ -199,7 +199,6 @@ class SecAggPlusGrid(Grid):
         else its masked-vector reply carrying the aggregate (an error reply if the protocol
         halted before unmasking). A node with no reply stays missing, as in a plain round;
         errors in the unmask stage do not matter (SecAgg+ recovers from them)."""
-        names = list(sent.keys())
         out: dict[int, Message] = {}
         for _, replies in exchanges[:3]:
             for msg in replies:
@@ -218,9 +217,9 @@ class SecAggPlusGrid(Grid):
             masked = msg.content.config_records[RECORD_KEY_CONFIGS][Key.MASKED_PARAMETERS]
             content = RecordDict(
                 {
-                    "arrays": named(names, aggregate),
+                    "arrays": like(sent, aggregate),
                     "metrics": MetricRecord({"num-examples": fitres.num_examples}),
-                    MASKED: named(names, self.decode_alone(masked)),  # type: ignore[arg-type]
+                    MASKED: like(sent, self.decode_alone(masked)),  # type: ignore[arg-type]
                 }
             )
             if "meta" in msg.content:
@@ -236,7 +235,7 @@ class SecAggPlusGrid(Grid):
         q_ratio, vectors = factor_extract(vectors)
         arrays = dequantize(vectors, flow.clipping_range, flow.quantization_range)
         scale = flow.quantization_range / max(int(q_ratio), 1)
-        return [(a * scale).astype(np.float32) for a in arrays]
+        return [a * scale for a in arrays]
 
     # The rest of the Grid interface is the wrapped grid's.
     def set_run(self, run_id: int) -> None:
@@ -286,10 +285,13 @@ class _Relay:
         return None, {}
 
 
-def named(names: list[str], arrays: list[np.ndarray]) -> ArrayRecord:
-    """An ArrayRecord of ``arrays`` under the model's array ``names``."""
-    pairs = zip(names, arrays, strict=True)
-    return ArrayRecord(array_dict={n: Array(np.asarray(a)) for n, a in pairs})
+def like(sent: ArrayRecord, arrays: list[np.ndarray]) -> ArrayRecord:
+    """``arrays`` (SecAgg+'s float64 results, in the model's order) as an ArrayRecord with
+    the names and dtypes of the global model ``sent``."""
+    pairs = zip(sent.items(), arrays, strict=True)
+    return ArrayRecord(
+        array_dict={n: Array(np.asarray(a, dtype=ref.numpy().dtype)) for (n, ref), a in pairs}
+    )
 
 
 def split_masked(replies: list[Message]) -> tuple[list[Message], list[Message]]:
