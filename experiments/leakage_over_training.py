@@ -89,7 +89,8 @@ def table(
     return records
 
 
-def _f(value: object, spec: str) -> str:
+def fmt(value: object, spec: str) -> str:
+    """``value`` formatted by ``spec``; "-" for NaN (a cell without data)."""
     number = float(value)  # type: ignore[arg-type]
     return "-" if math.isnan(number) else format(number, spec)
 
@@ -105,13 +106,13 @@ def markdown(records: Sequence[Mapping[str, object]], header: Sequence[str]) -> 
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
-        before = _f(100 * float(r["acc_before"]), ".1f")  # type: ignore[arg-type]
-        after = _f(100 * float(r["acc_after"]), ".1f")  # type: ignore[arg-type]
+        before = fmt(100 * float(r["acc_before"]), ".1f")  # type: ignore[arg-type]
+        after = fmt(100 * float(r["acc_after"]), ".1f")  # type: ignore[arg-type]
         lines.append(
             f"| {r['arm']} | {r['attack']} | {r['round']} | {before} / {after} | {r['n']} | "
-            f"{_f(r['asr_pct'], '.1f')} [{_f(r['asr_lo'], '.1f')}, {_f(r['asr_hi'], '.1f')}] | "
-            f"{_f(r['ssim_mean'], '.3f')} [{_f(r['ssim_lo'], '.3f')}, {_f(r['ssim_hi'], '.3f')}]"
-            f" | {_f(r['label_acc_pct'], '.1f')} |"
+            f"{fmt(r['asr_pct'], '.1f')} [{fmt(r['asr_lo'], '.1f')}, {fmt(r['asr_hi'], '.1f')}] | "
+            f"{fmt(r['ssim_mean'], '.3f')} [{fmt(r['ssim_lo'], '.3f')}, {fmt(r['ssim_hi'], '.3f')}]"
+            f" | {fmt(r['label_acc_pct'], '.1f')} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -189,7 +190,7 @@ def final_lines(
         for attack, recs in sorted(attacks.items()):
             first, last = recs[0], recs[-1]
             parts.append(
-                f"{attack}={_f(first['asr_pct'], '.1f')}%->{_f(last['asr_pct'], '.1f')}%"
+                f"{attack}={fmt(first['asr_pct'], '.1f')}%->{fmt(last['asr_pct'], '.1f')}%"
                 f" (r{first['round']}->r{last['round']})"
             )
         lines.append(" ".join(parts))

@@ -34,7 +34,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from experiments.leakage_over_training import DEFAULT_CONFIG, accuracy_by_round  # noqa: E402
+from experiments.leakage_over_training import DEFAULT_CONFIG, accuracy_by_round, fmt  # noqa: E402
 from experiments.parsing import OneLineErrorParser  # noqa: E402
 from experiments.runs import run_or_reuse  # noqa: E402
 from fl_sim.results.report import by_arm_attack, errorbar, round_stats  # noqa: E402
@@ -117,20 +117,28 @@ def records(setting: Setting, run: Path) -> list[dict[str, object]]:
     return out
 
 
+def leakage(record: Mapping[str, object]) -> tuple[float, float]:
+    """What ranks attacks: ASR, then SSIM."""
+    return float(record["asr_pct"]), float(record["ssim_mean"])  # type: ignore[arg-type]
+
+
 def strongest(recs: Sequence[Mapping[str, object]]) -> dict[tuple[str, str, str], Mapping]:
     """Per (arm, defence, strength), the attack with the highest ASR (then SSIM)."""
     best: dict[tuple[str, str, str], Mapping[str, object]] = {}
     for r in recs:
         key = (str(r["arm"]), str(r["defence"]), str(r["strength"]))
-        score = (float(r["asr_pct"]), float(r["ssim_mean"]))  # type: ignore[arg-type]
-        if key not in best or score > (float(best[key]["asr_pct"]), float(best[key]["ssim_mean"])):  # type: ignore[arg-type]  # noqa: E501
+        if key not in best or leakage(r) > leakage(best[key]):
             best[key] = r
     return best
 
 
-def _f(value: object, spec: str) -> str:
-    number = float(value)  # type: ignore[arg-type]
-    return "-" if math.isnan(number) else format(number, spec)
+def with_ci(record: Mapping[str, object], stat: str, spec: str) -> str:
+    """``mean [lo, hi]`` of ``stat`` (asr or ssim) in a record."""
+    mean = STAT_COLUMNS[stat]
+    return (
+        f"{fmt(record[mean], spec)} [{fmt(record[f'{stat}_lo'], spec)}, "
+        f"{fmt(record[f'{stat}_hi'], spec)}]"
+    )
 
 
 def markdown(recs: Sequence[Mapping[str, object]], header: Sequence[str]) -> str:
@@ -142,10 +150,9 @@ def markdown(recs: Sequence[Mapping[str, object]], header: Sequence[str]) -> str
     ]  # fmt: skip
     for r in recs:
         lines.append(
-            f"| {r['arm']} | {r['defence']} | {r['strength']} | {_f(r['epsilon'], '.3g')} | "
-            f"{_f(100 * float(r['acc']), '.1f')} | {r['attack']} | {r['n']} | "  # type: ignore[arg-type]
-            f"{_f(r['asr_pct'], '.1f')} [{_f(r['asr_lo'], '.1f')}, {_f(r['asr_hi'], '.1f')}] | "
-            f"{_f(r['ssim_mean'], '.3f')} [{_f(r['ssim_lo'], '.3f')}, {_f(r['ssim_hi'], '.3f')}] |"
+            f"| {r['arm']} | {r['defence']} | {r['strength']} | {fmt(r['epsilon'], '.3g')} | "
+            f"{fmt(100 * float(r['acc']), '.1f')} | {r['attack']} | {r['n']} | "  # type: ignore[arg-type]
+            f"{with_ci(r, 'asr', '.1f')} | {with_ci(r, 'ssim', '.3f')} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -193,9 +200,9 @@ def plot(
 
 def last_lines(best: Mapping[tuple[str, str, str], Mapping[str, object]]) -> list[str]:
     return [
-        f"{arm} {defence} {strength} acc={_f(r['acc'], '.3f')} asr={_f(r['asr_pct'], '.1f')}% "
-        f"[{_f(r['asr_lo'], '.1f')}, {_f(r['asr_hi'], '.1f')}] ssim={_f(r['ssim_mean'], '.3f')} "
-        f"[{_f(r['ssim_lo'], '.3f')}, {_f(r['ssim_hi'], '.3f')}] ({r['attack']}, n={r['n']})"
+        f"{arm} {defence} {strength} acc={fmt(r['acc'], '.3f')} "
+        f"asr={with_ci(r, 'asr', '.1f').replace(' ', '% ', 1)} ssim={with_ci(r, 'ssim', '.3f')} "
+        f"({r['attack']}, n={r['n']})"
         for (arm, defence, strength), r in best.items()
     ]
 

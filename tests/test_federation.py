@@ -11,6 +11,7 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Error, Message
 from inproc_grid import InProcessGrid
+from tests_helpers import captures_and_truth
 
 from attacks import AttackConfig, Capture, Reconstruction
 from attacks.idlg import IDLG
@@ -18,7 +19,7 @@ from fl_sim.config import RunConfig
 from fl_sim.evaluation.audit import ReplayAudit
 from fl_sim.evaluation.judge import ensure_judge
 from fl_sim.federation.client_app import app as client_app
-from fl_sim.federation.eavesdropper import Eavesdropper, capture_from_reply
+from fl_sim.federation.eavesdropper import Eavesdropper
 from fl_sim.federation.schedule import AttackSchedule
 from fl_sim.federation.server_app import init_record, initial_model, run_federation
 from fl_sim.federation.strategy import EavesdroppingFedSGD
@@ -50,13 +51,9 @@ def test_captured_update_equals_gradient_of_audit_ground_truth(small_cfg: RunCon
     checked = []
 
     def tap(server_round: int, sent: ArrayRecord, replies: list[Message]) -> None:
-        state = sent.to_torch_state_dict()
-        for msg in replies:
-            capture, meta = capture_from_reply(msg, server_round, state, public)
-            truth = audit.ground_truth(server_round, meta.partition_id, meta.num_partitions)
-            model = model_for(public)
-            model.load_state_dict(state)
-            expected = loss_gradient(model, truth.images, truth.labels)
+        for capture, meta, expected in captures_and_truth(
+            audit, public, server_round, sent, replies
+        ):
             assert capture.update.keys() == expected.keys()
             for k, v in expected.items():
                 assert torch.allclose(capture.update[k], v, rtol=0, atol=1e-7), k

@@ -9,19 +9,17 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message
 from inproc_grid import InProcessGrid
+from tests_helpers import captures_and_truth
 
 from fl_sim.cli import main
 from fl_sim.config import RunConfig
 from fl_sim.evaluation.audit import ReplayAudit
 from fl_sim.federation.client_app import app as client_app
-from fl_sim.federation.eavesdropper import capture_from_reply
 from fl_sim.federation.secagg import SecAggPlusGrid, SecAggSpec
 from fl_sim.federation.server_app import initial_model, run_federation
 from fl_sim.federation.strategy import EavesdroppingFedSGD
 from fl_sim.federation.task import public_info
-from fl_sim.federation.training import loss_gradient
 from fl_sim.results.store import ResultsStore
-from models.public import model_for
 
 # SecAgg+'s quantisation step with Flower's defaults (clip 8, 2**22 levels): each client's
 # stochastic rounding moves each entry by less than one step, so the mean by less too
@@ -68,15 +66,9 @@ def test_captures_are_masked_and_attacks_score_at_chance(small_cfg: RunConfig) -
     correlations: list[float] = []
 
     def tap(server_round: int, sent: ArrayRecord, replies: list[Message]) -> None:
-        state = sent.to_torch_state_dict()
-        for msg in replies:
-            capture, meta = capture_from_reply(msg, server_round, state, public)
-            truth = audit.ground_truth(server_round, meta.partition_id, meta.num_partitions)
-            model = model_for(public)
-            model.load_state_dict(state)
-            grad = loss_gradient(model, truth.images, truth.labels)
+        for capture, _, grad in captures_and_truth(audit, public, server_round, sent, replies):
             true = torch.cat([g.flatten() for g in grad.values()])
-            seen = torch.cat([capture.update[k].flatten() for k in state])
+            seen = torch.cat([capture.update[k].flatten() for k in grad])
             correlations.append(float(torch.corrcoef(torch.stack([true, seen]))[0, 1]))
 
     strategy = EavesdroppingFedSGD(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -24,6 +25,23 @@ def ann_capture(index: int = 0) -> Capture:
     model = build_model(public.arch, public.input_shape, public.num_classes)
     update = loss_gradient(model, data.inputs[index : index + 1], data.labels[index : index + 1])
     return Capture(3, 1, update, model.state_dict(), public)
+
+
+def captures_and_truth(
+    audit: object, public: PublicInfo, server_round: int, sent: object, replies: list
+) -> Iterator[tuple[Capture, object, dict[str, torch.Tensor]]]:
+    """Per reply a tap got: the eavesdropper's capture, its meta, and the gradient the
+    client's private batch (replayed by the evaluator's audit) has at the sent model."""
+    from fl_sim.federation.eavesdropper import capture_from_reply
+    from models.public import model_for
+
+    state = sent.to_torch_state_dict()  # type: ignore[attr-defined]
+    for msg in replies:
+        capture, meta = capture_from_reply(msg, server_round, state, public)
+        truth = audit.ground_truth(server_round, meta.partition_id, meta.num_partitions)  # type: ignore[attr-defined]
+        model = model_for(public)
+        model.load_state_dict(state)
+        yield capture, meta, loss_gradient(model, truth.images, truth.labels)
 
 
 def committed_rounds(out: Path) -> int:
