@@ -38,20 +38,33 @@ def mirrored(public: PublicInfo) -> bool:
     return any(TransformSpec.parse(t).name in MIRRORED for t in public.transforms)
 
 
+def shared_defences(public: PublicInfo) -> list[TransformSpec] | None:
+    """The mirrored defences when every client applies them (what a batch of captures of
+    any clients shares); None if one of them is limited to one client (``@PARTITION``)."""
+    specs = [TransformSpec.parse(t) for t in public.transforms]
+    specs = [s for s in specs if s.name in MIRRORED]
+    return None if any(s.partition is not None for s in specs) else specs
+
+
 def adapt(
     simulated: Sequence[torch.Tensor],
     target: Sequence[torch.Tensor],
     defences: Sequence[TransformSpec],
+    batched: bool = False,
 ) -> list[torch.Tensor]:
     """``simulated`` (the dummy's update, parameter order) as ``defences`` (from
-    :func:`known_defences`) would send it."""
+    :func:`known_defences`) would send it; ``batched``: every tensor has a leading problem
+    dimension (one update per row), as in the batched engine."""
     out = list(simulated)
     for spec in defences:
         if spec.name == "prune":
             out = [u * (t != 0).to(u.dtype) for u, t in zip(out, target, strict=True)]
         elif spec.name == "dp":
             clip = float(dict(spec.params)["clip"])
-            norm = torch.sqrt(sum((u * u).sum() for u in out))  # type: ignore[arg-type]
-            scale = torch.clamp(clip / (norm + 1e-30), max=1.0)
-            out = [u * scale for u in out]
+            if batched:
+                squares = sum((u * u).reshape(u.shape[0], -1).sum(1) for u in out)
+            else:
+                squares = sum((u * u).sum() for u in out)
+            scale = torch.clamp(clip / (torch.sqrt(squares) + 1e-30), max=1.0)  # type: ignore[arg-type]
+            out = [u * (scale.reshape(-1, *[1] * (u.dim() - 1)) if batched else scale) for u in out]
     return out

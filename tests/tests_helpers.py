@@ -23,7 +23,8 @@ def ann_capture(index: int = 0) -> Capture:
     data = load_dataset("mnist5k", "train")
     torch.manual_seed(index)
     model = build_model(public.arch, public.input_shape, public.num_classes)
-    update = loss_gradient(model, data.inputs[index : index + 1], data.labels[index : index + 1])
+    image = data.inputs[index : index + 1].to(torch.get_default_dtype())  # float64 tests
+    update = loss_gradient(model, image, data.labels[index : index + 1])
     return Capture(3, 1, update, model.state_dict(), public)
 
 

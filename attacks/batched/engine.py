@@ -25,7 +25,7 @@ from attacks.components.features import recovered_features
 from attacks.components.label_tasks import LabelTask
 from attacks.components.objectives import FEATURE_OBJECTIVES
 from attacks.config import AttackConfig
-from attacks.defences import mirrored
+from attacks.defences import shared_defences
 from attacks.gradient_matching import (
     RESTART_SEED_STRIDE,
     GradientMatchingAttack,
@@ -106,10 +106,10 @@ def common_public(captures: Sequence[Capture]) -> PublicInfo:
                 f"captures must share PublicInfo; capture round={c.round} client={c.client} "
                 f"differs from the first in {', '.join(fields)}: group captures by public info"
             )
-    if mirrored(public):
+    if shared_defences(public) is None:
         raise NotImplementedError(
-            f"batched engine does not mirror the public defences {list(public.transforms)}: "
-            "attack them one at a time"
+            f"batched engine mirrors only defences every client applies, not those limited "
+            f"to one client in {list(public.transforms)}: attack them one at a time"
         )
     if public.update != "gradient":
         raise NotImplementedError(
@@ -207,6 +207,7 @@ def prepare(attack: GradientMatchingAttack, captures: Sequence[Capture], engine:
         features=torch.stack(features) if uses_features else None,
         feature_weight=cfg.feature_weight,
         classifier=last_linear(model)[0],
+        defences=tuple(shared_defences(public) or ()),
     )
     reason = grouped_unsupported(pb)
     if engine == "auto":

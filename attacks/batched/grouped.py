@@ -25,6 +25,7 @@ from attacks.batched import forms
 from attacks.batched.conv import Conv, ConvWeight, Geom
 from attacks.batched.problems import Problems
 from attacks.components.objectives import FEATURE_OBJECTIVES
+from attacks.defences import adapt
 from models.lenet import LeNet
 from models.lenet5_victim import LeNet5Victim
 from models.snn_lenet import SNNLeNet
@@ -263,7 +264,10 @@ class GroupedEvaluator:
             grads[n] if n in grads else torch.zeros_like(targets[n]) for n in pb.names
         ]
         assert self.objective is not None
-        return self.objective(simulated, [targets[n] for n in pb.names])
+        target = [targets[n] for n in pb.names]
+        if pb.defences:  # the adaptive attacker's mirror, one update per row
+            simulated = adapt(simulated, target, pb.defences, batched=True)
+        return self.objective(simulated, target)
 
     def _feature_loss(
         self,

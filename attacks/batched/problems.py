@@ -14,6 +14,7 @@ from torch import nn
 from attacks.batched.forms import BatchedTaskLoss
 from attacks.components.dummies import Dummy
 from attacks.types import PublicInfo
+from models.public import TransformSpec
 
 
 class Evaluator(Protocol):
@@ -52,6 +53,9 @@ class Problems:
     features: torch.Tensor | None = None
     feature_weight: float = 0.0
     classifier: str = ""
+    # the public defences every capture's client applied, mirrored on the simulated updates
+    # (attacks.defences.adapt)
+    defences: tuple[TransformSpec, ...] = ()
 
     def split(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Flat rows [k, n] -> dummy [k, *dummy_shape] and label variables [k, *shape]."""

@@ -13,6 +13,7 @@ import torch
 from attacks.batched.problems import Problems
 from attacks.components.objectives import OBJECTIVES
 from attacks.components.regularisers import REGULARISERS
+from attacks.defences import adapt
 
 
 class VmapEvaluator:
@@ -34,7 +35,10 @@ class VmapEvaluator:
                 return pb.task(out.unsqueeze(0), variables, one)[0]
 
             grads = torch.func.grad(task_loss)(params)
-            loss = objective([grads[n] for n in names], [targets[n] for n in names])
+            simulated, target = [grads[n] for n in names], [targets[n] for n in names]
+            if pb.defences:  # the adaptive attacker's mirror
+                simulated = adapt(simulated, target, pb.defences)
+            loss = objective(simulated, target)
             for regulariser, weight in regularisers if regularised else ():
                 loss = loss + weight * regulariser(dummy[0])
             return loss
