@@ -245,6 +245,7 @@ class RunConfig:
     def _check_components(self) -> None:
         """What only the components themselves can check (they import torch or flwr):
         strategy options, transform parameters, the surrogate and the attack settings."""
+        from fl_sim.federation.secagg import SecAggSpec
         from fl_sim.federation.transforms import update_chain
         from models.surrogate import parse_surrogate
 
@@ -254,12 +255,9 @@ class RunConfig:
             parse_strategy_options(self.strategy, self.strategy_options)  # names, types
         # names, parameters and faults are valid, and fit the updates the clients send
         update_chain(self.transforms, self.faults).check_update_kind(self.update_kind)
-        if self.secagg.strip() != "none":
-            from fl_sim.federation.secagg import SecAggSpec
-
-            spec = SecAggSpec.parse(self.secagg)
-            if spec is not None:
-                spec.check_federation(max(1, int(self.clients * self.fraction)), self.strategy)
+        secagg = SecAggSpec.parse(self.secagg)
+        if secagg is not None:
+            secagg.check_federation(max(1, int(self.clients * self.fraction)), self.strategy)
         if self.attack_surrogate != AUTO:
             try:
                 parse_surrogate(self.attack_surrogate)
