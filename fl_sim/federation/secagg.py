@@ -267,7 +267,9 @@ class _Relay:
         self.grid, self.messages, self.names = grid, messages, names
         self.aggregate: list[np.ndarray] | None = None
 
-    def configure_fit(self, server_round: int, parameters: Parameters, client_manager: object):  # type: ignore[no-untyped-def]  # noqa: E501
+    def configure_fit(
+        self, server_round: int, parameters: Parameters, client_manager: object
+    ) -> list[tuple[GridClientProxy, FitIns]]:
         run_id = self.grid.run.run_id  # type: ignore[attr-defined]
         out = []
         for msg in self.messages:
@@ -278,7 +280,9 @@ class _Relay:
             out.append((GridClientProxy(msg.metadata.dst_node_id, self.grid, run_id), fitins))
         return out
 
-    def aggregate_fit(self, server_round: int, results: list, failures: list):  # type: ignore[no-untyped-def]  # noqa: E501
+    def aggregate_fit(
+        self, server_round: int, results: list[tuple[object, FitRes]], failures: list[object]
+    ) -> tuple[Parameters | None, dict[str, object]]:
         if results:
             self.aggregate = parameters_to_ndarrays(results[0][1].parameters)
             return results[0][1].parameters, {}
