@@ -6,22 +6,25 @@ finishes."""
 from __future__ import annotations
 
 import argparse
+import ctypes
 import dataclasses
+import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from attacks.types import Attack, Capture
 from fl_sim.config import RunConfig
 from fl_sim.data.loaders.base import time_major
 from fl_sim.evaluation.audit import GroundTruth
-from fl_sim.evaluation.judge import Judge
+from fl_sim.evaluation.judge import Judge, ensure_judge
 from fl_sim.evaluation.leakage import Outcome, Target, attack_and_score
-from fl_sim.federation.task import public_info
+from fl_sim.federation.task import dataset_split, public_info
 from fl_sim.federation.training import loss_gradient
 from fl_sim.federation.transforms import TransformContext, update_chain
 from fl_sim.results.report import append_rows, read_rows
@@ -45,13 +48,26 @@ def leakage_csv(parser: argparse.ArgumentParser, out: Path) -> Path:
     return csv
 
 
+def die_with_parent() -> None:
+    """Pool initializer: the kernel SIGKILLs this worker when the process that started it
+    dies, however (a SIGKILLed experiment must not leave workers attacking on)."""
+    PR_SET_PDEATHSIG = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """A process pool whose workers die with this process (:func:`die_with_parent`)."""
+    return ProcessPoolExecutor(workers, initializer=die_with_parent)
+
+
 def run_trials(
     fn: Callable[..., Rows], jobs: Sequence[tuple[Any, ...]], csv: Path, workers: int, unit: str
 ) -> Rows:
     """``fn(*job)`` for every job in ``workers`` processes; rows appended in job order with a
     progress line each; returns every row written."""
     start = time.perf_counter()
-    with ProcessPoolExecutor(workers) as pool:
+    with worker_pool(workers) as pool:
         futures = [pool.submit(fn, *job) for job in jobs]
         for done, future in enumerate(futures, 1):
             append_rows(csv, future.result())
@@ -64,7 +80,7 @@ def ordered_results(
 ) -> Iterator[Any]:
     """``fn(*job)`` for every job in ``workers`` processes, yielded in job order as each is
     available (run_trials' pool, for callers that handle results and progress themselves)."""
-    with ProcessPoolExecutor(workers) as pool:
+    with worker_pool(workers) as pool:
         futures = [pool.submit(fn, *job) for job in jobs]
         for future in futures:
             yield future.result()
@@ -119,3 +135,24 @@ def fresh_capture(cfg: RunConfig, arm: str, index: int, truth: GroundTruth) -> C
         ctx = TransformContext(index, max(cfg.clients, index + 1), 0, cfg.seed, "gradient")
         update = chain(update, ctx)
     return Capture(0, index, update, victim.state_dict(), public)
+
+
+def attack_trial(
+    cfg: RunConfig, index: int, keep_images: bool = False
+) -> tuple[Rows, dict[str, np.ndarray] | None]:
+    """Experiment 1's trial: every (arm, attack) of ``cfg`` on training sample ``index``, each
+    arm on :func:`fresh_victim`. Returns the leakage rows and, with ``keep_images``, the
+    images by name (``truth``, ``<arm>/<attack>``) for grids."""
+    torch.set_num_threads(1)
+    data = dataset_split(cfg, "train")
+    truth = GroundTruth(data.inputs[index : index + 1], data.labels[index : index + 1])
+    judge = ensure_judge(cfg, log=lambda _: None)
+    rows: Rows = []
+    images = {"truth": truth.images.numpy()} if keep_images else None
+    for arm in cfg.federated_arms:
+        capture = fresh_capture(cfg, arm, index, truth)
+        for outcome in trial_outcomes([Target(arm, capture, truth)], cfg, judge):
+            rows += outcome.rows
+            if images is not None and outcome.images is not None:
+                images[f"{arm}/{outcome.attack}"] = outcome.images
+    return rows, images

@@ -14,34 +14,17 @@ import argparse
 import time
 
 import numpy as np
-import torch
 
-from experiments.trials import (
-    add_common_args,
-    fresh_capture,
-    leakage_csv,
-    run_trials,
-    trial_rows,
-)
+from experiments.trials import add_common_args, attack_trial, leakage_csv, run_trials
 from fl_sim.config import RunConfig
-from fl_sim.evaluation.audit import GroundTruth
 from fl_sim.evaluation.judge import ensure_judge
-from fl_sim.evaluation.leakage import Target
 from fl_sim.federation.task import dataset_split
 from fl_sim.results.report import summary_table, write_report
 
 
 def attack_sample(cfg: RunConfig, index: int) -> list[dict[str, object]]:
     """Every (arm, attack) on one training sample, each arm on a fresh victim seeded by index."""
-    torch.set_num_threads(1)
-    data = dataset_split(cfg, "train")
-    truth = GroundTruth(data.inputs[index : index + 1], data.labels[index : index + 1])
-    judge = ensure_judge(cfg, log=lambda _: None)
-    rows: list[dict[str, object]] = []
-    for arm in cfg.federated_arms:
-        capture = fresh_capture(cfg, arm, index, truth)
-        rows += trial_rows([Target(arm, capture, truth)], cfg, judge)
-    return rows
+    return attack_trial(cfg, index)[0]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,351 @@
+"""``fl-sim reproduce NAME``: one of the paper's tables or figures, by the paper's protocol, on
+the datasets available, resumable.
+
+Each reproduction (``experiments.paper.REPRODUCTIONS``) lays out its cells (a dataset and the
+settings of one table entry); every cell attacks the same seeded draw of training samples,
+each on its own freshly initialised victim (the paper's Experiment 1). Trials run in worker
+processes and each is committed to ``OUT/reproduce.sqlite`` when it finishes, so a stopped
+reproduction continues with ``--resume``; the table is then written from the store with the
+published values beside ours.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from experiments.trials import attack_trial, worker_pool
+from fl_sim.config import RunConfig, parse_overrides
+from fl_sim.results.trial_store import TRIALS_DB, TrialStore
+
+# The paper's attacks and dummy handling, whatever the defaults of this testbed become: free
+# dummies per time step, the client's own surrogate, the paper's inits and clamping, one
+# start, no extra terms, no defences.
+PAPER_PROTOCOL: tuple[str, ...] = (
+    "attack_dummy=free",
+    "attack_surrogate=auto",
+    "attack_init=auto",
+    "clamp=auto",
+    "feature_weight=0",
+    "restarts=1",
+    "tolerance=0",
+    "batch_size=1",
+    "transforms=",
+    "faults=",
+    "secagg=none",
+    "threads=1",
+)
+GRID_SAMPLES = 8  # samples per cell whose reconstructions are kept for its grid
+# keys the reproduction sets itself: per cell, or by its own options
+RESERVED_KEYS = ("dataset", "attacks", "arms", "threshold", "tau", "out", "resume", "overwrite")
+
+Log = Callable[[str], None]
+KIND_WORDS = {"image": "image", "events": "event"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One entry set of a table: a dataset and the settings its trials run with."""
+
+    dataset: str
+    settings: tuple[str, ...] = ()  # K=V on top of the protocol and the user's --set
+    grid: bool = False  # keep the first samples' reconstructions for a grid
+
+    @property
+    def key(self) -> str:
+        """Store key: the dataset and the settings (the same entry in table5 and fig5 is
+        one cell, so their trials are shared in one out dir)."""
+        return "/".join((self.dataset, *self.settings))
+
+    @property
+    def label(self) -> str:
+        """Short name for files and titles: the key without the attack list."""
+        return "/".join((self.dataset, *(s for s in self.settings if not s.startswith("attacks="))))
+
+
+@dataclass
+class CellResult:
+    """What a cell's finished trials gave."""
+
+    cell: Cell
+    cfg: RunConfig
+    rows: list[dict[str, object]]
+    trials: int
+    seconds: float
+    chance: float
+    judge: str
+    grid: Path | None = None
+
+
+@dataclass
+class Context:
+    """What a reproduction needs to run its cells: options, store, out dir, log."""
+
+    name: str
+    out: Path
+    overrides: tuple[str, ...]  # the user's --set items
+    datasets: tuple[str, ...]  # available ones, in the order asked
+    unavailable: dict[str, str]  # dataset -> why it cannot be used
+    samples: int
+    workers: int
+    store: TrialStore | None
+    log: Log = print
+    failed: list[str] = field(default_factory=list)
+
+    def config(self, dataset: str, settings: Sequence[str] = ()) -> RunConfig:
+        items = [*PAPER_PROTOCOL, *self.overrides, f"dataset={dataset}", *settings]
+        return RunConfig.load(overrides=items)
+
+    def deviations(self) -> str:
+        """The user's settings on top of the paper's protocol, for the table's notes."""
+        return ", ".join(self.overrides) if self.overrides else "none"
+
+    def run_cells(self, cells: Sequence[Cell]) -> list[CellResult]:
+        """Every missing trial of ``cells`` (seeded sample draw per dataset), committed as
+        each finishes; then each cell's rows from the store."""
+        from fl_sim.evaluation.judge import describe, ensure_judge
+        from fl_sim.federation.task import dataset_split
+
+        assert self.store is not None
+        jobs: list[tuple[Cell, RunConfig, int, bool]] = []
+        picks: dict[str, list[int]] = {}
+        for cell in cells:
+            cfg = self.config(cell.dataset, cell.settings)
+            if cell.dataset not in picks:
+                ensure_judge(cfg, log=self.log)
+                picks[cell.dataset] = sample_indices(
+                    len(dataset_split(cfg, "train")), self.samples, cfg.seed
+                )
+            done = self.store.finished(cell.key)
+            for position, index in enumerate(picks[cell.dataset]):
+                if index not in done:
+                    jobs.append((cell, cfg, index, cell.grid and position < GRID_SAMPLES))
+        total = sum(len(picks[c.dataset]) for c in cells)
+        self.log(
+            f"{self.name}: {len(cells)} cells x {self.samples} samples; {total - len(jobs)} "
+            f"trials stored, {len(jobs)} to run with {self.workers} workers"
+        )
+        self._run_jobs(jobs)
+        results = []
+        for cell in cells:
+            cfg = self.config(cell.dataset, cell.settings)
+            indices = picks[cell.dataset]
+            judge = ensure_judge(cfg, log=lambda _: None)
+            rows = self.store.rows(cell.key, indices)
+            result = CellResult(
+                cell, cfg, rows, len(self.store.finished(cell.key) & set(indices)),
+                self.store.seconds(cell.key), 1.0 / dataset_split(cfg, "test").num_classes,
+                describe(judge),
+            )  # fmt: skip
+            if cell.grid:
+                result.grid = self._grid(cell, indices[:GRID_SAMPLES])
+            results.append(result)
+        return results
+
+    def _run_jobs(self, jobs: list[tuple[Cell, RunConfig, int, bool]]) -> None:
+        assert self.store is not None
+        if not jobs:
+            return
+        start = time.perf_counter()
+        with worker_pool(self.workers) as pool:
+            futures = {
+                pool.submit(_trial, cfg, index, keep): (cell, index)
+                for cell, cfg, index, keep in jobs
+            }
+            for done, future in enumerate(as_completed(futures), 1):
+                cell, index = futures[future]
+                try:
+                    rows, images, seconds = future.result()
+                except Exception as err:  # a broken trial costs itself, not the reproduction
+                    self.failed.append(f"{cell.key} sample {index}: {type(err).__name__}: {err}")
+                    self.log(f"{self.name}: trial {cell.key} sample {index} failed: {err}")
+                    continue
+                if images is not None:
+                    path = self.out / "images" / slug(cell.key) / f"{index}.npz"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    np.savez_compressed(
+                        path, **{k.replace("/", "__"): v for k, v in images.items()}
+                    )
+                self.store.add_trial(cell.key, index, rows, seconds)
+                elapsed = time.perf_counter() - start
+                eta = elapsed / done * (len(jobs) - done)
+                self.log(
+                    f"{self.name}: {done}/{len(jobs)} trials ({cell.key} sample {index}, "
+                    f"{seconds:.1f}s); {elapsed:.0f}s elapsed, ETA {eta:.0f}s"
+                )
+
+    def _grid(self, cell: Cell, indices: Sequence[int]) -> Path | None:
+        """Ground truth and every (arm, attack) of the cell's first samples, as one PNG."""
+        from fl_sim.results.report import save_grid
+
+        folder = self.out / "images" / slug(cell.key)
+        found = [
+            (i, np.load(folder / f"{i}.npz")) for i in indices if (folder / f"{i}.npz").is_file()
+        ]
+        if not found:
+            return None
+        names = [k for k in found[0][1].files if k != "truth"]
+        found = [(i, f) for i, f in found if set(f.files) == {"truth", *names}]
+        path = self.out / f"{self.name}-{slug(cell.label)}.png"
+        save_grid(
+            path,
+            np.concatenate([f["truth"] for _, f in found]),
+            {k.replace("__", "/"): np.concatenate([f[k] for _, f in found]) for k in names},
+            [f"#{i}" for i, _ in found],
+            f"{cell.label}: ground truth and reconstructions",
+        )
+        return path
+
+
+def _trial(
+    cfg: RunConfig, index: int, keep: bool
+) -> tuple[list[dict[str, object]], dict[str, np.ndarray] | None, float]:
+    began = time.perf_counter()
+    rows, images = attack_trial(cfg, index, keep)
+    return rows, images, time.perf_counter() - began
+
+
+def sample_indices(size: int, samples: int, seed: int) -> list[int]:
+    """The seeded draw of training samples: a prefix of one permutation, so a reproduction
+    resumed with more ``--samples`` keeps the samples it has."""
+    if samples < 1:
+        raise ValueError(f"--samples must be >= 1, got {samples}")
+    if samples > size:
+        raise ValueError(f"--samples {samples} is more than the {size} training samples")
+    return [int(i) for i in np.random.default_rng(seed).permutation(size)[:samples]]
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text)
+
+
+def available(cfg: RunConfig) -> str | None:
+    """None when ``cfg.dataset`` loads here, else why not (the loader's own message)."""
+    from fl_sim.federation.task import dataset_split
+
+    try:
+        dataset_split(cfg, "train")
+    except FileNotFoundError as err:
+        return str(err)
+    return None
+
+
+def check_overrides(overrides: Sequence[str]) -> None:
+    """Refuse ``--set`` keys the reproduction sets itself (one line, exit 2)."""
+    taken = sorted(set(parse_overrides(list(overrides))) & set(RESERVED_KEYS))
+    if taken:
+        raise ValueError(
+            f"--set {', '.join(taken)}: set by the reproduction itself (use --datasets for "
+            f"datasets); keys it reserves: {', '.join(RESERVED_KEYS)}"
+        )
+
+
+def fmt_seconds(seconds: float) -> str:
+    if math.isnan(seconds):
+        return "-"
+    if seconds >= 120:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+
+
+def reproduce(
+    name: str,
+    out: Path,
+    datasets: Sequence[str] | None = None,
+    samples: int = 100,
+    workers: int = 2,
+    resume: bool = False,
+    overrides: Sequence[str] = (),
+    log: Log = print,
+) -> Path:
+    """Run reproduction ``name`` into ``out``; returns the Markdown table's path."""
+    from experiments.paper import REPRODUCTIONS
+
+    if name not in REPRODUCTIONS:
+        raise ValueError(f"unknown reproduction {name!r}; valid: {', '.join(REPRODUCTIONS)}")
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    check_overrides(overrides)
+    repro = REPRODUCTIONS[name]()
+    asked = tuple(datasets) if datasets else repro.datasets
+    base = RunConfig.load(overrides=[*PAPER_PROTOCOL, *overrides])
+    for dataset in asked:  # names and kinds before anything is loaded
+        cfg = RunConfig.from_mapping({"dataset": dataset}, base)
+        if cfg.data_kind not in repro.kinds:
+            raise ValueError(
+                f"{name} takes {' or '.join(KIND_WORDS[k] for k in repro.kinds)} datasets; "
+                f"{dataset} is {KIND_WORDS[cfg.data_kind]} data"
+            )
+    if samples < 1:
+        raise ValueError(f"--samples must be >= 1, got {samples}")
+    unavailable: dict[str, str] = {}
+    for dataset in asked:
+        why = available(RunConfig.from_mapping({"dataset": dataset}, base))
+        if why is not None:
+            unavailable[dataset] = why
+            log(f"{name}: {dataset} is not available here, left out: {why}")
+    usable = tuple(d for d in asked if d not in unavailable)
+    if not usable:
+        raise FileNotFoundError(
+            f"{name}: none of the datasets {', '.join(asked)} is available here"
+        )
+    out = Path(out)
+    store: TrialStore | None = None
+    if repro.trials:
+        if (out / TRIALS_DB).exists() and not resume:
+            raise FileExistsError(
+                f"{out} already holds a reproduction ({TRIALS_DB}); pass --resume to continue "
+                "it or choose another --out"
+            )
+        if resume and not (out / TRIALS_DB).exists():
+            raise FileNotFoundError(f"{out} holds no {TRIALS_DB}: nothing to resume")
+        store = TrialStore(out)
+        try:
+            store.claim({"protocol": list(PAPER_PROTOCOL), "overrides": list(overrides)})
+        except ValueError:
+            store.close()
+            raise
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = Context(name, out, tuple(overrides), usable, unavailable, samples, workers, store, log)
+    start = time.perf_counter()
+    try:
+        table = repro.run(ctx)
+    finally:
+        if store is not None:
+            store.close()
+    workers_note = f" with {workers} worker processes" if repro.trials else ""
+    table.notes.append(
+        f"Wall time of this invocation: {fmt_seconds(time.perf_counter() - start)}{workers_note}."
+    )
+    if ctx.failed:
+        table.notes.append(
+            f"{len(ctx.failed)} trials failed and are not in the table (rerun with --resume): "
+            + "; ".join(ctx.failed[:5])
+        )
+    paths = table.write(out)
+    write_report(out, log)
+    log(table.markdown())
+    for flag, cells in zip(table.flagged, table.rows, strict=True):
+        if flag:
+            log(f"{name}: published value outside our 95% CI: {' / '.join(cells[:3])}")
+    log(f"{name}: wrote {', '.join(str(p) for p in paths)}")
+    return paths[0]
+
+
+def write_report(out: Path, log: Log) -> None:
+    """``OUT/report.html`` with the tables (never fails the reproduction)."""
+    try:
+        from fl_sim.results.html_report import write_html_report
+    except ImportError:
+        return
+    try:
+        write_html_report([out], out / "report.html")
+    except Exception as err:  # the tables are written; the page is a view of them
+        log(f"report.html not written: {type(err).__name__}: {err}")
