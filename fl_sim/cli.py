@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 from fl_sim.commands.attack import check_readable, cmd_attack
+from fl_sim.commands.report import add_report_parser, cmd_report
+from fl_sim.commands.reproduce import add_reproduce_parser, cmd_reproduce
 from fl_sim.commands.run import (
     cmd_compose_file,
     cmd_deploy,
@@ -148,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     judge = sub.add_parser("judge", help="train (or show) the cached judge of a dataset")
     add_config_args(judge)
     judge.add_argument("--retrain", action="store_true", help="train again even if cached")
+    add_reproduce_parser(sub)
+    add_report_parser(sub)
     return parser
 
 
@@ -233,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_compose_file(args)
         if args.command == "l2-stats":
             return cmd_l2_stats(args)
+        if args.command == "reproduce":
+            return cmd_reproduce(args)
+        if args.command == "report":
+            return cmd_report(args)
         if args.command == "attack":  # missing inputs, before the config's checks load torch
             for path in args.captures:
                 check_readable(path, "capture file")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,29 @@ def float64() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def judge_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(tmp_path_factory.mktemp("judge-cache"))
+
+
+@dataclass(frozen=True)
+class CliRun:
+    """A finished ``fl-sim run`` subprocess: its out dir, exit code and console output."""
+
+    out: Path
+    returncode: int
+    log: str
+
+
+@pytest.fixture(scope="session")
+def flower_run(tmp_path_factory: pytest.TempPathFactory, judge_cache: str) -> CliRun:
+    """`fl-sim run` for real (private SuperLink, Ray simulation), 2 clients x 2 rounds, both
+    arms, once per session: the tests that read its out dir share it (read only)."""
+    out = tmp_path_factory.mktemp("flower-run") / "out"
+    cmd = [
+        sys.executable, "-m", "fl_sim.cli", "run", "--out", str(out),
+        "--set", "clients=2", "--set", "rounds=2", "--set", "iterations=10",
+        "--set", f"cache_dir={judge_cache}",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
+    return CliRun(out, proc.returncode, proc.stdout + proc.stderr)
 
 
 @pytest.fixture

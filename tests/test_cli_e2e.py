@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -13,18 +12,16 @@ import pytest
 from fl_sim.ops.launcher import LocalSuperLink
 from fl_sim.results.report import read_rows
 
+if TYPE_CHECKING:
+    from tests.conftest import CliRun
+
 
 @pytest.mark.slow
-def test_fl_sim_run_through_flower_simulation(tmp_path: Path, judge_cache: str) -> None:
-    out = tmp_path / "out"
-    cmd = [
-        sys.executable, "-m", "fl_sim.cli", "run", "--out", str(out),
-        "--set", "clients=2", "--set", "rounds=2", "--set", "iterations=10",
-        "--set", f"cache_dir={judge_cache}",
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-4000:]
+def test_fl_sim_run_through_flower_simulation(flower_run: CliRun) -> None:
+    """The session's `fl-sim run` (conftest.flower_run; tests/test_report_browser.py reads its
+    report.html too)."""
+    out, log = flower_run.out, flower_run.log
+    assert flower_run.returncode == 0, log[-4000:]
     rows = read_rows(out / "leakage.csv")
     assert len(rows) == 2 * 2 * 2 * 2  # arms x rounds x clients x attacks
     assert {(r["arm"], r["round"]) for r in rows} == {
@@ -40,6 +37,10 @@ def test_fl_sim_run_through_flower_simulation(tmp_path: Path, judge_cache: str) 
     assert "Starting Flower Simulation" in flower_log and "\x1b" not in flower_log
     assert (out / "leakage_per_round.png").stat().st_size > 10_000
     assert len(list((out / "grids").glob("*.png"))) == 4
+    # report.html: rewritten after committed rounds, last after the run was stamped finished
+    report = (out / "report.html").read_text()
+    assert 'data-arms="ann,snn" data-rounds="2" data-status="finished"' in report
+    assert "report.html not written" not in log
 
 
 def test_local_superlink_starts_and_stops(tmp_path: Path) -> None:

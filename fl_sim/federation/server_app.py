@@ -27,6 +27,8 @@ from fl_sim.federation.strategies import STRATEGIES, parse_strategy_options
 from fl_sim.federation.strategy import Eavesdropping, EavesdroppingFedSGD, Tap, tapped
 from fl_sim.federation.task import dataset_split, public_info
 from fl_sim.ops.progress import Eta
+from fl_sim.results.html_report import REPORT_HTML
+from fl_sim.results.live_report import LiveReport
 from fl_sim.results.report import write_report
 from fl_sim.results.resume import check_resumable, stored_config
 from fl_sim.results.store import CHECKPOINTS, DB_NAME, ResultsStore, save_atomic
@@ -53,7 +55,7 @@ class FaultLog:
 
 RESULT_FILES = (
     LEAKAGE_CSV, "summary.txt", "leakage_per_round.png", "grids", "run.json", "captures",
-    FAULTS_CSV, DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", CHECKPOINTS,
+    FAULTS_CSV, DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", CHECKPOINTS, REPORT_HTML,
 )  # fmt: skip
 
 
@@ -63,7 +65,8 @@ class RoundRecorder:
     Its ``evaluate`` is the strategy's ``evaluate_fn``, which Flower calls after each round's
     aggregation with the new global model: the round's accuracy, checkpoint and everything
     the tap and the fault log handed the store are committed together, then the CSVs are
-    re-exported. Its ``tap`` counts the replies and hands them on to the eavesdropper.
+    re-exported and ``report.html`` is rewritten (rate-limited). Its ``tap`` counts the
+    replies and hands them on to the eavesdropper.
     """
 
     def __init__(
@@ -75,11 +78,13 @@ class RoundRecorder:
         done: int = 0,
         spy: Tap | None = None,
         rounds: int = 0,
+        report: LiveReport | None = None,
     ) -> None:
         self.store, self.arm, self.model, self.test = store, arm, model, test
         self.done = done  # round 0 or a resumed run's last round: already recorded
         self.eta = Eta(max(rounds, done), done)  # rounds done / planned, for progress lines
         self.spy = spy
+        self.report = report
         self.replies: dict[int, int] = {}
         self.clock = time.perf_counter()
 
@@ -103,6 +108,8 @@ class RoundRecorder:
                 replies=self.replies.pop(server_round, 0),
             )
             export_results(self.store)
+            if self.report is not None:
+                self.report.update()
             say(f"[{self.arm}] rounds {self.eta.advance()}")
         self.clock = time.perf_counter()
         return MetricRecord({"accuracy": acc})
@@ -138,10 +145,12 @@ def say(text: str) -> None:
 
 def finish_from_store(store: ResultsStore, cfg: RunConfig) -> str | None:
     """Outputs of a run whose arms are all finished, from the store alone: the final models
-    (latest checkpoints), the CSV exports and the report; returns the summary."""
+    (latest checkpoints), the CSV exports and the reports; returns the summary."""
     for arm in cfg.federated_arms:
         save_atomic(store.load_checkpoint(arm), store.out_dir / f"final_model_{arm}.pt")
-    return write_outputs(store, cfg)
+    summary = write_outputs(store, cfg)
+    LiveReport(store.out_dir, say).update(force=True)
+    return summary
 
 
 def prepare_out_dir(cfg: RunConfig) -> Path:
@@ -224,12 +233,18 @@ def init_record(cfg: RunConfig) -> dict[str, dict[str, str]]:
     return record
 
 
-def write_run_record(out: Path, cfg: RunConfig, judge: Judge) -> dict[str, object]:
-    """run.json: the config and the judge (with its test accuracy) that produced the results;
-    returns the record (also stored in the results store's ``runs``)."""
+def write_run_record(
+    out: Path, cfg: RunConfig, judge: Judge, num_classes: int | None = None
+) -> dict[str, object]:
+    """run.json: the config and the judge (with its test accuracy and, if given, its number of
+    classes: the chance level) that produced the results; returns the record (also stored in
+    the results store's ``runs``)."""
+    judge_info = judge_record(judge)
+    if num_classes is not None:
+        judge_info["num_classes"] = num_classes
     record = {
         "config": dataclasses.asdict(cfg.resolved()),
-        "judge": judge_record(judge),
+        "judge": judge_info,
         "init_checkpoints": init_record(cfg),
         "privacy": privacy_record(cfg.transforms, cfg.rounds),
         "versions": library_versions(),
@@ -313,7 +328,8 @@ def _run_federation(grid: Grid, cfg: RunConfig) -> dict[str, dict[str, torch.Ten
     if cfg.resume:
         check_resumable(stored_config(store), cfg)
     judge = ensure_judge(cfg, say)
-    record = write_run_record(out, cfg, judge)
+    test = dataset_split(cfg, "test")
+    record = write_run_record(out, cfg, judge, test.num_classes)
     store.start_run(record, resumed=cfg.resume)
     for dp in record["privacy"]:  # type: ignore[attr-defined]
         say(
@@ -325,7 +341,7 @@ def _run_federation(grid: Grid, cfg: RunConfig) -> dict[str, dict[str, torch.Ten
     if secagg is not None:  # the strategy's train rounds run Flower's SecAgg+ protocol
         grid = SecAggPlusGrid(grid, secagg, max_weight=cfg.samples_per_round)
         say(f"fl-sim: {secagg}: the server receives masked updates only")
-    test = dataset_split(cfg, "test")
+    report = LiveReport(out, say)
     finals: dict[str, dict[str, torch.Tensor]] = {}
     node_partitions: dict[int, int] = {}  # the same nodes serve every arm
     for arm in cfg.federated_arms:
@@ -349,7 +365,7 @@ def _run_federation(grid: Grid, cfg: RunConfig) -> dict[str, dict[str, torch.Ten
                 cfg.batched, sink=store, budget=cfg.attack_budget, attack_seed=cfg.attack_seed,
                 schedule=cfg.attack_schedule,
             )  # fmt: skip
-        recorder = RoundRecorder(store, arm, model, test, done, tap, cfg.rounds)
+        recorder = RoundRecorder(store, arm, model, test, done, tap, cfg.rounds, report)
         say(f"=== arm {arm}: {public.arch}, {cfg.clients} clients, {cfg.rounds} rounds ===")
         strategy = build_strategy(
             cfg, recorder.tap, FaultLog(store, arm, say), done, node_partitions
@@ -369,5 +385,6 @@ def _run_federation(grid: Grid, cfg: RunConfig) -> dict[str, dict[str, torch.Ten
     if summary is not None:
         say(f"judge {judge.arch}: test accuracy {judge.accuracy:.2%} on {judge.dataset}\n{summary}")
     store.finish_run()
+    report.update(force=True)  # after finish_run: the page says finished
     store.close()
     return finals

@@ -15,6 +15,7 @@ import numpy as np
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from fl_sim.results.schema import LEAKAGE, LEAKAGE_COLUMNS, check_columns  # noqa: E402
@@ -25,6 +26,7 @@ __all__ = [
     "append_rows",
     "plot_rounds",
     "read_rows",
+    "rounds_figure",
     "save_grid",
     "summary_table",
     "write_report",
@@ -231,49 +233,76 @@ def errorbar(ax: Any, xs: list[int], stats: list[dict[str, float]], key: str, **
     return ax.errorbar(xs, mean, yerr=[lo, hi], capsize=3, **kw)
 
 
+# per series label (e.g. "ann / dlg"): {round: round_stats(...)}, as by_round gives per key
+SeriesStats = Mapping[str, Mapping[int, Mapping[str, float]]]
+
+
+def rounds_figure(
+    series: SeriesStats,
+    chance: float | Sequence[float] | None = None,
+    accuracy: Accuracy | None = None,
+) -> Figure:
+    """The figure of :func:`plot_rounds` from per-round stats keyed by series label (the
+    caller closes it); ``chance`` may list several levels (runs of different datasets)."""
+    chances = [] if chance is None else [chance] if isinstance(chance, int | float) else chance
+    fig, axes = plt.subplots(1, 3 if accuracy else 2, figsize=(5.5 * (3 if accuracy else 2), 4.2))
+    try:
+        _draw_rounds(axes, series, sorted(set(chances)), accuracy)
+        fig.tight_layout()
+    except BaseException:
+        plt.close(fig)
+        raise
+    return fig
+
+
+def _draw_rounds(
+    axes: Any, series: SeriesStats, chances: list[float], accuracy: Accuracy | None
+) -> None:
+    """The panels of :func:`rounds_figure`: ASR, SSIM and (with ``accuracy``) test accuracy."""
+    ax_asr, ax_ssim = axes[0], axes[1]
+    for name, per_round in series.items():
+        xs, st = list(per_round), [dict(s) for s in per_round.values()]
+        ns = sorted({int(s["n"]) for s in st})
+        n_text = f"n={ns[0]}" if len(ns) == 1 else f"n={ns[0]}-{ns[-1]}"
+        label = f"{name} ({n_text} per round)"
+        errorbar(ax_asr, xs, st, "asr", marker="o", label=label)
+        errorbar(ax_ssim, xs, st, "ssim", marker="s", label=label)
+    for level in chances:
+        ax_asr.axhline(100 * level, color="grey", ls="--", lw=1, label=f"chance {level:.0%}")
+    ax_asr.set_title("Attack success rate (judge), 95% Wilson CI")
+    ax_asr.set_ylabel("ASR (%)")
+    ax_asr.set_ylim(-5, 105)
+    ax_ssim.set_title("Reconstruction SSIM, mean and 95% t CI")
+    ax_ssim.set_ylabel("mean SSIM")
+    if accuracy:
+        ax_acc = axes[2]
+        for arm, points in sorted(accuracy.items()):
+            ax_acc.plot([p[0] for p in points], [100 * p[1] for p in points], label=arm)
+        for level in chances:
+            name = "chance" if len(chances) == 1 else f"chance {level:.0%}"
+            ax_acc.axhline(100 * level, color="grey", ls="--", lw=1, label=name)
+        ax_acc.set_title("Global model test accuracy")
+        ax_acc.set_ylabel("accuracy (%)")
+        ax_acc.set_ylim(-5, 105)
+    for ax in axes:
+        ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if series or ax is not ax_asr and ax is not ax_ssim:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no rows", ha="center", va="center", transform=ax.transAxes)
+
+
 def plot_rounds(
     rows: Iterable[Row], path: Path, chance: float | None = None, accuracy: Accuracy | None = None
 ) -> None:
     """One PNG: judge ASR % and mean SSIM per round, one line per (arm, attack), with 95%
     intervals (Wilson; t), n per point and the judge's chance level; with ``accuracy``, a
     third panel of each arm's global test accuracy per round."""
-    stats = by_round(rows)
-    panels = 3 if accuracy else 2
-    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.2))
-    ax_asr, ax_ssim = axes[0], axes[1]
+    series = {f"{arm} / {attack}": st for (arm, attack), st in by_round(rows).items()}
+    fig = rounds_figure(series, chance, accuracy)
     try:
-        for (arm, attack), per_round in stats.items():
-            xs, st = list(per_round), list(per_round.values())
-            ns = sorted({int(s["n"]) for s in st})
-            n_text = f"n={ns[0]}" if len(ns) == 1 else f"n={ns[0]}-{ns[-1]}"
-            label = f"{arm} / {attack} ({n_text} per round)"
-            errorbar(ax_asr, xs, st, "asr", marker="o", label=label)
-            errorbar(ax_ssim, xs, st, "ssim", marker="s", label=label)
-        if chance is not None:
-            ax_asr.axhline(100 * chance, color="grey", ls="--", lw=1, label=f"chance {chance:.0%}")
-        ax_asr.set_title("Attack success rate (judge), 95% Wilson CI")
-        ax_asr.set_ylabel("ASR (%)")
-        ax_asr.set_ylim(-5, 105)
-        ax_ssim.set_title("Reconstruction SSIM, mean and 95% t CI")
-        ax_ssim.set_ylabel("mean SSIM")
-        if accuracy:
-            ax_acc = axes[2]
-            for arm, points in sorted(accuracy.items()):
-                ax_acc.plot([p[0] for p in points], [100 * p[1] for p in points], label=arm)
-            if chance is not None:
-                ax_acc.axhline(100 * chance, color="grey", ls="--", lw=1, label="chance")
-            ax_acc.set_title("Global model test accuracy")
-            ax_acc.set_ylabel("accuracy (%)")
-            ax_acc.set_ylim(-5, 105)
-        for ax in axes:
-            ax.set_xlabel("round")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.grid(alpha=0.3)
-            if stats or ax is not ax_asr and ax is not ax_ssim:
-                ax.legend(fontsize=7)
-            else:
-                ax.text(0.5, 0.5, "no rows", ha="center", va="center", transform=ax.transAxes)
-        fig.tight_layout()
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=100)
     finally:

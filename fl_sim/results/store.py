@@ -307,6 +307,15 @@ class ResultsStore:
         cur = self.conn.execute(query + " ORDER BY arm, round, id", args)
         return [{c.name: c.from_sql(rec[c.name]) for c in LEAKAGE} for rec in cur]
 
+    def grids(self) -> list[dict[str, object]]:
+        """(arm, round, grid) of every committed round with an image grid (path relative to
+        the out dir), by arm and round."""
+        cur = self.conn.execute(
+            "SELECT DISTINCT arm, round, grid FROM reconstructions WHERE grid IS NOT NULL "
+            "ORDER BY arm, round"
+        )
+        return [dict(r) for r in cur]
+
     def fault_rows(self) -> list[dict[str, object]]:
         """Every committed fault by arm and round (client None when unknown)."""
         columns = ", ".join(FAULT_COLUMNS)
