@@ -6,6 +6,7 @@ finishes."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import dataclasses
 import signal
@@ -48,17 +49,33 @@ def leakage_csv(parser: argparse.ArgumentParser, out: Path) -> Path:
     return csv
 
 
-def die_with_parent() -> None:
+def worker_setup() -> None:
     """Pool initializer: the kernel SIGKILLs this worker when the process that started it
-    dies, however (a SIGKILLed experiment must not leave workers attacking on)."""
+    dies, however (a SIGKILLed experiment must not leave workers attacking on), and Ctrl-C
+    is the parent's to handle (it reaches the whole process group); SIGTERM ends it."""
     PR_SET_PDEATHSIG = 1
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the CLI's handler, inherited by fork
 
 
-def worker_pool(workers: int) -> ProcessPoolExecutor:
-    """A process pool whose workers die with this process (:func:`die_with_parent`)."""
-    return ProcessPoolExecutor(workers, initializer=die_with_parent)
+@contextlib.contextmanager
+def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """A process pool whose workers die with this process (:func:`worker_setup`). Leaving it
+    by an exception (Ctrl-C, SIGTERM, an error) cancels the queued jobs and ends the workers
+    at once, where the executor's own exit would first run every queued job."""
+    pool = ProcessPoolExecutor(workers, initializer=worker_setup)
+    try:
+        yield pool
+    except BaseException:
+        # the executor has no public way to stop running jobs; its worker table is stable.
+        # Workers hold nothing worth saving: the parent commits every finished job.
+        for process in list((pool._processes or {}).values()):
+            process.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def run_trials(

@@ -180,3 +180,51 @@ def test_bad_reproductions_answer_in_one_line(
     assert not (tmp_path / "out" / "reproduce.sqlite").exists()  # nothing started
     # table6 has no trials: --resume is harmless there
     assert cli_main(["reproduce", "table6", "--resume", "--datasets", "mnist5k", "--out", out]) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["ctrl-c", "sigkill"])  # SIGTERM: the Ctrl-C path
+def test_stopping_a_reproduction_leaves_no_worker(
+    tmp_path: Path, judge_cache: str, how: str
+) -> None:
+    """Ctrl-C (SIGINT to the process group), SIGTERM or SIGKILL of ``fl-sim reproduce`` while
+    its workers attack: within seconds no worker is left (not after their trials)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from fl_sim.ops import proctree
+
+    cmd = [
+        sys.executable, "-m", "fl_sim.cli", "reproduce", "table4", "--samples", "4",
+        "--datasets", "mnist5k", "--out", str(tmp_path / "out"), "--set", "iterations=3000",
+        "--set", f"cache_dir={judge_cache}",
+    ]  # fmt: skip
+    log = tmp_path / "log"
+    with log.open("w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        started = time.monotonic()
+        while "to run with 2 workers" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() - started < 300, log.read_text()
+            time.sleep(0.2)
+        time.sleep(2)  # the workers are attacking
+        workers = proctree.descendants(proc.pid, proctree.snapshot())
+        assert len(workers) >= 2
+        {
+            "ctrl-c": lambda: os.killpg(proc.pid, signal.SIGINT),
+            "sigterm": lambda: proc.send_signal(signal.SIGTERM),
+            "sigkill": lambda: proc.send_signal(signal.SIGKILL),
+        }[how]()
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while any(os.path.exists(f"/proc/{pid}") for pid in workers):
+            assert time.monotonic() < deadline, "a worker outlived fl-sim reproduce"
+            time.sleep(0.1)
+        assert proc.returncode == {"ctrl-c": 130, "sigterm": 143, "sigkill": -9}[how]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
