@@ -13,9 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +30,7 @@ from fl_sim.results.schema import (
     SCHEMA_VERSION,
     check_columns,
 )
+from fl_sim.results.sqlite_file import SqliteFile
 
 __all__ = [
     "CHECKPOINTS",
@@ -62,20 +61,13 @@ class PendingRound:
     faults: dict[str, tuple[int | None, str]] = field(default_factory=dict)
 
 
-class ResultsStore:
+class ResultsStore(SqliteFile):
     """``<out>/results.sqlite``: runs, finished rounds, captures, reconstructions, faults."""
 
     def __init__(self, out_dir: str | Path) -> None:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.out_dir / DB_NAME
-        # autocommit mode: every write below is an explicit transaction
-        self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-        self.conn.row_factory = sqlite3.Row
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")  # a committed round survives power loss
-        self.conn.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
+        super().__init__(self.out_dir / DB_NAME, SCHEMA_SQL, SCHEMA_VERSION)
         self.run_id: int | None = None
         self.pending: dict[tuple[str, int], PendingRound] = {}
 
@@ -86,41 +78,6 @@ class ResultsStore:
         if not path.is_file():
             raise FileNotFoundError(f"{Path(out_dir)} holds no {DB_NAME}: nothing to resume")
         return cls(out_dir)
-
-    def _migrate(self) -> None:
-        """Create the schema in a new database; refuse one written by another version."""
-        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-        if version == SCHEMA_VERSION:
-            return
-        tables = self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        if version != 0 or tables:
-            raise ValueError(
-                f"{self.path} has schema version {version}; this fl-sim reads {SCHEMA_VERSION}"
-            )
-        with self.transaction():
-            for statement in SCHEMA_SQL:
-                self.conn.execute(statement)
-            self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
-
-    def close(self) -> None:
-        self.conn.close()
-
-    def __enter__(self) -> ResultsStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ runs
 

@@ -10,12 +10,11 @@ fit: its rows hang off federated rounds and checkpoints that offline trials do n
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from fl_sim.results.schema import LEAKAGE, LEAKAGE_COLUMNS, check_columns
+from fl_sim.results.sqlite_file import SqliteFile
 from fl_sim.results.store import now
 
 TRIALS_DB = "reproduce.sqlite"
@@ -41,50 +40,13 @@ _SCHEMA = (
 )
 
 
-class TrialStore:
+class TrialStore(SqliteFile):
     """``<out>/reproduce.sqlite``: the reproduction's identity (meta), finished trials, rows."""
 
     def __init__(self, out_dir: str | Path) -> None:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.out_dir / TRIALS_DB
-        self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-        self.conn.row_factory = sqlite3.Row
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
-        self.conn.execute("PRAGMA foreign_keys=ON")
-        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-        if version != TRIAL_SCHEMA_VERSION:
-            if version or self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-                self.conn.close()
-                raise ValueError(
-                    f"{self.path} has schema version {version}; this fl-sim reads "
-                    f"{TRIAL_SCHEMA_VERSION}"
-                )
-            with self.transaction() as db:
-                for statement in _SCHEMA:
-                    db.execute(statement)
-                db.execute(f"PRAGMA user_version = {TRIAL_SCHEMA_VERSION}")
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
-
-    def close(self) -> None:
-        self.conn.close()
-
-    def __enter__(self) -> TrialStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().__init__(self.out_dir / TRIALS_DB, _SCHEMA, TRIAL_SCHEMA_VERSION)
 
     def meta(self) -> dict[str, object]:
         """The stored identity (empty for a new store)."""
