@@ -145,7 +145,10 @@ class Context:
                 describe(judge),
             )  # fmt: skip
             if cell.grid:
-                result.grid = self._grid(cell, indices[:GRID_SAMPLES])
+                try:
+                    result.grid = self._grid(cell, indices[:GRID_SAMPLES])
+                except Exception as err:  # a picture must not cost the table
+                    self.log(f"{self.name}: grid of {cell.label} not written: {err}")
             results.append(result)
         return results
 
