@@ -91,6 +91,7 @@ class Fig5:
     datasets: ClassVar[tuple[str, ...]] = Table5.datasets
     kinds: ClassVar[tuple[str, ...]] = Table5.kinds
     trials: ClassVar[bool] = True
+    split: ClassVar[str] = "train"  # the split its samples are drawn from
 
     def run(self, ctx: Context) -> ReproTable:
         cells = [threshold_cell(d, "post", t) for d in ctx.datasets for t in TAUS]

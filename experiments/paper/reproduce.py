@@ -229,12 +229,13 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text)
 
 
-def available(cfg: RunConfig) -> str | None:
-    """None when ``cfg.dataset`` loads here, else why not (the loader's own message)."""
+def available(cfg: RunConfig, split: str) -> str | None:
+    """None when ``split`` of ``cfg.dataset`` loads here, else why not (the loader's own
+    message)."""
     from fl_sim.federation.task import dataset_split
 
     try:
-        dataset_split(cfg, "train")
+        dataset_split(cfg, split)
     except FileNotFoundError as err:
         return str(err)
     return None
@@ -290,7 +291,7 @@ def reproduce(
         raise ValueError(f"--samples must be >= 1, got {samples}")
     unavailable: dict[str, str] = {}
     for dataset in asked:
-        why = available(RunConfig.from_mapping({"dataset": dataset}, base))
+        why = available(RunConfig.from_mapping({"dataset": dataset}, base), repro.split)
         if why is not None:
             unavailable[dataset] = why
             log(f"{name}: {dataset} is not available here, left out: {why}")

@@ -26,6 +26,7 @@ class Table4:
     datasets: ClassVar[tuple[str, ...]] = ("mnist5k", "cifar100", "lfw")
     kinds: ClassVar[tuple[str, ...]] = ("image",)
     trials: ClassVar[bool] = True
+    split: ClassVar[str] = "train"  # the split its samples are drawn from
 
     def run(self, ctx: Context) -> ReproTable:
         from experiments.paper.reproduce import Cell, fmt_seconds

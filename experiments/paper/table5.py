@@ -95,6 +95,7 @@ class Table5:
     datasets: ClassVar[tuple[str, ...]] = ("dvsgesture", "nmnist-emulated")
     kinds: ClassVar[tuple[str, ...]] = ("events",)
     trials: ClassVar[bool] = True
+    split: ClassVar[str] = "train"  # the split its samples are drawn from
 
     def run(self, ctx: Context) -> ReproTable:
         algorithms = tuple(ALGORITHMS)

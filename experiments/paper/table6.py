@@ -20,6 +20,7 @@ class Table6:
     datasets: ClassVar[tuple[str, ...]] = ("dvsgesture", "nmnist-emulated")
     kinds: ClassVar[tuple[str, ...]] = ("image", "events")
     trials: ClassVar[bool] = False  # no attacks: computed whole in seconds
+    split: ClassVar[str] = SPLIT  # the split measured
 
     def run(self, ctx: Context) -> ReproTable:
         from fl_sim.data.reference_l2 import reference_l2_for_config
