@@ -228,3 +228,11 @@ def test_stopping_a_reproduction_leaves_no_worker(
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_cli_names_are_the_registry() -> None:
+    """The CLI lists the reproductions without importing torch; the list is the registry."""
+    from experiments.paper import REPRODUCTIONS
+    from fl_sim.commands.reproduce import NAMES
+
+    assert list(NAMES) == list(REPRODUCTIONS)
