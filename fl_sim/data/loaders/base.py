@@ -9,6 +9,8 @@ from typing import ClassVar, Protocol
 
 import torch
 
+from fl_sim.data.loaders.frames import Index, PackedFrames
+
 SPLITS: tuple[str, ...] = ("train", "test")
 """Allowed values of ``split``."""
 
@@ -54,53 +56,96 @@ class DataOptions:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
-@dataclass(frozen=True)
 class DataSplit:
-    """A whole dataset split in memory; treat the tensors as read-only (results are cached).
+    """A whole dataset split in memory; treat it as read-only (results are cached).
 
-    ``inputs`` is float32 images [N,C,H,W] in [0, 1], or binary event frames [N,T,C,H,W]
-    (1 where a pixel saw at least one event of that polarity in the time bin).
+    Samples are float32 images [N,C,H,W] in [0, 1], or binary event frames [N,T,C,H,W]
+    (1 where a pixel saw at least one event of that polarity in the time bin). Event frames
+    may be stored as :class:`PackedFrames` (bits, often a memory-mapped cache shared by every
+    process): :meth:`take` gives float32 samples of any split, converted per batch.
     """
 
-    name: str
-    inputs: torch.Tensor
-    labels: torch.Tensor
-    num_classes: int
+    __slots__ = ("_float", "_samples", "labels", "name", "num_classes")
 
-    def __post_init__(self) -> None:
-        """Reject tensors that do not have the documented shapes and dtypes."""
-        if self.inputs.ndim not in (4, 5) or self.inputs.dtype != torch.float32:
+    def __init__(
+        self,
+        name: str,
+        inputs: torch.Tensor | PackedFrames,
+        labels: torch.Tensor,
+        num_classes: int,
+    ) -> None:
+        """Check the documented shapes and dtypes; ``inputs`` is float32 or packed frames."""
+        if isinstance(inputs, PackedFrames):
+            shape: tuple[int, ...] = inputs.shape
+        elif inputs.ndim in (4, 5) and inputs.dtype == torch.float32:
+            shape = tuple(inputs.shape)
+        else:
             raise ValueError(
                 f"inputs must be float32 [N, C, H, W] or [N, T, C, H, W], got "
-                f"{self.inputs.dtype} {tuple(self.inputs.shape)}"
+                f"{inputs.dtype} {tuple(inputs.shape)}"
             )
-        if self.labels.ndim != 1 or self.labels.dtype != torch.int64:
-            raise ValueError(
-                f"labels must be int64 [N], got {self.labels.dtype} {tuple(self.labels.shape)}"
-            )
-        if self.inputs.shape[0] != self.labels.shape[0]:
-            raise ValueError(
-                f"inputs ({self.inputs.shape[0]}) and labels ({self.labels.shape[0]}) "
-                "differ in length"
-            )
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+        if labels.ndim != 1 or labels.dtype != torch.int64:
+            raise ValueError(f"labels must be int64 [N], got {labels.dtype} {tuple(labels.shape)}")
+        if shape[0] != labels.shape[0]:
+            raise ValueError(f"inputs ({shape[0]}) and labels ({labels.shape[0]}) differ in length")
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.name = name
+        self._samples = inputs
+        self._float: torch.Tensor | None = None
+        self.labels = labels
+        self.num_classes = num_classes
+
+    def __repr__(self) -> str:
+        """Name, sample shape, storage and size (never the data)."""
+        stored = "bits" if isinstance(self._samples, PackedFrames) else "float32"
+        return f"DataSplit({self.name!r}, {self.shape}, {stored}, {self.num_classes} classes)"
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of all samples as float32: (N, C, H, W) or (N, T, C, H, W)."""
+        return tuple(int(s) for s in self._samples.shape)
+
+    @property
+    def packed(self) -> PackedFrames | None:
+        """The bit-packed frames when the split stores them so, else None."""
+        return self._samples if isinstance(self._samples, PackedFrames) else None
+
+    @property
+    def inputs(self) -> torch.Tensor:
+        """All samples as one float32 tensor: the stored tensor itself, or, for packed
+        frames, their float32 copy, unpacked on first use and kept (32x the bits, as much as
+        before packing): code that reads batches uses :meth:`take` and never pays for it."""
+        if not isinstance(self._samples, PackedFrames):
+            return self._samples
+        if self._float is None:
+            self._float = self._samples.to_float()
+        return self._float
+
+    def take(self, index: Index) -> torch.Tensor:
+        """float32 samples at ``index`` (an int, a slice, or integer indices), exactly what
+        ``inputs[index]`` holds; packed frames are unpacked for these samples only."""
+        if self._float is not None:
+            return self._float[index]
+        if isinstance(self._samples, PackedFrames):
+            return self._samples.take(index)
+        return self._samples[index]
 
     @property
     def kind(self) -> str:
         """ "image" for [N,C,H,W], "events" for [N,T,C,H,W]."""
-        return "events" if self.inputs.ndim == 5 else "image"
+        return "events" if len(self.shape) == 5 else "image"
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         """Shape (C, H, W) of one image or one event frame."""
-        c, h, w = self.inputs.shape[-3:]
-        return (int(c), int(h), int(w))
+        c, h, w = self.shape[-3:]
+        return (c, h, w)
 
     @property
     def time_steps(self) -> int:
         """T of event data; 1 for images."""
-        return int(self.inputs.shape[1]) if self.kind == "events" else 1
+        return self.shape[1] if self.kind == "events" else 1
 
     def __len__(self) -> int:
         """Number of samples."""
