@@ -258,7 +258,7 @@ def attack_digit(
     reconstructions matched to the digit (NaN where an attack or its scoring failed)."""
     torch.set_num_threads(1)
     data = dataset_split(cfg, "train")
-    truth = GroundTruth(data.inputs[index : index + 1], data.labels[index : index + 1])
+    truth = GroundTruth(data.take(slice(index, index + 1)), data.labels[index : index + 1])
     judge = ensure_judge(cfg, log=lambda _: None)
     rows: list[dict[str, object]] = []
     images: Images = {}
@@ -422,7 +422,7 @@ def main(argv: list[str] | None = None) -> None:
     records = strength_rows(rows, names, attacks, data.num_classes, judge.accuracy)
     write_strength_csv(out / "strength.csv", records)
     shown = indices[:GRID_DIGITS]
-    truth = data.inputs[shown].numpy()
+    truth = data.take(shown).numpy()
     captions = [f"#{i} y={int(data.labels[i])}" for i in shown]
     grids = write_grids(out, truth, captions, grid_images, names, attacks)
     command = " ".join(

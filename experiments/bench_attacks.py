@@ -68,7 +68,7 @@ def make_captures(setting: Setting, count: int) -> list[Capture]:
     for i in range(count):
         torch.manual_seed(i)
         model = build_model(setting.arch, public.input_shape, public.num_classes, T=setting.T)
-        update = loss_gradient(model, data.inputs[i : i + 1], data.labels[i : i + 1])
+        update = loss_gradient(model, data.take(slice(i, i + 1)), data.labels[i : i + 1])
         captures.append(Capture(0, i, update, model.state_dict(), public))
     return captures
 

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     for step in range(1, args.steps + 1):
         idx = torch.randint(len(train), (args.batch,), generator=gen)
-        loss = F.cross_entropy(model(train.inputs[idx]), train.labels[idx])
+        loss = F.cross_entropy(model(train.take(idx)), train.labels[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -44,7 +44,7 @@ def attack_trial(cfg: RunConfig, trial: int, indices: np.ndarray) -> list[dict[s
     torch.set_num_threads(1)
     data = dataset_split(cfg, "train")
     index = torch.as_tensor(indices, dtype=torch.long)
-    truth = GroundTruth(data.inputs[index], data.labels[index])
+    truth = GroundTruth(data.take(index), data.labels[index])
     judge = ensure_judge(cfg, log=lambda _: None)
     rows: list[dict[str, object]] = []
     for arm in cfg.federated_arms:

@@ -25,7 +25,7 @@ def activity(neuron: str, T: int, digits: int) -> tuple[float, float]:
         torch.manual_seed(i)
         model = build_model("snn-lenet", data.input_shape, data.num_classes, T=T, neuron=neuron)
         with torch.no_grad():
-            r = classifier_input(model, data.inputs[i : i + 1])
+            r = classifier_input(model, data.take(slice(i, i + 1)))
         nonzero.append(float((r > 0).float().mean()))
         rate.append(float(r.mean()))
     return sum(nonzero) / digits, sum(rate) / digits

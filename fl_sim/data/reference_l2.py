@@ -216,16 +216,15 @@ def reference_l2(
     start = time.perf_counter()
     idx = subsample_per_class(data.labels, per_class, seed)
     idx = idx[torch.argsort(data.labels[idx], stable=True)]  # classes contiguous
-    flat = data.inputs.reshape(len(data), -1)
     labels = data.labels[idx]
-    n, features = int(idx.numel()), int(flat.shape[1])
+    n, features = int(idx.numel()), math.prod(data.shape[1:])
     rows = chunk_size or auto_chunk_size(features)
     present = [int(c) for c in torch.unique(labels).tolist()]
     # pair[(a, b)], a <= b: distances of unordered pairs with one sample of class a, one of b
     pair: dict[tuple[int, int], _Accumulator] = {}
 
     def block(lo: int) -> torch.Tensor:
-        return flat[idx[lo : lo + rows]].to(torch.float64)
+        return data.take(idx[lo : lo + rows]).reshape(-1, features).to(torch.float64)
 
     def runs(y: torch.Tensor) -> list[tuple[int, int, int]]:
         """(class, first, end) of each run of one class in a block's sorted labels."""
@@ -273,7 +272,7 @@ def reference_l2(
         dataset=data.name,
         split=split,
         kind=data.kind,
-        sample_shape=tuple(int(s) for s in data.inputs.shape[1:]),
+        sample_shape=data.shape[1:],
         total_samples=len(data),
         samples=n,
         per_class=per_class,

@@ -67,7 +67,7 @@ def fit_judge(
             log=log,
             terminal=progress,
         ):
-            loss = _loss(model, train.inputs[batch], train.labels[batch])
+            loss = _loss(model, train.take(batch), train.labels[batch])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -79,7 +79,7 @@ def fit_judge(
             f"judge: epoch {epoch}/{spec.epochs} loss {total / len(train):.4f} "
             f"test accuracy {acc:.2%} (epochs {epochs.advance()})"
         )
-    if _recalibrate_batchnorm(model, train.inputs, _batches(len(train), spec.batch_size, gen)):
+    if _recalibrate_batchnorm(model, train, _batches(len(train), spec.batch_size, gen)):
         acc = accuracy(model, test.inputs, test.labels)
         log(f"judge: BatchNorm statistics recomputed on the train split: test accuracy {acc:.2%}")
     seconds = time.perf_counter() - start
@@ -98,11 +98,8 @@ def _check_splits(train: DataSplit, test: DataSplit, arch: str) -> None:
     """Train and test must agree with each other and with what ``arch`` takes."""
     if len(train) == 0 or len(test) == 0:
         raise ValueError(f"judge needs samples in both splits, got {len(train)} and {len(test)}")
-    if train.kind != test.kind or train.inputs.shape[1:] != test.inputs.shape[1:]:
-        raise ValueError(
-            f"train and test samples differ: {tuple(train.inputs.shape[1:])} vs "
-            f"{tuple(test.inputs.shape[1:])}"
-        )
+    if train.kind != test.kind or train.shape[1:] != test.shape[1:]:
+        raise ValueError(f"train and test samples differ: {train.shape[1:]} vs {test.shape[1:]}")
     if train.num_classes != test.num_classes:
         raise ValueError(
             f"train and test differ in num_classes: {train.num_classes} vs {test.num_classes}"
@@ -121,11 +118,9 @@ def _batches(n: int, batch_size: int, gen: torch.Generator) -> list[torch.Tensor
 
 
 @torch.no_grad()
-def _recalibrate_batchnorm(
-    model: nn.Module, inputs: torch.Tensor, batches: list[torch.Tensor]
-) -> bool:
+def _recalibrate_batchnorm(model: nn.Module, data: DataSplit, batches: list[torch.Tensor]) -> bool:
     """Replace BatchNorm running statistics by their average over one pass of the final
-    weights on ``inputs`` ("precise BN"): the running averages trail the weights, which
+    weights on ``data`` ("precise BN"): the running averages trail the weights, which
     silences spiking layers in eval mode after short trainings. False if there is no BN."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
@@ -136,7 +131,7 @@ def _recalibrate_batchnorm(
         m.momentum = None  # cumulative average over the pass
     model.train()
     for batch in batches:
-        model(time_major(inputs[batch]))
+        model(time_major(data.take(batch)))
     for m, momentum in zip(norms, momenta, strict=True):
         m.momentum = momentum
     model.eval()

@@ -75,7 +75,7 @@ def private_batch(
         parts[partition_id], cfg.samples_per_round, cfg.seed, server_round, partition_id
     )
     index = torch.as_tensor(idx, dtype=torch.long)
-    return data.inputs[index], data.labels[index]
+    return data.take(index), data.labels[index]
 
 
 def public_info(cfg: RunConfig, arm: str) -> PublicInfo:
