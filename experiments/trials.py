@@ -162,7 +162,7 @@ def attack_trial(
     images by name (``truth``, ``<arm>/<attack>``) for grids."""
     torch.set_num_threads(1)
     data = dataset_split(cfg, "train")
-    truth = GroundTruth(data.inputs[index : index + 1], data.labels[index : index + 1])
+    truth = GroundTruth(data.take(slice(index, index + 1)), data.labels[index : index + 1])
     judge = ensure_judge(cfg, log=lambda _: None)
     rows: Rows = []
     images = {"truth": truth.images.numpy()} if keep_images else None
