@@ -3,6 +3,7 @@ dataset's native on-disk format (CIFAR's Python 2 pickles, LFW's JPEG folders, t
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import pickle
@@ -16,6 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
+from fl_sim.data.loaders import dvsgesture
 from fl_sim.data.loaders.base import DataOptions
 from fl_sim.data.loaders.cifar import CIFAR100_FILES, Cifar100Loader
 from fl_sim.data.loaders.dvsgesture import DVSGESTURE_MIN_NPY, DvsGestureLoader
@@ -319,8 +321,12 @@ def dvs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("test", DataOptions(frames=5, downsample=4)),
     ],
 )
-def test_dvsgesture_reads_native_npy(dvs_root: Path, split: str, options: DataOptions) -> None:
+def test_dvsgesture_reads_native_npy(
+    dvs_root: Path, split: str, options: DataOptions, tmp_path: Path
+) -> None:
+    options = dataclasses.replace(options, cache_dir=str(tmp_path))
     data = DvsGestureLoader().load(split, str(dvs_root), options)
+    assert data.packed is not None  # kept as bits, memory-mapped from the cache
     order = _dvs_order(split)
     side = 128 // options.downsample
     assert len(order) == 110 >= DVSGESTURE_MIN_NPY
@@ -336,6 +342,30 @@ def test_dvsgesture_reads_native_npy(dvs_root: Path, split: str, options: DataOp
         [_expected_frames(_recording(*key), options.frames, options.downsample) for key in order]
     )
     assert torch.equal(data.inputs, expected)
+
+
+def test_dvsgesture_frames_are_cached_per_recordings_and_options(
+    dvs_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    options = DataOptions(frames=3, downsample=8, cache_dir=str(tmp_path))
+    first = DvsGestureLoader().load("test", str(dvs_root), options)
+    path = dvsgesture.cache_file(str(dvs_root), "test", options)
+    assert path.is_file() and path.is_relative_to(tmp_path)
+    assert isinstance(first.packed.bits, np.memmap)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("binned again although cached")
+
+    monkeypatch.setattr(dvsgesture, "event_frames", refuse)
+    again = DvsGestureLoader().load("test", str(dvs_root), options)
+    assert torch.equal(again.inputs, first.inputs)
+    assert torch.equal(again.labels, first.labels)
+    # Other options or changed recordings are another cache entry, never a stale hit.
+    assert dvsgesture.cache_file(str(dvs_root), "test", DataOptions(frames=4)) != path
+    recording = next((dvs_root / "DVSGesture" / "ibmGestureTest").glob("**/*.npy"))
+    stat = recording.stat()
+    os.utime(recording, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert dvsgesture.cache_file(str(dvs_root), "test", options) != path
 
 
 def test_dvsgesture_missing_files(dvs_root: Path, tmp_path: Path) -> None:

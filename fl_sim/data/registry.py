@@ -1,7 +1,8 @@
-"""Datasets behind a registry (name -> loader class), loaded fully into memory as tensors.
+"""Datasets behind a registry (name -> loader class), loaded fully into memory.
 
 Every loader returns a :class:`DataSplit`: float32 images [N,C,H,W] in [0, 1] or binary
-event frames [N,T,2,H,W], with int64 labels. Nothing is ever downloaded: real datasets are
+event frames [N,T,2,H,W] (stored as bits, memory-mapped from a cache, read per batch with
+``DataSplit.take``), with int64 labels. Nothing is ever downloaded: real datasets are
 read from files the user puts under ``data_root``; the embedded ones ship inside packages.
 """
 
