@@ -179,14 +179,14 @@ class GradientMatchingAttack:
         if features_only or cfg.feature_weight:
             features = recovered_features(model, observed_update(capture), pub).detach()
         gen = capture_generator(cfg.seed + restart * RESTART_SEED_STRIDE, capture)
-        dummy = dummy_kind.init(pub, cfg.init, cfg.sigma, gen)
+        dummy = dummy_kind.init(pub, cfg.init, cfg.sigma, gen).to(capture.device)
         if start is not None:
             if start.shape != dummy.shape:
                 raise ValueError(
                     f"{self.name}: start {tuple(start.shape)} does not match the dummy "
                     f"{tuple(dummy.shape)}"
                 )
-            dummy = start.detach().clone().to(dummy.dtype)
+            dummy = start.detach().clone().to(device=dummy.device, dtype=dummy.dtype)
         dummy.requires_grad_(True)
         task = self.label_task(model, capture, gen)
         if features_only and task.variables:

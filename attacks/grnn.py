@@ -121,7 +121,8 @@ def seeded_generator(capture: Capture, seed: int) -> tuple[GRNNGenerator, torch.
     noise = torch.randn(pub.samples, NOISE_DIM, generator=gen)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(2**62, (1,), generator=gen)))
-        return GRNNGenerator(pub.input_shape, pub.num_classes), noise
+        generator = GRNNGenerator(pub.input_shape, pub.num_classes)
+    return generator.to(capture.device), noise.to(capture.device)
 
 
 Output = tuple[torch.Tensor, torch.Tensor, float]  # images, soft labels, d2

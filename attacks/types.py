@@ -7,6 +7,7 @@ reaches an attack.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -29,6 +30,23 @@ class Capture:
     global_state: Mapping[str, torch.Tensor]  # the global model the update was computed at
     public: PublicInfo
 
+    @property
+    def device(self) -> torch.device:
+        """Where the captured arrays are; an attack builds its victim and dummies there."""
+        return next(iter(self.update.values())).device
+
+    def to(self, device: torch.device | str) -> Capture:
+        """This capture with its arrays on ``device`` (itself if they are there already)."""
+        device = torch.device(device)
+        arrays = [*self.update.values(), *self.global_state.values()]
+        if all(a.device == device for a in arrays):
+            return self
+        return dataclasses.replace(
+            self,
+            update={k: v.to(device) for k, v in self.update.items()},
+            global_state={k: v.to(device) for k, v in self.global_state.items()},
+        )
+
 
 @dataclass(frozen=True)
 class Reconstruction:
@@ -48,6 +66,13 @@ class Reconstruction:
     iterations: int
     seconds: float
     dummy: torch.Tensor | None = None
+
+    def cpu(self) -> Reconstruction:
+        """This reconstruction with its tensors on the CPU, where scoring happens."""
+        dummy = None if self.dummy is None else self.dummy.cpu()
+        return dataclasses.replace(
+            self, images=self.images.cpu(), labels=self.labels.cpu(), dummy=dummy
+        )
 
 
 class Attack(Protocol):

@@ -13,7 +13,7 @@ from models.public import model_for
 
 def victim_from_capture(capture: Capture) -> nn.Module:
     """Victim architecture at the captured global weights, with gradients off for weights."""
-    model = model_for(capture.public)
+    model = model_for(capture.public).to(capture.device)
     model.load_state_dict({k: v.clone() for k, v in capture.global_state.items()})
     model.eval()  # no dropout/BN in the LeNets; eval keeps that true for later models
     return model

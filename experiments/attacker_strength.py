@@ -44,6 +44,7 @@ from fl_sim.evaluation.audit import GroundTruth
 from fl_sim.evaluation.judge import Judge, ensure_judge
 from fl_sim.evaluation.leakage import Target
 from fl_sim.federation.task import dataset_split
+from fl_sim.ops.ray_tasks import RaySettings
 from fl_sim.results.report import (
     append_rows,
     cell_number,
@@ -405,7 +406,9 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     jobs = [(cfg, victims, index, pos < GRID_DIGITS) for pos, index in enumerate(indices)]
     grid_images: list[Images] = []
-    for done, (rows, images) in enumerate(ordered_results(attack_digit, jobs, args.workers), 1):
+    for done, (rows, images) in enumerate(
+        ordered_results(attack_digit, jobs, args.workers, RaySettings.of(cfg)), 1
+    ):
         append_rows(csv_path, rows)
         if images:
             grid_images.append(images)

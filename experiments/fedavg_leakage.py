@@ -35,6 +35,7 @@ from fl_sim.evaluation.judge import ensure_judge
 from fl_sim.evaluation.leakage import Target
 from fl_sim.federation.client_app import client_update
 from fl_sim.federation.task import dataset_split, public_info
+from fl_sim.ops.ray_tasks import RaySettings
 from fl_sim.results.report import summary_table
 from models.public import model_for
 
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     ensure_judge(cfg)
     start = time.perf_counter()
     jobs = [(cfg, t, d) for t, d in enumerate(draws)]
-    rows = run_trials(attack_trial, jobs, csv, args.workers, "trials")
+    rows = run_trials(attack_trial, jobs, csv, args.workers, "trials", RaySettings.of(cfg))
     print(
         f"{args.trials} FedAvg updates: {cfg.local_epochs} epoch(s) x {cfg.local_steps} step(s) "
         f"x batch {cfg.batch_size}, lr {cfg.lr}; {cfg.iterations} L-BFGS steps; "

@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import dataclasses
-import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +19,14 @@ import torch
 from attacks.types import Attack, Capture
 from fl_sim.config import RunConfig
 from fl_sim.data.loaders.base import time_major
+from fl_sim.evaluation.attack_work import Execution
 from fl_sim.evaluation.audit import GroundTruth
 from fl_sim.evaluation.judge import Judge, ensure_judge
 from fl_sim.evaluation.leakage import Outcome, Target, attack_and_score
 from fl_sim.federation.task import dataset_split, public_info
 from fl_sim.federation.training import loss_gradient
 from fl_sim.federation.transforms import TransformContext, update_chain
+from fl_sim.ops.ray_tasks import RayPool, RaySettings, ray_pool
 from fl_sim.results.report import append_rows, read_rows
 from models.public import PublicInfo, model_for
 
@@ -36,7 +35,12 @@ Rows = list[dict[str, object]]
 
 def add_common_args(parser: argparse.ArgumentParser, default_out: str) -> None:
     parser.add_argument("--out", type=Path, default=Path(default_out))
-    parser.add_argument("--workers", type=int, default=2, help="processes (1 torch thread each)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="trials at once on a local Ray (ray_address set: the cluster decides)",
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
 
 
@@ -49,42 +53,29 @@ def leakage_csv(parser: argparse.ArgumentParser, out: Path) -> Path:
     return csv
 
 
-def worker_setup() -> None:
-    """Pool initializer: the kernel SIGKILLs this worker when the process that started it
-    dies, however (a SIGKILLed experiment must not leave workers attacking on), and Ctrl-C
-    is the parent's to handle (it reaches the whole process group); SIGTERM ends it."""
-    PR_SET_PDEATHSIG = 1
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the CLI's handler, inherited by fork
-
-
 @contextlib.contextmanager
-def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
-    """A process pool whose workers die with this process (:func:`worker_setup`). Leaving it
-    by an exception (Ctrl-C, SIGTERM, an error) cancels the queued jobs and ends the workers
-    at once, where the executor's own exit would first run every queued job."""
-    pool = ProcessPoolExecutor(workers, initializer=worker_setup)
-    try:
+def worker_pool(workers: int, ray: RaySettings | None = None) -> Iterator[RayPool]:
+    """Trials as Ray tasks (:mod:`fl_sim.ops.ray_tasks`): on a local Ray with room for
+    ``workers`` of them at once, or on the cluster ``ray`` names (then Ray decides how many
+    run at once). Leaving it by an exception (Ctrl-C, SIGTERM, an error) cancels the queued
+    and running trials at once; workers hold nothing worth saving, the parent commits every
+    finished one."""
+    with ray_pool(ray or RaySettings(), workers) as pool:
         yield pool
-    except BaseException:
-        # the executor has no public way to stop running jobs; its worker table is stable.
-        # Workers hold nothing worth saving: the parent commits every finished job.
-        for process in list((pool._processes or {}).values()):
-            process.kill()
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
 
 
 def run_trials(
-    fn: Callable[..., Rows], jobs: Sequence[tuple[Any, ...]], csv: Path, workers: int, unit: str
+    fn: Callable[..., Rows],
+    jobs: Sequence[tuple[Any, ...]],
+    csv: Path,
+    workers: int,
+    unit: str,
+    ray: RaySettings | None = None,
 ) -> Rows:
-    """``fn(*job)`` for every job in ``workers`` processes; rows appended in job order with a
-    progress line each; returns every row written."""
+    """``fn(*job)`` for every job as Ray tasks (:func:`worker_pool`); rows appended in job
+    order with a progress line each; returns every row written."""
     start = time.perf_counter()
-    with worker_pool(workers) as pool:
+    with worker_pool(workers, ray) as pool:
         futures = [pool.submit(fn, *job) for job in jobs]
         for done, future in enumerate(futures, 1):
             append_rows(csv, future.result())
@@ -93,11 +84,14 @@ def run_trials(
 
 
 def ordered_results(
-    fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]], workers: int
+    fn: Callable[..., Any],
+    jobs: Sequence[tuple[Any, ...]],
+    workers: int,
+    ray: RaySettings | None = None,
 ) -> Iterator[Any]:
-    """``fn(*job)`` for every job in ``workers`` processes, yielded in job order as each is
-    available (run_trials' pool, for callers that handle results and progress themselves)."""
-    with worker_pool(workers) as pool:
+    """``fn(*job)`` for every job as Ray tasks, yielded in job order as each is available
+    (run_trials' pool, for callers that handle results and progress themselves)."""
+    with worker_pool(workers, ray) as pool:
         futures = [pool.submit(fn, *job) for job in jobs]
         for future in futures:
             yield future.result()
@@ -114,8 +108,17 @@ def trial_outcomes(
     through the one attack->score loop: failures become rows with a failure status and a
     line on stdout; no per-capture progress lines."""
     attacks = cfg.build_attacks() if attacks is None else attacks
+    # a trial is a Ray task already: its attacks run in it, on the config's device
+    execution = Execution(cfg.device)
     return attack_and_score(
-        targets, attacks, judge, batched=cfg.batched, log=print, progress=False, suffix=suffix
+        targets,
+        attacks,
+        judge,
+        batched=cfg.batched,
+        log=print,
+        progress=False,
+        suffix=suffix,
+        execution=execution,
     )
 
 

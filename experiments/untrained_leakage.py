@@ -19,6 +19,7 @@ from experiments.trials import add_common_args, attack_trial, leakage_csv, run_t
 from fl_sim.config import RunConfig
 from fl_sim.evaluation.judge import ensure_judge
 from fl_sim.federation.task import dataset_split
+from fl_sim.ops.ray_tasks import RaySettings
 from fl_sim.results.report import summary_table, write_report
 
 
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     ensure_judge(cfg)
     start = time.perf_counter()
     jobs = [(cfg, int(i)) for i in indices]
-    rows = run_trials(attack_sample, jobs, csv, args.workers, "samples")
+    rows = run_trials(attack_sample, jobs, csv, args.workers, "samples", RaySettings.of(cfg))
     write_report(args.out, rows)
     print(
         f"{args.samples} samples, victim {cfg.victim}, T={cfg.time_steps}, {cfg.iterations} L-BFGS "

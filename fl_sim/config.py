@@ -21,6 +21,8 @@ from fl_sim.names import (
     ATTACK_NAMES,
     AUTO,
     CLAMPS,
+    DEVICE_CHOICES,
+    DEVICE_PATTERN,
     DUMMY_NAMES,
     FAULT_KINDS,
     INITS,
@@ -36,10 +38,13 @@ from fl_sim.names import (
 )
 
 if TYPE_CHECKING:  # torch behind these: imported where used, after the cheap checks
+    import torch
+
     from attacks import Attack, AttackConfig
     from fl_sim.data.registry import DataOptions
 
 PROTOCOLS = ("fedsgd", "fedavg")
+ATTACK_RUNNERS = ("local", "ray")
 FEDAVG_UPDATES = ("weights", "delta")
 
 
@@ -141,6 +146,18 @@ class RunConfig:
     # torch threads per process: MNIST-size attack steps are dispatch-bound, and in a
     # simulation the ServerApp and every client process share the machine's cores
     threads: int = 1
+    # where models run (attacks, judges, clients, the server's test evaluation): auto (cuda when
+    # there is one, else the CPU, said once), cpu, cuda or cuda:N (models/device.py); seeded
+    # draws stay on the CPU generator, so results depend on it only through float rounding
+    device: str = "cpu"
+    # where a round's captures (and an experiment's trials) are attacked: "local" (in the
+    # ServerApp's process) or "ray" (Ray tasks of attack_cpus CPUs and attack_gpus GPUs each,
+    # on ray_address: "" = the simulation's own Ray or a local one; "auto" or "ray://HOST:PORT"
+    # = a running cluster, e.g. after `ray start --head`). Experiments always use Ray tasks.
+    attack_runner: str = "local"
+    attack_cpus: int = 1
+    attack_gpus: float = 0.0
+    ray_address: str = ""
 
     def __post_init__(self) -> None:
         self._check_values()
@@ -164,6 +181,7 @@ class RunConfig:
             "local_steps",
             "local_epochs",
             "client_cpus",
+            "attack_cpus",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -179,11 +197,15 @@ class RunConfig:
         _ = self.attack_schedule  # valid terms, rounds within the run
         if self.attack_budget < 0:
             raise ValueError(f"attack_budget must be >= 0 (0: all), got {self.attack_budget}")
-        if self.client_gpus < 0 or self.round_timeout <= 0:
+        if self.client_gpus < 0 or self.attack_gpus < 0 or self.round_timeout <= 0:
             raise ValueError(
-                "need client_gpus >= 0 and round_timeout > 0; got "
-                f"client_gpus={self.client_gpus}, round_timeout={self.round_timeout}"
+                "need client_gpus >= 0, attack_gpus >= 0 and round_timeout > 0; got "
+                f"client_gpus={self.client_gpus}, attack_gpus={self.attack_gpus}, "
+                f"round_timeout={self.round_timeout}"
             )
+        _check_choice("attack_runner", self.attack_runner, ATTACK_RUNNERS)
+        if not re.fullmatch(DEVICE_PATTERN, self.device):
+            raise ValueError(f"device: {self.device!r} is not one of {DEVICE_CHOICES}")
         _check_choice("protocol", self.protocol, PROTOCOLS)
         _check_choice("fedavg_update", self.fedavg_update, FEDAVG_UPDATES)
         _check_choice(
@@ -247,6 +269,7 @@ class RunConfig:
         strategy options, transform parameters, the surrogate and the attack settings."""
         from fl_sim.federation.secagg import SecAggSpec
         from fl_sim.federation.transforms import update_chain
+        from models.device import resolve_device
         from models.surrogate import parse_surrogate
 
         if self.strategy_options.strip():
@@ -264,6 +287,15 @@ class RunConfig:
             except ValueError as err:
                 raise ValueError(f"attack_surrogate: {err}") from err
         self.attack_config()  # the attack settings validate themselves (sigma, tolerance...)
+        if self.device != AUTO:  # cuda on a machine without one; auto resolves where used
+            resolve_device(self.device)
+
+    @property
+    def torch_device(self) -> torch.device:
+        """``device`` on this machine (``auto`` says once if it falls back to the CPU)."""
+        from models.device import resolve_device
+
+        return resolve_device(self.device)
 
     @property
     def attack_schedule(self) -> AttackSchedule:

@@ -54,6 +54,8 @@ DUMMY_NAMES = ("free", "tied")  # attacks.components.dummies.DUMMIES
 INITS = (AUTO, "uniform-gray", "randn", "abs-normal")  # attacks.spike_domain.INITS
 THRESHOLDS = ("none", "post", "in")  # attacks.spike_domain.THRESHOLDS
 CLAMPS = (AUTO, "output", "step", "none")  # attacks.config.CLAMPS
+DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"  # models.device.DEVICE_PATTERN
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N"  # models.device.DEVICE_CHOICES
 
 
 def known(names: Iterable[str], module: str, registry: str) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ from fl_sim.federation.partition import PARTITION_SCHEMES
 from fl_sim.federation.strategies import STRATEGIES
 from fl_sim.federation.transforms import FAULT_KINDS, TRANSFORMS
 from models import ARMS, NEURONS, VICTIMS
+from models.device import DEVICE_CHOICES, DEVICE_PATTERN
 
 
 def test_name_lists_equal_their_registries() -> None:
@@ -31,6 +32,7 @@ def test_name_lists_equal_their_registries() -> None:
     assert names.THRESHOLDS == attacks.spike_domain.THRESHOLDS
     assert names.CLAMPS == attacks.config.CLAMPS
     assert names.AUTO == attacks.config.AUTO
+    assert (names.DEVICE_PATTERN, names.DEVICE_CHOICES) == (DEVICE_PATTERN, DEVICE_CHOICES)
     for name in ATTACKS:
         plain = {
             "rate_leak": name in names.RATE_LEAK_ATTACKS,

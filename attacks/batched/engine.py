@@ -175,7 +175,7 @@ def prepare(attack: GradientMatchingAttack, captures: Sequence[Capture], engine:
             for n, b in model.named_buffers():
                 buffers[n].append(b.detach().clone())
             gen = capture_generator(cfg.seed + restart * RESTART_SEED_STRIDE, capture)
-            dummy = dummy_kind.init(public, cfg.init, cfg.sigma, gen)
+            dummy = dummy_kind.init(public, cfg.init, cfg.sigma, gen).to(capture.device)
             task = attack.label_task(model, capture, gen)
             shapes = [tuple(v.shape) for v in task.variables]
             if not tasks:
@@ -263,7 +263,9 @@ def reconstruct_batch(
     )
     if cfg.threshold == "post":  # Algorithm 1
         dummies.copy_(binarise(dummies, cfg.tau))
-    final, _ = batch.evaluate(torch.arange(n_problems), x, need_grad=False, regularised=False)
+    final, _ = batch.evaluate(
+        torch.arange(n_problems, device=x.device), x, need_grad=False, regularised=False
+    )
     seconds = (time.perf_counter() - start) / len(captures)
 
     results = []

@@ -97,6 +97,7 @@ def label_task(
         )
     fn, consts = BATCHED_LABEL_TASKS[name](tasks)
     probe = torch.randn(len(tasks), batch, num_classes, generator=torch.Generator().manual_seed(7))
+    probe = probe.to(tasks[0].labels().device)  # where the tasks' variables and labels live
     with torch.no_grad():
         variables = [
             torch.stack([t.variables[i].detach() for t in tasks])

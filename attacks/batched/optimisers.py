@@ -106,10 +106,10 @@ def optimise(
     P = x.shape[0]
     stepper = BATCHED_OPTIMISERS[optimiser](x, lr)
     factor = SCHEDULES[schedule]
-    alive = torch.ones(P, dtype=torch.bool)
+    alive = torch.ones(P, dtype=torch.bool, device=x.device)
     status, steps = ["ok"] * P, [iterations] * P
     saved = x.clone()
-    initial = torch.full((P,), math.nan, dtype=torch.float64)
+    initial = torch.full((P,), math.nan, dtype=torch.float64, device=x.device)
     for step in range(1, iterations + 1):
         if not bool(alive.any()):
             break

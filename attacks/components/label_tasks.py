@@ -39,7 +39,8 @@ def soft_label(model: nn.Module, capture: Capture, gen: torch.Generator) -> Labe
     """DLG (Zhu et al. 2019): a dummy label (logits drawn N(0,1) from ``gen`` after the dummy
     input) optimised jointly; cross-entropy against its softmax."""
     pub = capture.public
-    logits = torch.randn(pub.samples, pub.num_classes, generator=gen).requires_grad_(True)
+    logits = torch.randn(pub.samples, pub.num_classes, generator=gen).to(capture.device)
+    logits.requires_grad_(True)
 
     def task_loss(out: torch.Tensor, rows: slice) -> torch.Tensor:
         return soft_cross_entropy(out, torch.softmax(logits[rows], dim=-1))
@@ -60,7 +61,7 @@ def idlg_labels(model: nn.Module, capture: Capture, gen: torch.Generator) -> Lab
     update = observed_update(capture)
     name, fc = last_linear(model)
     bias = update.get(f"{name}.bias") if fc.bias is not None else None
-    label = torch.tensor([idlg_label(update[f"{name}.weight"], bias)])
+    label = torch.tensor([idlg_label(update[f"{name}.weight"], bias)], device=capture.device)
     return LabelTask([], lambda logits, rows: F.cross_entropy(logits, label[rows]), lambda: label)
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from experiments.trials import attack_trial, worker_pool
 from fl_sim.config import RunConfig, parse_overrides
+from fl_sim.ops.ray_tasks import RaySettings
 from fl_sim.results.trial_store import TRIALS_DB, TrialStore
 
 # The paper's attacks and dummy handling, whatever the defaults of this testbed become: free
@@ -157,7 +158,7 @@ class Context:
         if not jobs:
             return
         start = time.perf_counter()
-        with worker_pool(self.workers) as pool:
+        with worker_pool(self.workers, RaySettings.of(jobs[0][1])) as pool:
             futures = {
                 pool.submit(_trial, cfg, index, keep): (cell, index)
                 for cell, cfg, index, keep in jobs

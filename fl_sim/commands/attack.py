@@ -23,6 +23,7 @@ def cmd_attack(cfg: RunConfig, paths: list[Path]) -> int:
     import torch
 
     from attacks.capture_io import load_capture
+    from fl_sim.evaluation.attack_work import Execution
     from fl_sim.evaluation.audit import load_truth, truth_path
     from fl_sim.evaluation.judge import ensure_judge
     from fl_sim.evaluation.leakage import Target, attack_and_score
@@ -50,7 +51,12 @@ def cmd_attack(cfg: RunConfig, paths: list[Path]) -> int:
         for path, capture in captures
     ]
     outcomes = attack_and_score(
-        targets, attacks, judge, batched=cfg.batched, log=lambda line: print(line, flush=True)
+        targets,
+        attacks,
+        judge,
+        batched=cfg.batched,
+        log=lambda line: print(line, flush=True),
+        execution=Execution.of(cfg),
     )
     all_rows: list[dict[str, object]] = []
     (out / "reconstructions").mkdir(parents=True, exist_ok=True)

@@ -71,13 +71,16 @@ __all__ = [
 def ensure_judge(
     cfg: RunConfig, log: Callable[[str], None] = print, spec: JudgeSpec | None = None
 ) -> Judge:
-    """Load the cached judge of this dataset, training and caching it first if needed."""
+    """Load the cached judge of this dataset, training and caching it first if needed; it
+    predicts on the run's device."""
     path = judge_path(cfg, spec)
     if path.exists():
         judge = load_judge(path)
         log(f"judge: {describe(judge)} ({path})")
-        return judge
-    return train_judge(cfg, log, spec)
+    else:
+        judge = train_judge(cfg, log, spec)
+    judge.model.to(cfg.torch_device)
+    return judge
 
 
 def train_judge(

@@ -165,8 +165,9 @@ def predict_labels(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     model.eval()
     if len(inputs) == 0:
         return torch.empty(0, dtype=torch.long)
+    device = next(model.parameters()).device  # chunks go there, labels come back to the CPU
     chunks = inputs.split(PREDICT_CHUNK)
-    return torch.cat([model(time_major(chunk)).argmax(-1) for chunk in chunks])
+    return torch.cat([model(time_major(c).to(device)).argmax(-1).cpu() for c in chunks])
 
 
 @torch.no_grad()

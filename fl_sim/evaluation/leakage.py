@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from attacks.batched import reconstruct_batch
 from attacks.types import Attack, Capture, Reconstruction
+from fl_sim.evaluation.attack_work import RUNNERS, Execution, Unit
 from fl_sim.evaluation.audit import GroundTruth
 from fl_sim.evaluation.judge import Judge
 from fl_sim.evaluation.scoring import failed_rows, score, unscored_rows
@@ -65,6 +65,7 @@ def attack_and_score(
     log: Log = print,
     progress: bool = True,
     suffix: str = "",
+    execution: Execution | None = None,
 ) -> list[Outcome]:
     """Every attack on every target, scored against the target's ground truth (or, without
     one, the attack's and the judge's word only); ordered by attack, then target.
@@ -72,7 +73,8 @@ def attack_and_score(
     ``batched``: use the batched engine where it applies. ``log`` gets failures, fallbacks
     and, if ``progress``, one line per scored (capture, attack) and progress lines (work
     done, elapsed, ETA). ``suffix`` is appended to each attack's name in the rows (e.g.
-    ``-as-gradient``).
+    ``-as-gradient``). ``execution``: device and runner of the attacks (default: this
+    process, the CPU).
     """
     outcomes = []
     eta = Eta(len(attacks) * len(targets))
@@ -84,7 +86,7 @@ def attack_and_score(
             if progress:
                 log(f"{label} attacks {eta.advance(done)} ({name})")
 
-        results = reconstruct_all(attack, targets, batched, log, tick)
+        results = reconstruct_all(attack, targets, batched, log, tick, execution)
         for target, rec in zip(targets, results, strict=True):
             outcomes.append(_score_one(name, target, rec, judge, log, progress))
     return outcomes
@@ -106,41 +108,34 @@ def reconstruct_all(
     batched: bool = True,
     log: Log = print,
     done: Callable[[int], None] | None = None,
+    execution: Execution | None = None,
 ) -> list[Reconstruction | Exception]:
     """``attack.reconstruct`` of every target's capture, in order, an exception in place of a
     failed one. Captures sharing their public info go through the batched engine together
     when ``batched`` (same results to float rounding); if it cannot take them, one log line
-    says why and they are attacked one at a time. ``done(k)`` hears of every k captures
-    finished (for progress)."""
-    done = done or (lambda k: None)
-    results: list[Reconstruction | Exception | None] = [None] * len(targets)
+    says why and they are attacked one at a time. ``execution``: the device and the runner
+    (in process, the default, or Ray tasks; :mod:`fl_sim.evaluation.attack_work`).
+    ``done(k)`` hears of every k captures finished (for progress)."""
+    execution = execution or Execution()
+    tell = done or (lambda k: None)
     groups: dict[PublicInfo, list[int]] = {}
     for i, target in enumerate(targets):
         groups.setdefault(target.capture.public, []).append(i)
+    units, order = [], []
     for indices in groups.values():
-        captures = [targets[i].capture for i in indices]
+        where = f"[{targets[indices[0]].arm}]"
+        captures = tuple(targets[i].capture for i in indices)
         if batched and len(captures) > 1:
-            try:
-                recs = list(reconstruct_batch(attack, captures))  # type: ignore[arg-type]
-                if len(recs) != len(captures):
-                    raise RuntimeError(f"{len(recs)} results for {len(captures)} captures")
-            except Exception as err:  # e.g. an attack or option the engine does not mirror
-                why = "cannot batch" if isinstance(err, NotImplementedError) else "failed"
-                log(
-                    f"[{targets[indices[0]].arm}] {attack.name}: batched engine {why} "
-                    f"({type(err).__name__}: {err}); attacking one capture at a time"
-                )
-            else:
-                for i, rec in zip(indices, recs, strict=True):
-                    results[i] = rec
-                done(len(recs))
-                continue
-        for i, capture in zip(indices, captures, strict=True):
-            try:
-                results[i] = attack.reconstruct(capture)
-            except Exception as err:  # one failed capture must not cost the others
-                results[i] = err
-            done(1)
+            units.append(Unit(attack, captures, True, where))
+            order.append(indices)
+        else:
+            units += [Unit(attack, (c,), False, where) for c in captures]
+            order += [[i] for i in indices]
+    answers = RUNNERS[execution.runner](units, execution, log, lambda u: tell(len(u.captures)))
+    results: list[Reconstruction | Exception | None] = [None] * len(targets)
+    for indices, answer in zip(order, answers, strict=True):
+        for i, rec in zip(indices, answer, strict=True):
+            results[i] = rec
     return results  # type: ignore[return-value]
 
 

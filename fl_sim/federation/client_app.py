@@ -68,12 +68,14 @@ def train(msg: Message, context: Context) -> Message:
     config = msg.content["config"]
     server_round, arm = int(config["server-round"]), str(config["arm"])
     public = public_info(cfg, arm)
-    model = model_for(public)
+    device = cfg.torch_device
+    model = model_for(public).to(device)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     inputs, labels = private_batch(cfg, partition_id, num_partitions, server_round)
     # FedProx's weight of the proximal term, sent in the train config (Flower's FedProx)
     mu = float(config["proximal-mu"]) if "proximal-mu" in config else 0.0
-    update = client_update(cfg, model, time_major(inputs), labels, mu)
+    inputs, labels = time_major(inputs).to(device), labels.to(device)
+    update = {k: v.cpu() for k, v in client_update(cfg, model, inputs, labels, mu).items()}
     meta = ConfigRecord(
         {
             "partition-id": partition_id,

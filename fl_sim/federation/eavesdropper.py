@@ -15,6 +15,7 @@ from flwr.app import ArrayRecord, Message
 from attacks import Capture, PublicInfo
 from attacks.capture_io import save_capture
 from attacks.types import Attack
+from fl_sim.evaluation.attack_work import Execution
 from fl_sim.evaluation.audit import ReplayAudit, save_truth, truth_path
 from fl_sim.evaluation.judge import Judge
 from fl_sim.evaluation.leakage import Target, attack_and_score
@@ -104,6 +105,7 @@ class Eavesdropper:
         budget: int = 0,
         attack_seed: int = 0,
         schedule: Container[int] | None = None,
+        execution: Execution | None = None,
     ) -> None:
         self.arm, self.public, self.attacks = arm, public, list(attacks)
         self.judge, self.audit, self.out_dir = judge, audit, out_dir
@@ -111,6 +113,7 @@ class Eavesdropper:
         self.batched, self.budget, self.attack_seed = batched, budget, attack_seed
         self.sink: LeakageSink = sink or CsvSink(out_dir / LEAKAGE_CSV)
         self.schedule = schedule  # rounds to attack (None: all); the others are only captured
+        self.execution = execution  # device and runner of the attacks (None: here, on the CPU)
 
     def __call__(self, server_round: int, sent: ArrayRecord, replies: list[Message]) -> None:
         start = time.perf_counter()
@@ -158,7 +161,12 @@ class Eavesdropper:
         ]
         targets = [Target(self.arm, capture, truth) for capture, truth in captures]
         outcomes = attack_and_score(
-            targets, self.attacks, self.judge, batched=self.batched, log=self.log
+            targets,
+            self.attacks,
+            self.judge,
+            batched=self.batched,
+            log=self.log,
+            execution=self.execution,
         )
         rows = [row for outcome in outcomes for row in outcome.rows]
         recons: dict[str, list[np.ndarray]] = {}

@@ -18,6 +18,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fl_sim.config import RunConfig
 from fl_sim.data.registry import DataSplit
+from fl_sim.evaluation.attack_work import Execution
 from fl_sim.evaluation.audit import ReplayAudit
 from fl_sim.evaluation.judge import Judge, accuracy, ensure_judge, judge_record
 from fl_sim.federation.eavesdropper import LEAKAGE_CSV, Eavesdropper
@@ -363,7 +364,7 @@ def _run_federation(grid: Grid, cfg: RunConfig) -> dict[str, dict[str, torch.Ten
             tap = Eavesdropper(
                 arm, public, attacks, judge, audit, out, cfg.grids, say, cfg.save_captures,
                 cfg.batched, sink=store, budget=cfg.attack_budget, attack_seed=cfg.attack_seed,
-                schedule=cfg.attack_schedule,
+                schedule=cfg.attack_schedule, execution=Execution.of(cfg),
             )  # fmt: skip
         recorder = RoundRecorder(store, arm, model, test, done, tap, cfg.rounds, report)
         say(f"=== arm {arm}: {public.arch}, {cfg.clients} clients, {cfg.rounds} rounds ===")

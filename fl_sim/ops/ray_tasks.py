@@ -1,0 +1,110 @@
+"""Attack work as Ray tasks: on the Ray this process already runs (Flower's simulation engine
+starts one in the ServerApp's process), a local Ray started for the command, or a cluster
+(``ray_address=auto`` after ``ray start --head``, or ``ray://HOST:10001``).
+
+Ray's own task API is used as it is; this module only adds what the testbed needs around
+it: tasks that run with the submitter's torch default dtype and one torch thread per CPU
+they reserve (so a task computes what the same call computes in process), futures in job
+order, and an exit that cancels whatever still runs (Ctrl-C must not leave attacks going).
+A local Ray started here stays up for later work of the same process (starting one takes
+seconds to tens of seconds) and dies with it: Ray shuts it down at exit, and its reaper ends
+it when the process that started it is killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+# environment of local Ray processes: quiet, no runtime installs, GPUs left as they are
+RAY_ENV = {"RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0", "RAY_DEDUP_LOGS": "0"}
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    """Where attack tasks run and what each reserves (run config keys ``ray_address``,
+    ``attack_cpus``, ``attack_gpus``)."""
+
+    address: str = ""  # "": this process's Ray, else a local one; "auto", "ray://...", HOST:PORT
+    cpus: int = 1
+    gpus: float = 0.0
+
+    @classmethod
+    def of(cls, cfg: Any) -> RaySettings:
+        """The settings of a :class:`fl_sim.config.RunConfig`."""
+        return cls(cfg.ray_address, cfg.attack_cpus, cfg.attack_gpus)
+
+
+def ensure_ray(settings: RaySettings, local_cpus: int | None = None) -> None:
+    """Connect to the Ray ``settings`` names, or start a local one with ``local_cpus`` CPUs
+    (None: all). A Ray this process already runs is used as it is, whatever ``address``
+    says (Flower's simulation engine, an earlier call)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.update(RAY_ENV)
+    local = not settings.address
+    ray.init(
+        address=settings.address or None,
+        num_cpus=local_cpus if local else None,
+        include_dashboard=False if local else None,
+        logging_level="ERROR",
+        log_to_driver=True,
+        configure_logging=True,
+    )
+
+
+def _call(fn: Callable[..., Any], args: tuple[Any, ...], dtype: torch.dtype, threads: int) -> Any:
+    """Run ``fn(*args)`` in a Ray worker as the submitter would: its default dtype, and one
+    torch thread per reserved CPU (Ray reuses workers, so both are set on every call)."""
+    torch.set_default_dtype(dtype)
+    torch.set_num_threads(threads)
+    return fn(*args)
+
+
+class RayPool:
+    """``submit(fn, *args)`` as a Ray task reserving ``settings.cpus``/``gpus``; each gives a
+    :class:`concurrent.futures.Future`. ``cancel()`` force-cancels every unfinished task."""
+
+    def __init__(self, settings: RaySettings) -> None:
+        import ray
+
+        self.settings = settings
+        self._task = ray.remote(_call).options(
+            num_cpus=settings.cpus, num_gpus=settings.gpus, max_retries=0
+        )
+        self._refs: list[Any] = []
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        ref = self._task.remote(fn, args, torch.get_default_dtype(), max(1, self.settings.cpus))
+        self._refs.append(ref)
+        return ref.future()
+
+    def cancel(self) -> None:
+        import ray
+
+        for ref in self._refs:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
+
+
+@contextlib.contextmanager
+def ray_pool(settings: RaySettings, workers: int | None = None) -> Iterator[RayPool]:
+    """A :class:`RayPool` on the Ray of ``settings`` (a local one gets ``workers`` x
+    ``settings.cpus`` CPUs, so ``workers`` tasks run at once). Leaving it by an exception
+    cancels the tasks still queued or running."""
+    cpus = None if workers is None else max(1, workers) * max(1, settings.cpus)
+    ensure_ray(settings, cpus)
+    pool = RayPool(settings)
+    try:
+        yield pool
+    except BaseException:
+        pool.cancel()
+        raise
