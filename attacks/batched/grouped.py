@@ -189,6 +189,8 @@ class GroupedEvaluator:
             v = v if full else v.index_select(0, rows)
             if isinstance(self.slots[n][0], GroupedConv2d):
                 v = v.reshape(k * v.shape[1], *v.shape[2:])
+                if v.dim() == 4:  # the layout the grouped convolutions run in (conv._nhwc)
+                    v = v.contiguous(memory_format=torch.channels_last)
             params[n] = v
             t = self.pb.targets[n]
             targets[n] = (t if full else t.index_select(0, rows)).reshape(k, -1)
