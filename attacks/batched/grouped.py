@@ -22,7 +22,7 @@ from spikingjelly.activation_based import neuron as sj_neuron
 from torch import nn
 
 from attacks.batched import forms
-from attacks.batched.conv import Conv, ConvWeight, Geom
+from attacks.batched.conv import Conv, ConvWeight, Geom, nhwc
 from attacks.batched.problems import Problems
 from attacks.components.objectives import FEATURE_OBJECTIVES
 from attacks.defences import adapt
@@ -62,10 +62,17 @@ class GroupedConv2d(nn.Module):
         """Per-problem weight/bias gradients [k, ...] from the output gradient (differentiable)."""
         assert self.weight is not None
         gw = ConvWeight.apply(x4, gy, self.geom(), tuple(self.weight.shape))
-        grads = {"weight": gw.view(self.k, -1)}
+        grads = {"weight": flat_nhwc(gw, self.k)}
         if self.bias is not None:
             grads["bias"] = gy.sum(dim=(0, 2, 3)).view(self.k, -1)
         return grads
+
+
+def flat_nhwc(w: torch.Tensor, k: int) -> torch.Tensor:
+    """Conv weights (or their gradients) [k*O, C, kh, kw] as k rows in (O, kh, kw, C) order:
+    a view of the NHWC tensors the convolutions produce. The objectives sum over each row,
+    so an order shared by simulated and target gradients changes only rounding."""
+    return w.permute(0, 2, 3, 1).reshape(k, -1)
 
 
 class GroupedLinear(nn.Module):
@@ -189,11 +196,12 @@ class GroupedEvaluator:
             v = v if full else v.index_select(0, rows)
             if isinstance(self.slots[n][0], GroupedConv2d):
                 v = v.reshape(k * v.shape[1], *v.shape[2:])
-                if v.dim() == 4:  # the layout the grouped convolutions run in (conv._nhwc)
-                    v = v.contiguous(memory_format=torch.channels_last)
+                v = nhwc(v) if v.dim() == 4 else v  # the layout the convolutions run in
             params[n] = v
             t = self.pb.targets[n]
-            targets[n] = (t if full else t.index_select(0, rows)).reshape(k, -1)
+            t = t if full else t.index_select(0, rows)
+            conv_weight = isinstance(self.slots[n][0], GroupedConv2d) and t.dim() == 5
+            targets[n] = flat_nhwc(t.flatten(0, 1), k) if conv_weight else t.reshape(k, -1)
         self._cache = (rows.clone(), params, targets)
         return params, targets
 
