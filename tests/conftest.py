@@ -51,12 +51,15 @@ class CliRun:
 @pytest.fixture(scope="session")
 def flower_run(tmp_path_factory: pytest.TempPathFactory, judge_cache: str) -> CliRun:
     """`fl-sim run` for real (private SuperLink, Ray simulation), 2 clients x 2 rounds, both
-    arms, once per session: the tests that read its out dir share it (read only)."""
+    arms, once per session: the tests that read its out dir share it (read only). Its
+    captures are attacked as Ray tasks on the simulation's own Ray (``attack_runner=ray``:
+    Flower's client actors hold every CPU of it), the other runs of the suite attack in the
+    ServerApp's process."""
     out = tmp_path_factory.mktemp("flower-run") / "out"
     cmd = [
         sys.executable, "-m", "fl_sim.cli", "run", "--out", str(out),
         "--set", "clients=2", "--set", "rounds=2", "--set", "iterations=10",
-        "--set", f"cache_dir={judge_cache}",
+        "--set", f"cache_dir={judge_cache}", "--set", "attack_runner=ray",
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
     return CliRun(out, proc.returncode, proc.stdout + proc.stderr)

@@ -11,6 +11,7 @@ import pytest
 
 from fl_sim.ops.launcher import LocalSuperLink
 from fl_sim.results.report import read_rows
+from fl_sim.results.schema import ATTACK_FAILED, SCORE_FAILED
 
 if TYPE_CHECKING:
     from tests.conftest import CliRun
@@ -24,6 +25,9 @@ def test_fl_sim_run_through_flower_simulation(flower_run: CliRun) -> None:
     assert flower_run.returncode == 0, log[-4000:]
     rows = read_rows(out / "leakage.csv")
     assert len(rows) == 2 * 2 * 2 * 2  # arms x rounds x clients x attacks
+    # attacked as Ray tasks on the simulation's Ray (attack_runner=ray): none lost or failed
+    assert not {r["status"] for r in rows} & {ATTACK_FAILED, SCORE_FAILED}
+    assert "batched engine" not in log  # no fallback
     assert {(r["arm"], r["round"]) for r in rows} == {
         (a, r) for a in ("ann", "snn") for r in (1, 2)
     }

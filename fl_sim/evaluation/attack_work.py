@@ -128,7 +128,7 @@ def run_ray(
 ) -> list[list[Result]]:
     """Every unit as a Ray task; batched units are cut into chunks so that all of Ray's
     slots work. A task that fails as a whole (a worker lost) fails each of its captures."""
-    ensure_ray(execution.ray)
+    reserve = ensure_ray(execution.ray)
     slots = ray_slots(execution.ray)
     pieces: list[tuple[int, Unit]] = []
     for i, unit in enumerate(units):
@@ -139,7 +139,7 @@ def run_ray(
                 pieces.append((i, Unit(unit.attack, chunk, unit.batched, unit.where)))
         else:
             pieces.append((i, unit))
-    pool = RayPool(execution.ray)
+    pool = RayPool(execution.ray, reserve)
     futures = {
         pool.submit(_ray_unit, piece, execution.device): n for n, (_, piece) in enumerate(pieces)
     }

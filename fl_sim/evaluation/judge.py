@@ -92,4 +92,7 @@ def train_judge(
     options = cfg.data_options
     train = load_dataset(cfg.dataset, "train", root, options)
     test = load_dataset(cfg.dataset, "test", root, options)
-    return fit_judge(train, test, spec, judge_path(cfg, spec), options, log, dataset=cfg.dataset)
+    return fit_judge(
+        train, test, spec, judge_path(cfg, spec), options, log, cfg.dataset,
+        device=cfg.torch_device,
+    )  # fmt: skip

@@ -32,11 +32,13 @@ def fit_judge(
     log: Callable[[str], None] = print,
     dataset: str | None = None,
     progress: bool | None = None,
+    device: torch.device | None = None,
 ) -> Judge:
     """Train ``spec`` on ``train``, report test accuracy per epoch, cache it at ``path``.
 
     ``options`` are the data options the splits were loaded with (recorded for event data);
     ``progress``: tqdm bar per epoch (None: only on a terminal; else plain progress lines).
+    ``device``: where it trains (None: the CPU); initialised on the CPU, batches drawn there.
     """
     dataset = dataset or train.name
     _check_splits(train, test, spec.arch)
@@ -44,6 +46,8 @@ def fit_judge(
     gen = torch.Generator().manual_seed(JUDGE_SEED)
     torch.manual_seed(JUDGE_SEED)
     model = build_model(spec.arch, train.input_shape, train.num_classes, **spec.model_options())
+    device = device or torch.device("cpu")
+    model.to(device)
     pretrained = str(getattr(model, "pretrained", "none"))
     opt = spec.optimizer_for(model.parameters())
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, spec.epochs) if spec.cosine else None
@@ -67,7 +71,7 @@ def fit_judge(
             log=log,
             terminal=progress,
         ):
-            loss = _loss(model, train.take(batch), train.labels[batch])
+            loss = _loss(model, train.take(batch).to(device), train.labels[batch].to(device))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -131,7 +135,7 @@ def _recalibrate_batchnorm(model: nn.Module, data: DataSplit, batches: list[torc
         m.momentum = None  # cumulative average over the pass
     model.train()
     for batch in batches:
-        model(time_major(data.take(batch)))
+        model(time_major(data.take(batch)).to(next(model.parameters()).device))
     for m, momentum in zip(norms, momenta, strict=True):
         m.momentum = momentum
     model.eval()

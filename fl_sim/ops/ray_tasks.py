@@ -41,14 +41,22 @@ class RaySettings:
         return cls(cfg.ray_address, cfg.attack_cpus, cfg.attack_gpus)
 
 
-def ensure_ray(settings: RaySettings, local_cpus: int | None = None) -> None:
+_OWN_RAY: list[bool] = []  # [True] once this module has started or connected this process's Ray
+
+
+def ensure_ray(settings: RaySettings, local_cpus: int | None = None) -> bool:
     """Connect to the Ray ``settings`` names, or start a local one with ``local_cpus`` CPUs
     (None: all). A Ray this process already runs is used as it is, whatever ``address``
-    says (Flower's simulation engine, an earlier call)."""
+    says (Flower's simulation engine, an earlier call).
+
+    Returns whether tasks should reserve CPUs: not on a Ray someone else started in this
+    process, i.e. Flower's simulation engine, whose client actors hold every CPU for the
+    whole run (tasks reserving one would never start) and are idle while the server
+    aggregates, which is when the eavesdropper attacks."""
     import ray
 
     if ray.is_initialized():
-        return
+        return bool(_OWN_RAY)
     os.environ.update(RAY_ENV)
     local = not settings.address
     ray.init(
@@ -59,6 +67,8 @@ def ensure_ray(settings: RaySettings, local_cpus: int | None = None) -> None:
         log_to_driver=True,
         configure_logging=True,
     )
+    _OWN_RAY[:] = [True]
+    return True
 
 
 def _call(fn: Callable[..., Any], args: tuple[Any, ...], dtype: torch.dtype, threads: int) -> Any:
@@ -71,14 +81,15 @@ def _call(fn: Callable[..., Any], args: tuple[Any, ...], dtype: torch.dtype, thr
 
 class RayPool:
     """``submit(fn, *args)`` as a Ray task reserving ``settings.cpus``/``gpus``; each gives a
-    :class:`concurrent.futures.Future`. ``cancel()`` force-cancels every unfinished task."""
+    :class:`concurrent.futures.Future`. ``cancel()`` force-cancels every unfinished task.
+    ``reserve_cpus=False``: the tasks reserve no CPU (see :func:`ensure_ray`)."""
 
-    def __init__(self, settings: RaySettings) -> None:
+    def __init__(self, settings: RaySettings, reserve_cpus: bool = True) -> None:
         import ray
 
         self.settings = settings
         self._task = ray.remote(_call).options(
-            num_cpus=settings.cpus, num_gpus=settings.gpus, max_retries=0
+            num_cpus=settings.cpus if reserve_cpus else 0, num_gpus=settings.gpus, max_retries=0
         )
         self._refs: list[Any] = []
 
@@ -101,8 +112,7 @@ def ray_pool(settings: RaySettings, workers: int | None = None) -> Iterator[RayP
     ``settings.cpus`` CPUs, so ``workers`` tasks run at once). Leaving it by an exception
     cancels the tasks still queued or running."""
     cpus = None if workers is None else max(1, workers) * max(1, settings.cpus)
-    ensure_ray(settings, cpus)
-    pool = RayPool(settings)
+    pool = RayPool(settings, ensure_ray(settings, cpus))
     try:
         yield pool
     except BaseException:
