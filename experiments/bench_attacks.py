@@ -17,9 +17,15 @@ captures. Then it checks the batched results against the looped ones on those ca
   search) amplifies float32 rounding differences (other summation orders) until some
   trajectories part within a few steps; the loop itself does that across thread counts.
 
-    python -m experiments.bench_attacks [--steps 2] [--threads 1] [--attack dlg]
+    python -m experiments.bench_attacks [--steps 2] [--threads 1] [--attack dlg] [--device cuda]
 
-The last lines are one per model: ``<model> P=<P_max> speedup=<batched/loop>x``.
+The last lines are one per model: ``<model> P=<P_max> speedup=<batched/loop>x``. Both paths
+run on ``--device`` (captures moved there; dummies drawn on the CPU as always).
+
+``--cell`` times one Table IV cell end to end instead (``experiments/bench_cell.py``):
+
+    python -m experiments.bench_attacks --cell --attack idlg --arm ann [--samples 1000] \
+        [--batch 256] [--device cuda]
 """
 
 from __future__ import annotations
@@ -39,9 +45,11 @@ from attacks import RECIPES, AttackConfig, Capture, PublicInfo, Reconstruction, 
 from attacks.batched import reconstruct_batch
 from attacks.components import dummies
 from attacks.spike_domain import init_dummy
+from experiments.bench_cell import add_cell_args, main_cell
 from fl_sim.data.registry import load_dataset
 from fl_sim.federation.training import loss_gradient
 from models import build_model
+from models.device import resolve_device
 
 
 @dataclass(frozen=True)
@@ -174,22 +182,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=0, help="torch threads (default 0: auto, see pick_threads)"
     )
-    parser.add_argument("--attack", default="dlg", choices=sorted(RECIPES))
+    parser.add_argument(
+        "--attack", default="dlg", help=f"{', '.join(sorted(RECIPES))}; --cell: dlg, idlg, grnn"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--sizes", default="1,16,64,256", help="batch sizes P")
     parser.add_argument("--loop-captures", type=int, default=16)
     parser.add_argument(
         "--models", default=",".join(s.label for s in SETTINGS), help="subset of the settings"
     )
+    add_cell_args(parser)
     args = parser.parse_args(argv)
     threads, why = pick_threads(args.threads)
     torch.set_num_threads(threads)
+    try:
+        device = resolve_device(args.device)
+        if args.cell:
+            args.threads = threads
+            main_cell(args)
+            return 0
+    except ValueError as err:
+        parser.error(str(err))
+    if args.attack not in RECIPES:
+        parser.error(f"--attack {args.attack!r}: valid: {', '.join(sorted(RECIPES))}")
     sizes = [int(p) for p in args.sizes.split(",")]
     p_max = max(sizes)
     n_loop = min(p_max, args.loop_captures)
     settings = [s for s in SETTINGS if s.label in args.models.split(",")]
     attack = build_attack(args.attack, AttackConfig(iterations=args.steps))
 
-    print(f"torch {torch.__version__}, torch.get_num_threads() = {torch.get_num_threads()} ({why})")
+    print(
+        f"torch {torch.__version__}, device {device}, torch.get_num_threads() = "
+        f"{torch.get_num_threads()} ({why})"
+    )
     parts = attack.settings  # type: ignore[union-attr]
     inner = f" (up to {20 * args.steps} inner iterations)" if parts.optimiser == "lbfgs" else ""
     print(
@@ -205,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     for setting in settings:
         start = time.perf_counter()
-        captures = make_captures(setting, p_max)
+        captures = [c.to(device) for c in make_captures(setting, p_max)]
         attack.reconstruct(captures[0])  # type: ignore[union-attr]  # warm-up, untimed
         reconstruct_batch(attack, captures[:2])  # type: ignore[arg-type]
 

@@ -57,15 +57,12 @@ def accuracy_by_round(store: ResultsStore) -> dict[str, dict[int, float]]:
 def initial_accuracy(cfg: RunConfig) -> dict[str, float]:
     """Per arm, the test accuracy of the model round 1 starts from (the seeded init or the
     warm start, rebuilt exactly as the ServerApp builds it; the store holds rounds >= 1)."""
-    from fl_sim.evaluation.judge import accuracy
+    from fl_sim.evaluation.judge import split_accuracy
     from fl_sim.federation.server_app import initial_model
     from fl_sim.federation.task import dataset_split
 
     test = dataset_split(cfg, "test")
-    return {
-        arm: accuracy(initial_model(cfg, arm), test.inputs, test.labels)
-        for arm in cfg.federated_arms
-    }
+    return {arm: split_accuracy(initial_model(cfg, arm), test) for arm in cfg.federated_arms}
 
 
 def table(

@@ -15,7 +15,13 @@ import torch.nn.functional as F
 from spikingjelly.activation_based import layer
 
 from fl_sim.config import RunConfig
-from fl_sim.data.registry import DATASETS, DataOptions, DataSplit, clear_dataset_cache
+from fl_sim.data.registry import (
+    DATASETS,
+    DataOptions,
+    DataSplit,
+    clear_dataset_cache,
+    load_dataset,
+)
 from fl_sim.evaluation.judge import (
     JUDGE_SPECS,
     Judge,
@@ -202,3 +208,17 @@ def test_judge_specs_and_their_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="takes events data, got image"):
         split = DataSplit("x", torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 0, 1]), 2)
         fit_judge(split, split, JUDGE_SPECS["dvs-gesture-snn"], Path("unused.pt"))
+
+
+def test_split_accuracy_reads_chunks_and_counts_what_accuracy_counts() -> None:
+    """Chunked over take() (packed event frames are never unpacked whole): the same hits."""
+    from fl_sim.evaluation.judge import PREDICT_CHUNK, predict_labels, split_accuracy
+
+    data = load_dataset("mnist5k", "test")
+    torch.manual_seed(0)
+    model = build_model("lenet5", data.input_shape, data.num_classes)
+    n = 3 * PREDICT_CHUNK + 5  # a last, shorter chunk
+    part = DataSplit("mnist5k", data.take(slice(0, n)), data.labels[:n], data.num_classes)
+    hits = int((predict_labels(model, part.inputs) == part.labels).sum())
+    assert split_accuracy(model, part) == hits / n
+    assert math.isnan(split_accuracy(model, DataSplit("e", data.take([]), data.labels[:0], 10)))

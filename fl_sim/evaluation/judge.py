@@ -37,6 +37,7 @@ from fl_sim.evaluation.judge_store import (
     load_judge,
     predict_labels,
     save_judge,
+    split_accuracy,
 )
 from fl_sim.evaluation.judge_training import JUDGE_SEED, fit_judge
 
@@ -64,6 +65,7 @@ __all__ = [
     "load_judge",
     "predict_labels",
     "save_judge",
+    "split_accuracy",
     "train_judge",
 ]
 

@@ -178,6 +178,19 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> fl
     return float((predict_labels(model, images) == labels).float().mean())
 
 
+@torch.no_grad()
+def split_accuracy(model: nn.Module, data: DataSplit) -> float:
+    """:func:`accuracy` on a whole split, read chunk by chunk (:meth:`DataSplit.take`): packed
+    event frames are never unpacked as a whole."""
+    if len(data) == 0:
+        return math.nan
+    hits = 0
+    for start in range(0, len(data), PREDICT_CHUNK):
+        rows = slice(start, start + PREDICT_CHUNK)
+        hits += int((predict_labels(model, data.take(rows)) == data.labels[rows]).sum())
+    return hits / len(data)
+
+
 def _save_atomic(blob: dict[str, Any], path: Path) -> None:
     """Write through a temporary file: a concurrent reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from torch import nn
 from fl_sim.data.loaders.base import time_major
 from fl_sim.data.registry import DataOptions, DataSplit
 from fl_sim.evaluation.judge_specs import EVENT_JUDGES, JudgeSpec
-from fl_sim.evaluation.judge_store import Judge, accuracy, event_options, save_judge
+from fl_sim.evaluation.judge_store import Judge, event_options, save_judge, split_accuracy
 from fl_sim.ops.progress import Eta, steps
 from models import build_model
 from models.resnet_arcface import ResNetArcFace
@@ -78,13 +78,13 @@ def fit_judge(
             total += float(loss.detach()) * len(batch)
         if sched is not None:
             sched.step()
-        acc = accuracy(model, test.inputs, test.labels)
+        acc = split_accuracy(model, test)
         log(
             f"judge: epoch {epoch}/{spec.epochs} loss {total / len(train):.4f} "
             f"test accuracy {acc:.2%} (epochs {epochs.advance()})"
         )
     if _recalibrate_batchnorm(model, train, _batches(len(train), spec.batch_size, gen)):
-        acc = accuracy(model, test.inputs, test.labels)
+        acc = split_accuracy(model, test)
         log(f"judge: BatchNorm statistics recomputed on the train split: test accuracy {acc:.2%}")
     seconds = time.perf_counter() - start
     model.eval()

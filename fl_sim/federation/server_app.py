@@ -20,7 +20,7 @@ from fl_sim.config import RunConfig
 from fl_sim.data.registry import DataSplit
 from fl_sim.evaluation.attack_work import Execution
 from fl_sim.evaluation.audit import ReplayAudit
-from fl_sim.evaluation.judge import Judge, accuracy, ensure_judge, judge_record
+from fl_sim.evaluation.judge import Judge, ensure_judge, judge_record, split_accuracy
 from fl_sim.federation.eavesdropper import LEAKAGE_CSV, Eavesdropper
 from fl_sim.federation.privacy import privacy_record
 from fl_sim.federation.secagg import SecAggPlusGrid, SecAggSpec
@@ -97,7 +97,7 @@ class RoundRecorder:
     def evaluate(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
         state = arrays.to_torch_state_dict()
         self.model.load_state_dict(state)
-        acc = accuracy(self.model, self.test.inputs, self.test.labels)
+        acc = split_accuracy(self.model, self.test)
         say(f"[{self.arm} r{server_round}] global model test accuracy {acc:.2%}")
         if server_round > self.done:
             self.store.commit_round(
