@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -160,19 +160,20 @@ def prepare(attack: GradientMatchingAttack, captures: Sequence[Capture], engine:
     flats, tasks = [], []
     dummy_shape: tuple[int, ...] = ()
     var_shapes: list[tuple[int, ...]] = []
+    named_params, named_buffers = list(model.named_parameters()), list(model.named_buffers())
     for i, capture in enumerate(captures):
         if i > 0:
-            model.load_state_dict(dict(capture.global_state))
+            _load_state(model, capture.global_state, named_params + named_buffers)
         target = target_gradients(model, capture)
         if uses_features:
             leaked = recovered_features(model, observed_update(capture), public).detach()
         for restart in range(cfg.restarts):
             if uses_features:
                 features.append(leaked)
-            for (n, p), g in zip(model.named_parameters(), target, strict=True):
+            for (n, p), g in zip(named_params, target, strict=True):
                 params[n].append(p.detach().clone())
                 targets[n].append(g.detach())
-            for n, b in model.named_buffers():
+            for n, b in named_buffers:
                 buffers[n].append(b.detach().clone())
             gen = capture_generator(cfg.seed + restart * RESTART_SEED_STRIDE, capture)
             dummy = dummy_kind.init(public, cfg.init, cfg.sigma, gen).to(capture.device)
@@ -222,6 +223,24 @@ def prepare(attack: GradientMatchingAttack, captures: Sequence[Capture], engine:
         )
     evaluate: Evaluator = GroupedEvaluator(pb) if engine == "grouped" else _vmap(pb)
     return Batch(public, pb, tasks, torch.stack(flats), evaluate)
+
+
+def _load_state(
+    model: torch.nn.Module, state: Mapping[str, torch.Tensor], named: list[tuple[str, torch.Tensor]]
+) -> None:
+    """``model.load_state_dict(state)`` for a model whose tensors are ``named``: the same
+    strict key and shape checks and copies, without its per-module traversal (~0.7 ms a
+    capture, a third of the per-capture setup at P = 256)."""
+    if len(state) != len(named) or any(n not in state for n, _ in named):
+        model.load_state_dict(dict(state))  # raises, naming the missing/unexpected keys
+        return
+    with torch.no_grad():
+        for n, t in named:
+            value = state[n]
+            if value.shape != t.shape:
+                model.load_state_dict(dict(state))  # raises, naming the shape mismatch
+                return
+            t.copy_(value)
 
 
 def _vmap(pb: Problems) -> Evaluator:
