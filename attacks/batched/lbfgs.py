@@ -186,7 +186,7 @@ class BatchedLBFGS:
         current_evals = 1
         self.func_evals[rows] += 1
         keep = ~(g.abs().amax(dim=1) <= self.tolerance_grad)  # optimal at the start: no step
-        rows, g, loss = rows[keep], g[keep], loss[keep]
+        rows, g, loss = _select(keep, rows, g, loss)
 
         n_iter = 0
         while rows.numel() > 0 and n_iter < self.max_iter:
@@ -204,19 +204,21 @@ class BatchedLBFGS:
                 self.H_diag[fr] = 1.0
             later = ~first
             if bool(later.any()):
-                lr_rows, g_l = rows[later], g[later]
-                y = g_l - self.prev_flat_grad[lr_rows]
-                s = self.d[lr_rows] * self.t[lr_rows].unsqueeze(1)
+                lr_rows, g_l = _select(later, rows, g)
+                y = g_l - self._take(self.prev_flat_grad, lr_rows)
+                s = self._take(self.d, lr_rows) * self.t[lr_rows].unsqueeze(1)
                 ys = _rowdot(y, s)
                 upd = ys > 1e-10
                 if bool(upd.any()):
-                    ur = lr_rows[upd]
-                    y_u, ys_u = y[upd], ys[upd]
-                    self._push(ur, y_u, s[upd], ys_u)
+                    ur, y_u, ys_u, s_u = _select(upd, lr_rows, y, ys, s)
+                    self._push(ur, y_u, s_u, ys_u)
                     self.H_diag[ur] = ys_u / _rowdot(y_u, y_u)
-                d[later] = self._direction(lr_rows, g_l)
-            self.d[rows] = d
-            self.prev_flat_grad[rows] = g
+                if lr_rows.numel() == rows.numel():
+                    d = self._direction(lr_rows, g_l)
+                else:
+                    d[later] = self._direction(lr_rows, g_l)
+            self._put(self.d, rows, d)
+            self._put(self.prev_flat_grad, rows, g)
             self.prev_loss[rows] = loss
 
             # step length: min(1, 1/|g|_1) * lr on the very first iteration, else lr
@@ -228,12 +230,15 @@ class BatchedLBFGS:
 
             gtd = _rowdot(g, d)  # directional derivative below tolerance: stop before moving
             go = ~(gtd > -self.tolerance_change)
-            rows, g, loss, d, t = rows[go], g[go], loss[go], d[go], t[go]
+            rows, g, loss, d, t = _select(go, rows, g, loss, d, t)
             if rows.numel() == 0:
                 break
 
             step = d * t.unsqueeze(1)
-            x[rows] = x[rows] + step
+            if rows.numel() == P:  # all rows, in order: the same sums without index copies
+                x.add_(step)
+            else:
+                x[rows] = x[rows] + step
             ls_func_evals = 0
             opt_cond = torch.zeros(rows.numel(), dtype=torch.bool, device=x.device)
             if n_iter != self.max_iter:  # torch re-evaluates except after the last iteration
@@ -252,6 +257,23 @@ class BatchedLBFGS:
                 | (step.abs().amax(dim=1) <= self.tolerance_change)
                 | ((loss - self.prev_loss[rows]).abs() < self.tolerance_change)
             )
-            go = ~done
-            rows, g, loss = rows[go], g[go], loss[go]
+            rows, g, loss = _select(~done, rows, g, loss)
         return orig_loss
+
+    def _take(self, buf: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """``buf[rows]`` (a copy), or ``buf`` itself when ``rows`` is every row in order."""
+        return buf if rows.numel() == buf.shape[0] else buf[rows]
+
+    def _put(self, buf: torch.Tensor, rows: torch.Tensor, value: torch.Tensor) -> None:
+        """``buf[rows] = value``, a plain copy when ``rows`` is every row in order."""
+        if rows.numel() == buf.shape[0]:
+            buf.copy_(value)
+        else:
+            buf[rows] = value
+
+
+def _select(mask: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``t[mask]`` for each tensor, skipping the copies when the mask keeps every row."""
+    if bool(mask.all()):
+        return tensors
+    return tuple(t[mask] for t in tensors)
