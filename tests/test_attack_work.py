@@ -13,7 +13,7 @@ import torch
 import models.device
 from attacks import AttackConfig, Capture, build_attack
 from fl_sim.config import ATTACK_RUNNERS
-from fl_sim.evaluation.attack_work import RUNNERS, Execution
+from fl_sim.evaluation.attack_work import RUNNERS, Execution, ray_slots
 from fl_sim.evaluation.leakage import Target, reconstruct_all
 from fl_sim.ops.ray_tasks import RaySettings, ensure_ray, ray_pool
 from models.device import resolve_device
@@ -54,28 +54,29 @@ def test_runner_names_are_the_config_choices() -> None:
 @pytest.mark.slow
 def test_ray_tasks_equal_the_in_process_path_in_float64(local_ray: None) -> None:
     """Same seeds, same code in a Ray worker (run with the submitter's float64 default):
-    bit-identical one capture at a time; the batched engine, whose batches Ray cuts into
-    chunks, to float64 rounding. Results come back on the CPU, in target order."""
+    bit-identical, one capture at a time and through the batched engine, whose batches Ray
+    cuts into one chunk per slot (compared with the same chunks in process: DLG's second
+    L-BFGS step on digit 1 parts by 3% between batches of 2 and 3, summation order alone).
+    Results come back on the CPU, in target order."""
     targets = float64_targets(3)
     attack = build_attack("dlg", AttackConfig(iterations=2))
+    size = -(-len(targets) // ray_slots(RaySettings()))
     torch.set_default_dtype(torch.float64)
     try:
         here = reconstruct_all(attack, targets, batched=False, log=print)
         there = reconstruct_all(attack, targets, batched=False, log=print, execution=RAY)
-        batched_here = reconstruct_all(attack, targets, batched=True, log=print)
+        chunks = [targets[k : k + size] for k in range(0, len(targets), size)]
+        batched_here = [r for c in chunks for r in reconstruct_all(attack, c, True, print)]
         logged: list[str] = []
         batched_there = reconstruct_all(attack, targets, True, logged.append, execution=RAY)
     finally:
         torch.set_default_dtype(torch.float32)
+    assert size < len(targets)  # Ray did cut the batch
     assert all(same(a, b) for a, b in zip(here, there, strict=True))
+    assert all(same(a, b) for a, b in zip(batched_here, batched_there, strict=True))
     assert here[0].images.dtype == torch.float64  # type: ignore[union-attr]
+    assert {r.images.device.type for r in [*there, *batched_there]} == {"cpu"}  # type: ignore[union-attr]
     assert not logged, logged  # the engine took every chunk
-    for a, b in zip(batched_here, batched_there, strict=True):
-        assert not isinstance(a, Exception) and not isinstance(b, Exception)
-        assert a.status == b.status and a.iterations == b.iterations
-        assert torch.allclose(a.images, b.images, atol=1e-9, rtol=0)
-        assert abs(a.grad_loss - b.grad_loss) <= 1e-9 * max(1.0, abs(a.grad_loss))
-        assert a.images.device.type == "cpu"
 
 
 @pytest.mark.slow
