@@ -15,12 +15,15 @@ import pickle
 from collections.abc import Callable, Sequence
 from concurrent.futures import as_completed
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from attacks.batched import reconstruct_batch
 from attacks.types import Attack, Capture, Reconstruction
 from fl_sim.ops.ray_tasks import RayPool, RaySettings, ensure_ray
 from models.device import resolve_device
+
+if TYPE_CHECKING:
+    from fl_sim.config import RunConfig
 
 Result = Reconstruction | Exception
 Log = Callable[[str], None]
@@ -35,7 +38,7 @@ class Execution:
     ray: RaySettings = field(default_factory=RaySettings)
 
     @classmethod
-    def of(cls, cfg: Any) -> Execution:
+    def of(cls, cfg: RunConfig) -> Execution:
         """The execution a :class:`fl_sim.config.RunConfig` asks for."""
         return cls(cfg.device, cfg.attack_runner, RaySettings.of(cfg))
 

@@ -18,9 +18,12 @@ import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from fl_sim.config import RunConfig
 
 # environment of local Ray processes: quiet, no runtime installs, GPUs left as they are
 RAY_ENV = {"RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0", "RAY_DEDUP_LOGS": "0"}
@@ -36,7 +39,7 @@ class RaySettings:
     gpus: float = 0.0
 
     @classmethod
-    def of(cls, cfg: Any) -> RaySettings:
+    def of(cls, cfg: RunConfig) -> RaySettings:
         """The settings of a :class:`fl_sim.config.RunConfig`."""
         return cls(cfg.ray_address, cfg.attack_cpus, cfg.attack_gpus)
 
