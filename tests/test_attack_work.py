@@ -151,3 +151,21 @@ def test_capture_and_reconstruction_move_between_devices() -> None:
     assert {v.device.type for v in meta.global_state.values()} == {"meta"}
     rec = build_attack("idlg", AttackConfig(iterations=1)).reconstruct(capture)
     assert rec.cpu().images is rec.images  # already there
+
+
+def test_a_unit_that_fails_as_a_whole_fails_its_captures_not_the_round(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A device that has gone away (cuda asked for, none there) costs the captures, not the
+    caller: every one of them gets the error in its place."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    resolve_device.cache_clear()
+    targets = [Target("ann", dataclasses.replace(ann_capture(0), client=i), None) for i in (0, 1)]
+    attack = build_attack("idlg", AttackConfig(iterations=1))
+    try:
+        for batched in (False, True):
+            results = reconstruct_all(attack, targets, batched, execution=Execution("cuda"))
+            assert [type(r) for r in results] == [ValueError, ValueError]
+            assert "'cuda' is not available" in str(results[0])
+    finally:
+        resolve_device.cache_clear()

@@ -103,10 +103,14 @@ def _ray_unit(unit: Unit, device: str) -> tuple[list[Result], list[str]]:
 def run_local(
     units: Sequence[Unit], execution: Execution, log: Log, done: Callable[[Unit], None]
 ) -> list[list[Result]]:
-    """Every unit in this process, in order."""
+    """Every unit in this process, in order; a unit that fails as a whole (e.g. its device
+    is gone) fails each of its captures."""
     out = []
     for unit in units:
-        results, lines = attack_unit(unit, execution.device)
+        try:
+            results, lines = attack_unit(unit, execution.device)
+        except Exception as err:
+            results, lines = [err] * len(unit.captures), []
         for line in lines:
             log(line)
         out.append(results)
