@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from fl_sim.commands.attack import check_readable, cmd_attack
 from fl_sim.commands.report import add_report_parser, cmd_report
@@ -256,8 +258,27 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_judge(cfg, args.retrain)
     except user_errors() as err:
         parser.exit(2, f"fl-sim: error: {err}\n")
-    except KeyboardInterrupt:  # what we started was stopped on the way out
-        parser.exit(130, "fl-sim: interrupted\n")
+    except KeyboardInterrupt:  # what we started is stopped on the way out
+        sys.stderr.write("fl-sim: interrupted\n")
+        end_descendants_and_exit(130)
+
+
+def end_descendants_and_exit(code: int) -> NoReturn:
+    """End every process this one started that is still there (a local Ray among them:
+    its processes ignore the Ctrl-C, see fl_sim.ops.ray_tasks) and exit at once, without
+    exit handlers that would wait on them (ray.shutdown). Results are committed as made."""
+    from fl_sim.ops import proctree
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if proctree.available():
+
+        def below() -> list[proctree.Proc]:
+            procs = (proctree.read_proc(p) for p in proctree.descendants(os.getpid()))
+            return [p for p in procs if p is not None]
+
+        proctree.end_tree(below, grace=1.0)
+    os._exit(code)
 
 
 if __name__ == "__main__":

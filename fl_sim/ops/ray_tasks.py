@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -62,14 +63,23 @@ def ensure_ray(settings: RaySettings, local_cpus: int | None = None) -> bool:
         return bool(_OWN_RAY)
     os.environ.update(RAY_ENV)
     local = not settings.address
-    ray.init(
-        address=settings.address or None,
-        num_cpus=local_cpus if local else None,
-        include_dashboard=False if local else None,
-        logging_level="ERROR",
-        log_to_driver=True,
-        configure_logging=True,
-    )
+    # Ctrl-C reaches the whole process group. A Ray killed by it while this process waits
+    # inside ray.init (C++, where Python cannot raise KeyboardInterrupt) kept an interrupted
+    # `fl-sim reproduce` waiting over 30 s under load. With SIGINT blocked meanwhile, the
+    # processes Ray starts inherit the block, and the interrupt is delivered here when
+    # ray.init returns; the CLI then ends every process it started (fl_sim.cli).
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        ray.init(
+            address=settings.address or None,
+            num_cpus=local_cpus if local else None,
+            include_dashboard=False if local else None,
+            logging_level="ERROR",
+            log_to_driver=True,
+            configure_logging=True,
+        )
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     _OWN_RAY[:] = [True]
     return True
 
