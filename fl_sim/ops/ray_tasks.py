@@ -71,7 +71,9 @@ def ensure_ray(settings: RaySettings, local_cpus: int | None = None) -> bool:
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         ray.init(
-            address=settings.address or None,
+            # "local": a new Ray for this process, not the one a RAY_ADDRESS inherited from
+            # a parent that runs Ray names (a test session's; Ray sets it for its children)
+            address=settings.address or "local",
             num_cpus=local_cpus if local else None,
             include_dashboard=False if local else None,
             logging_level="ERROR",
