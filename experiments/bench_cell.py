@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -60,7 +61,9 @@ def cell_config(attack: str, arm: str, device: str, overrides: list[str]) -> Run
     return RunConfig.load(overrides=items)
 
 
-def run_cell(cfg: RunConfig, samples: int, batch: int, log=print) -> tuple[CellTiming, list]:  # type: ignore[no-untyped-def]
+def run_cell(
+    cfg: RunConfig, samples: int, batch: int, log: Callable[[str], None] = print
+) -> tuple[CellTiming, list[dict[str, object]]]:
     """The cell's leakage rows and the time of each stage."""
     if batch < 1:
         raise ValueError(f"--batch must be >= 1, got {batch}")
@@ -71,7 +74,7 @@ def run_cell(cfg: RunConfig, samples: int, batch: int, log=print) -> tuple[CellT
     (attack,) = cfg.build_attacks()
     execution = Execution(cfg.device)
     arm = cfg.federated_arms[0]
-    rows: list = []
+    rows: list[dict[str, object]] = []
     indices = sample_indices(len(data), samples, cfg.seed)
     for start in range(0, len(indices), batch):
         chunk = indices[start : start + batch]
