@@ -214,8 +214,11 @@ def test_stopping_a_reproduction_leaves_no_worker(
         "--set", f"cache_dir={judge_cache}",
     ]  # fmt: skip
     log = tmp_path / "log"
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}  # SIGABRT on a hang dumps every thread
     with log.open("w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
     try:
         started = time.monotonic()
         while "to run with 2 workers" not in log.read_text():
@@ -229,7 +232,12 @@ def test_stopping_a_reproduction_leaves_no_worker(
             "sigterm": lambda: proc.send_signal(signal.SIGTERM),
             "sigkill": lambda: proc.send_signal(signal.SIGKILL),
         }[how]()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            proc.wait(timeout=30)
+            pytest.fail(f"fl-sim reproduce did not exit within 30 s; its log:\n{log.read_text()}")
         deadline = time.monotonic() + 10
         while any(os.path.exists(f"/proc/{pid}") for pid in workers):
             assert time.monotonic() < deadline, "a worker outlived fl-sim reproduce"
