@@ -179,8 +179,9 @@ def test_batched_lbfgs_equals_torch_lbfgs_on_quadratics(history_size: int) -> No
 
 def test_batched_lbfgs_equals_torch_lbfgs_on_rosenbrock_lr_and_float32() -> None:
     """Non-convex (curvature pairs rejected when ys <= 1e-10) and lr != 1, in float64 over
-    one step (20 iterations along the valley); float32 on a well-conditioned quadratic,
-    where rounding differences are not amplified."""
+    one step (20 iterations along the valley), counters exact; float32 on a well-conditioned
+    quadratic, where rounding differences are not amplified: iterates within 1e-4, counters
+    within one evaluation."""
     x0 = torch.tensor([[-1.2, 1.0, 0.5, -0.3], [0.0, 0.0, 0.0, 0.0], [1.5, 2.0, 1.0, 0.2]])
     x0 = torch.cat([x0, x0 * 0.5]).to(torch.float64)
 
@@ -200,7 +201,10 @@ def test_batched_lbfgs_equals_torch_lbfgs_on_rosenbrock_lr_and_float32() -> None
 
     x, bl, opt, tx, tl, states = run_both(quad, torch.zeros(3, 5), steps=1, lr=0.5)
     torch.testing.assert_close(x, tx, rtol=1e-4, atol=1e-5)
-    assert [int(v) for v in opt.func_evals] == [st["func_evals"] for st in states]
+    # float32 rounding (row-wise vecdot vs torch.dot) can move a stopping test by one
+    # iteration on some CPUs ([14, 18, 14] vs torch's [14, 18, 15] seen in CI)
+    for ours, st in zip(opt.func_evals, states, strict=True):
+        assert abs(int(ours) - st["func_evals"]) <= 1
 
 
 @pytest.mark.parametrize("optimiser", ["lbfgs", "adam", "signed-adam"])
