@@ -175,6 +175,12 @@ def test_batched_lbfgs_equals_torch_lbfgs_on_quadratics(history_size: int) -> No
     if history_size == 3:  # histories wrapped
         assert max(len(st["old_dirs"]) for st in states) == 3
         assert sum(st["n_iter"] > 10 for st in states) >= 3
+        assert len({int(v) for v in opt.hist_start}) > 1  # wrapped at different pushes
+        # a push to a full history wraps in place: the buffers are not reallocated
+        buffers = opt._old_dirs, opt._old_stps
+        assert buffers[0] is not None and buffers[0].shape[0] == 3
+        opt._reserve(int(opt.hist_len.max()) + 1)
+        assert opt._old_dirs is buffers[0] and opt._old_stps is buffers[1]
 
 
 def test_batched_lbfgs_equals_torch_lbfgs_on_rosenbrock_lr_and_float32() -> None:

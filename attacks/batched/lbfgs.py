@@ -86,6 +86,7 @@ class BatchedLBFGS:
         copy of the filled slots; the ring only wraps once the buffers have history_size slots.
         """
         have = 0 if self._old_dirs is None else self._old_dirs.shape[0]
+        needed = min(needed, self.history_size)  # a full history wraps, it does not grow
         if needed <= have:
             return
         size = min(self.history_size, max(needed, 2 * have, 4))
@@ -146,8 +147,12 @@ class BatchedLBFGS:
                     stps[slot].index_select(0, rows),
                     ro[slot].index_select(0, rows),
                 )
-            slots = (start + i) % m
-            return dirs[slots, rows], stps[slots, rows], ro[slots, rows]
+            at = (start + i) % m * P + rows  # row index into the [slots * P, n] views
+            return (
+                dirs.view(-1, dirs.shape[2]).index_select(0, at),
+                stps.view(-1, stps.shape[2]).index_select(0, at),
+                ro.view(-1).index_select(0, at),
+            )
 
         # gathered entries are kept for the second loop while they fit in a modest budget
         keep = (same_start and all_rows) or num_old * q.numel() * q.element_size() * 2 <= 2**28
