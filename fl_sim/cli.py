@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from fl_sim.commands.attack import check_readable, cmd_attack
 from fl_sim.commands.report import add_report_parser, cmd_report
@@ -22,6 +22,9 @@ from fl_sim.commands.run import (
 )
 from fl_sim.commands.tools import cmd_judge, cmd_l2_stats
 from fl_sim.config import RunConfig
+
+if TYPE_CHECKING:
+    from fl_sim.ops.proctree import Proc
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -272,13 +275,17 @@ def end_descendants_and_exit(code: int) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     if proctree.available():
-
-        def below() -> list[proctree.Proc]:
-            procs = (proctree.read_proc(p) for p in proctree.descendants(os.getpid()))
-            return [p for p in procs if p is not None]
-
-        proctree.end_tree(below, grace=1.0)
+        proctree.end_tree(live_descendants, grace=1.0)
     os._exit(code)
+
+
+def live_descendants() -> list[Proc]:
+    """The processes below this one that still run: a child it killed stays a zombie until
+    reaped, and waiting for zombies to go kept an interrupted command 5 s longer."""
+    from fl_sim.ops import proctree
+
+    procs = (proctree.read_proc(p) for p in proctree.descendants(os.getpid()))
+    return [p for p in procs if p is not None and p.alive]
 
 
 if __name__ == "__main__":

@@ -94,6 +94,26 @@ def test_cli_refuses_a_busy_out_dir_with_exit_code_2(
 # --- temporary dirs ---------------------------------------------------------------------------
 
 
+def test_an_interrupted_command_does_not_wait_for_its_zombies() -> None:
+    """A child the CLI killed stays a zombie until reaped: ``live_descendants`` (what an
+    interrupted command ends and waits for) leaves it out, the raw process tree does not."""
+    from fl_sim.cli import live_descendants
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        child.kill()
+        deadline = time.monotonic() + 10
+        while (proc := proctree.read_proc(child.pid)) is not None and proc.alive:
+            assert time.monotonic() < deadline, "the killed child never became a zombie"
+            time.sleep(0.01)
+        assert proc is not None and proc.state == "Z"  # not reaped yet: we did not wait()
+        assert child.pid in proctree.descendants(os.getpid())
+        assert child.pid not in [p.pid for p in live_descendants()]
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_temp_dirs_go_unless_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     said: list[str] = []
