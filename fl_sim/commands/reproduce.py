@@ -36,18 +36,23 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from experiments.paper.reproduce import reproduce
+    from fl_sim.ops import watchdog
+    from fl_sim.ops.ray_tasks import shutdown_own_ray
 
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None
     if args.datasets is not None and not datasets:
         raise ValueError(f"--datasets {args.datasets!r} names no dataset")
-    reproduce(
-        args.name,
-        Path(args.out),
-        datasets,
-        samples=args.samples,
-        workers=args.workers,
-        resume=args.resume,
-        overrides=args.overrides,
-        log=lambda text: print(text, flush=True),
-    )
+    # the local Ray the workers run on is this process's; the watchdog ends it if we die
+    with watchdog.watching():
+        reproduce(
+            args.name,
+            Path(args.out),
+            datasets,
+            samples=args.samples,
+            workers=args.workers,
+            resume=args.resume,
+            overrides=args.overrides,
+            log=lambda text: print(text, flush=True),
+        )
+        shutdown_own_ray()  # before the watchdog's normal end, which would end it noisily
     return 0

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from fl_sim.ops import watchdog
+
 if TYPE_CHECKING:
     from fl_sim.config import RunConfig
 
@@ -63,11 +65,14 @@ def ensure_ray(settings: RaySettings, local_cpus: int | None = None) -> bool:
         return bool(_OWN_RAY)
     os.environ.update(RAY_ENV)
     local = not settings.address
-    # Ctrl-C reaches the whole process group. A Ray killed by it while this process waits
-    # inside ray.init (C++, where Python cannot raise KeyboardInterrupt) kept an interrupted
-    # `fl-sim reproduce` waiting over 30 s under load. With SIGINT blocked meanwhile, the
-    # processes Ray starts inherit the block, and the interrupt is delivered here when
-    # ray.init returns; the CLI then ends every process it started (fl_sim.cli).
+    # Ctrl-C reaches the whole process group. Ray's own processes block SIGINT (Ray's
+    # start_ray_process), but a KeyboardInterrupt raised inside ray.init can be swallowed
+    # there: 1 of 30 unblocked tries here went on attacking after the Ctrl-C (faulthandler
+    # stacks; tests/test_reproduce.py). With SIGINT blocked meanwhile, the interrupt is
+    # delivered here when ray.init returns; the CLI then ends every process it started
+    # (fl_sim.cli). The price: a Ctrl-C waits for the rest of ray.init (1-10 s seen).
+    if local:  # the active watchdog, if any, ends what Ray starts here should we die
+        watchdog.watch(os.getpid())  # (Ray's agents outlived a SIGKILLed driver by ~50 s)
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         ray.init(
@@ -84,6 +89,15 @@ def ensure_ray(settings: RaySettings, local_cpus: int | None = None) -> bool:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     _OWN_RAY[:] = [True]
     return True
+
+
+def shutdown_own_ray() -> None:
+    """Stop (or disconnect from) the Ray :func:`ensure_ray` started or joined, if any."""
+    if _OWN_RAY:
+        import ray
+
+        ray.shutdown()
+        _OWN_RAY.clear()
 
 
 def _call(fn: Callable[..., Any], args: tuple[Any, ...], dtype: torch.dtype, threads: int) -> Any:

@@ -64,13 +64,17 @@ def serve(parent: int, grace: float, interval: float, fd: int = 0) -> int:
         tree.refresh()
         if os.getppid() != parent:  # died, while a forked child still holds the pipe open
             break
-    left = tree.refresh()
+
+    def to_end() -> list[proctree.Proc]:  # fl-sim may watch itself (its children): never it
+        return [p for p in tree.refresh() if p.pid not in (parent, os.getpid())]
+
+    left = to_end()
     names = ", ".join(f"{proctree.name(p.pid)} ({p.pid})" for p in left)
     if left and not normal:
         say(f"fl-sim (pid {parent}) is gone; ending the {len(left)} processes it left: {names}")
     # After a normal exit, stragglers are usually Ray workers still shutting down: end them
     # quietly, unless one would not go without SIGKILL.
-    killed = proctree.end_tree(tree.refresh, grace) if left else 0
+    killed = proctree.end_tree(to_end, grace) if left else 0
     if killed and normal:
         say(f"ended {len(left)} processes left after fl-sim stopped ({killed} needed SIGKILL): "
             f"{names}")  # fmt: skip
@@ -139,7 +143,8 @@ class Watchdog:
                 self._fd = None
 
     def watch(self, pid: int) -> None:
-        """End ``pid`` and all its descendants if fl-sim dies."""
+        """End ``pid`` and all its descendants if fl-sim dies (fl-sim's own pid: only its
+        descendants; the watchdog never ends fl-sim or itself)."""
         self._send(f"watch {pid}")
 
     def remove(self, path: Path) -> None:
@@ -173,22 +178,28 @@ _active_lock = threading.Lock()
 @contextlib.contextmanager
 def watching(grace: float = GRACE_S) -> Iterator[Watchdog]:
     """This process's watchdog for the duration of the block: started by the outermost block,
-    shared by nested ones, closed when the outermost ends."""
+    shared by nested ones, closed when the outermost ends. Left running on a Ctrl-C: the
+    interrupted CLI ends its processes and exits at once, and the watchdog ends whatever is
+    left when it does, instead of the CLI waiting out the watchdog's grace period first."""
     global _active, _depth
     with _active_lock:
         if _active is None:
             _active = Watchdog(grace).start()
         _depth += 1
         watchdog = _active
+    interrupted = False
     try:
         yield watchdog
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
     finally:
         with _active_lock:
             _depth -= 1
             done = _depth == 0
             if done:
                 _active = None
-        if done:
+        if done and not interrupted:
             watchdog.close()
 
 
