@@ -196,7 +196,7 @@ CTRL_C = pytest.param(
 @pytest.mark.slow
 @pytest.mark.parametrize("how", [CTRL_C, "sigkill"])  # SIGTERM: the Ctrl-C path
 def test_stopping_a_reproduction_leaves_no_worker(
-    tmp_path: Path, judge_cache: str, how: str
+    tmp_path: Path, judge_cache: str, how: str, request: pytest.FixtureRequest
 ) -> None:
     """Ctrl-C (SIGINT to the process group), SIGTERM or SIGKILL of ``fl-sim reproduce`` while
     its workers attack: within seconds no worker is left (not after their trials)."""
@@ -237,7 +237,17 @@ def test_stopping_a_reproduction_leaves_no_worker(
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGABRT)
             proc.wait(timeout=30)
-            pytest.fail(f"fl-sim reproduce did not exit within 30 s; its log:\n{log.read_text()}")
+            message = f"fl-sim reproduce did not exit within 30 s; its log:\n{log.read_text()}"
+            # an xfail hides its failure text: write the stacks where CI's output shows them
+            plugins = request.config.pluginmanager
+            terminal, capture = (
+                plugins.getplugin("terminalreporter"),
+                plugins.getplugin("capturemanager"),
+            )
+            if terminal is not None and capture is not None:
+                with capture.global_and_fixture_disabled():
+                    terminal.write_line(f"\n[{request.node.nodeid}] {message}")
+            pytest.fail(message)
         deadline = time.monotonic() + 10
         while any(os.path.exists(f"/proc/{pid}") for pid in workers):
             assert time.monotonic() < deadline, "a worker outlived fl-sim reproduce"
