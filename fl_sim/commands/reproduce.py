@@ -54,5 +54,5 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             overrides=args.overrides,
             log=lambda text: print(text, flush=True),
         )
-        shutdown_own_ray()  # before the watchdog's normal end, which would end it noisily
+        shutdown_own_ray()  # so that the watchdog's normal end finds no Ray left to end
     return 0

@@ -67,8 +67,8 @@ def ensure_ray(settings: RaySettings, local_cpus: int | None = None) -> bool:
     local = not settings.address
     # Ctrl-C reaches the whole process group. Ray's own processes block SIGINT (Ray's
     # start_ray_process), but a KeyboardInterrupt raised inside ray.init can be swallowed
-    # there: 1 of 30 unblocked tries here went on attacking after the Ctrl-C (faulthandler
-    # stacks; tests/test_reproduce.py). With SIGINT blocked meanwhile, the interrupt is
+    # there: 2 of 51 unblocked tries here never exited (the stacks of one: still attacking;
+    # tests/test_reproduce.py). With SIGINT blocked meanwhile, the interrupt is
     # delivered here when ray.init returns; the CLI then ends every process it started
     # (fl_sim.cli). The price: a Ctrl-C waits for the rest of ray.init (1-10 s seen).
     if local:  # the active watchdog, if any, ends what Ray starts here should we die
