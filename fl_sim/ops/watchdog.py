@@ -44,6 +44,8 @@ def say(text: str) -> None:
 def serve(parent: int, grace: float, interval: float, fd: int = 0) -> int:
     """Follow what ``parent`` registers on ``fd`` until EOF, then end it all; exit code."""
     tree = proctree.Tree()
+    own = proctree.read_proc(parent)
+    leads_group = own is not None and own.pgid == parent  # fl-sim's job: its process group
     remove: dict[str, bool] = {}  # path -> remove at the end
     pending, normal = b"", False
     while True:
@@ -64,6 +66,11 @@ def serve(parent: int, grace: float, interval: float, fd: int = 0) -> int:
         tree.refresh()
         if os.getppid() != parent:  # died, while a forked child still holds the pipe open
             break
+
+    if leads_group:  # also what the tree missed: started and orphaned between two reads
+        for proc in proctree.snapshot().values():  # (Ray's agents when its raylet died)
+            if proc.pgid == parent and proc.alive:
+                tree.add(proc.pid)
 
     def to_end() -> list[proctree.Proc]:  # fl-sim may watch itself (its children): never it
         return [p for p in tree.refresh() if p.pid not in (parent, os.getpid())]
