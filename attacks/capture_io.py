@@ -7,12 +7,12 @@ and loaded with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import torch
 
 from attacks.types import Capture, PublicInfo
+from fl_sim.atomic_file import atomic_write
 
 FORMAT = "fl-sim-capture"
 VERSION = 1
@@ -37,11 +37,8 @@ def save_capture(capture: Capture, path: str | Path) -> Path:
 
 def write_private(path: Path, blob: object) -> None:
     """torch.save to ``path`` via a 0600 temporary file and an atomic rename."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
+    with atomic_write(path, perms=0o600) as fh:
         torch.save(blob, fh)
-    os.replace(tmp, path)
 
 
 def load_private(path: str | Path, what: str) -> object:

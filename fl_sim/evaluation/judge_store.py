@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fl_sim.atomic_file import atomic_write
 from fl_sim.config import RunConfig
 from fl_sim.data.loaders.base import time_major
 from fl_sim.data.registry import DataOptions, DataSplit, dataset_kind
@@ -193,7 +193,5 @@ def split_accuracy(model: nn.Module, data: DataSplit) -> float:
 
 def _save_atomic(blob: dict[str, Any], path: Path) -> None:
     """Write through a temporary file: a concurrent reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path, durable=False) as fh:
+        torch.save(blob, fh)

@@ -7,7 +7,6 @@ import base64
 import html
 import io
 import math
-import os
 import re
 import struct
 from collections.abc import Iterable, Sequence
@@ -15,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
+
+from fl_sim.atomic_file import atomic_write
 
 matplotlib.use("Agg")
 
@@ -225,14 +226,6 @@ def page(title: str, body: str) -> str:
 def write_atomic(path: Path, text: str) -> Path:
     """Write ``text`` via a temp file in the same dir and a rename: readers never see half."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with tmp.open("w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path, "w") as fh:
+        fh.write(text)
     return path

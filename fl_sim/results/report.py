@@ -12,6 +12,8 @@ from typing import Any
 import matplotlib
 import numpy as np
 
+from fl_sim.atomic_file import atomic_write
+
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
@@ -76,16 +78,11 @@ def write_rows(path: Path, rows: Sequence[Row]) -> None:
     path = Path(path)
     for i, row in enumerate(rows):
         check_columns(row, i)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with tmp.open("w", newline="") as fh:
+    with atomic_write(path, "w") as fh:
         writer = csv.writer(fh)
         writer.writerow(LEAKAGE_COLUMNS)
         for row in rows:
             writer.writerow(_cells(row))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def read_rows(path: Path) -> list[dict[str, object]]:

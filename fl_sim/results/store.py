@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from fl_sim.atomic_file import atomic_write
 from fl_sim.results.report import write_rows
 from fl_sim.results.schema import (
     FAULT,
@@ -290,16 +290,11 @@ class ResultsStore(SqliteFile):
     def export_faults_csv(self, path: str | Path) -> int:
         """Write every fault to ``path`` (temp file + rename); returns the count."""
         rows = self.fault_rows()
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        with tmp.open("w", newline="") as fh:
+        with atomic_write(path, "w") as fh:
             writer = csv.writer(fh)
             writer.writerow(FAULT_COLUMNS)
             for row in rows:
                 writer.writerow([c.to_csv(row[c.name]) for c in FAULT])
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
         return len(rows)
 
 
@@ -320,15 +315,5 @@ def _arm_round(row: Row) -> tuple[str, int]:
 
 def save_atomic(obj: object, path: Path) -> None:
     """torch.save via a temp file, fsync and rename: readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with tmp.open("wb") as fh:
+    with atomic_write(path) as fh:
         torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

