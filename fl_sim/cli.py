@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import os
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -233,8 +234,10 @@ def user_errors() -> tuple[type[Exception], ...]:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    # SIGTERM unwinds like Ctrl-C, so the SuperLink and simulation we started are stopped.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # SIGTERM unwinds like Ctrl-C, so the SuperLink and simulation we started are stopped;
+    # both first drop the out dir's run lock, so the ServerApp commits no further round.
+    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGINT, on_sigint)
     try:
         if args.command == "deploy-certs":
             return cmd_deploy_certs(args)
@@ -261,9 +264,35 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_judge(cfg, args.retrain)
     except user_errors() as err:
         parser.exit(2, f"fl-sim: error: {err}\n")
+    except OSError as err:  # the machine refused (disk full, permission, read-only): say so
+        parser.exit(2, f"fl-sim: error: {os_error_line(err)}\n")
+    except sqlite3.DatabaseError as err:
+        parser.exit(2, f"fl-sim: error: a results store could not be read or written: {err}\n")
     except KeyboardInterrupt:  # what we started is stopped on the way out
         sys.stderr.write("fl-sim: interrupted\n")
         end_descendants_and_exit(130)
+
+
+def on_sigterm(signum: int, frame: object) -> None:
+    from fl_sim.ops.outlock import release_held_locks
+
+    release_held_locks()
+    sys.exit(143)
+
+
+def on_sigint(signum: int, frame: object) -> None:
+    from fl_sim.ops.outlock import release_held_locks
+
+    release_held_locks()
+    raise KeyboardInterrupt
+
+
+def os_error_line(err: OSError) -> str:
+    """One line for an OSError: what failed on which file, e.g. "No space left on device:
+    /r/checkpoints/ann-r001.pt"."""
+    what = err.strerror or str(err) or type(err).__name__
+    files = [f for f in (err.filename, err.filename2) if f is not None]
+    return f"{what}: {' -> '.join(map(str, files))}" if files else what
 
 
 def end_descendants_and_exit(code: int) -> NoReturn:

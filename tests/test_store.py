@@ -245,7 +245,7 @@ def test_schema_v2_databases_open_and_resume(tmp_path: Path) -> None:
         assert table_shape(a) == table_shape(b)
         columns = [r[1] for r in a.execute("PRAGMA table_info(reconstructions)")]
         assert columns == ["id", *LEAKAGE_COLUMNS, "grid"]
-    with ResultsStore.open_existing(old) as store:
+    with ResultsStore.open_existing(old, writable=True) as store:
         store.start_run(RECORD)
         store.add_reconstructions([row(), row(sample=1, status="attack-failed", ssim=None)])
         store.add_fault("ann", 1, 5, None, "nan")

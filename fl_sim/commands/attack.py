@@ -13,8 +13,13 @@ def cmd_attack(cfg: RunConfig, paths: list[Path]) -> int:
     """Attack every capture file, score it if its ground truth lies beside it, and write
     ``attack.csv``, the reconstructions and (where scored) an image grid per capture. Exit
     code 1 if any capture's attack or scoring failed (its rows record it)."""
+    from fl_sim.results.preflight import check_out_dir
+
     out = Path(cfg.out)
+    check_out_dir(out)
     csv = out / "attack.csv"
+    if csv.is_dir():
+        raise ValueError(f"{csv} is a directory where the attack writes a file: move it away")
     if csv.exists() and not cfg.overwrite:
         raise FileExistsError(f"{csv} exists; choose another --out or set overwrite=true")
     # Every input is checked and read before the judge is prepared (possibly trained).

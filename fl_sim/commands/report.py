@@ -23,10 +23,18 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
 def cmd_report(args: argparse.Namespace) -> int:
     """Check every dir first (FileNotFoundError: one line, exit 2), then render and write."""
     from fl_sim.results.html_report import REPORT_HTML, check_report_dir, write_html_report
+    from fl_sim.results.preflight import check_out_dir, check_store
+    from fl_sim.results.store import DB_NAME
 
     for path in args.dirs:
         check_report_dir(path)
+        if (path / DB_NAME).exists():
+            check_store(path)
     default = args.dirs[0] / REPORT_HTML if len(args.dirs) == 1 else Path(REPORT_HTML)
-    written = write_html_report(args.dirs, args.out or default)
+    page = Path(args.out or default)
+    if page.is_dir():
+        raise ValueError(f"{page} is a directory: pass the page's file name with --out")
+    check_out_dir(page.parent)
+    written = write_html_report(args.dirs, page)
     print(f"fl-sim: wrote {written}")
     return 0

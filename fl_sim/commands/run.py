@@ -11,13 +11,38 @@ from fl_sim.config import RunConfig
 
 def cmd_run(cfg: RunConfig, keep_temp: bool = False, verbose: bool = False) -> int:
     """``fl-sim run``: one writer on the out dir at a time (its run lock, held throughout)."""
-    from fl_sim.federation.server_app import initial_model
     from fl_sim.ops.outlock import run_lock
 
-    for arm in cfg.federated_arms:
-        initial_model(cfg, arm)  # a warm start's checkpoint fits, before anything starts
+    preflight(cfg)
     with run_lock(cfg.out, "fl-sim run"):
         return _run_locked(cfg, keep_temp, verbose)
+
+
+def preflight(cfg: RunConfig) -> None:
+    """Everything ``run``/``deploy`` can check before it starts anything or writes anything
+    (``fl_sim.results.preflight``): the out dir, the output files, a warm start's checkpoint,
+    on resume the store and the checkpoints it continues from, and free disk space."""
+    from fl_sim.federation.server_app import initial_model
+    from fl_sim.results import preflight as check
+    from fl_sim.results.store import ResultsStore
+
+    out = Path(cfg.out)
+    check.check_out_dir(out)
+    if out.is_dir():
+        check.check_outputs(out)
+    # a warm start's checkpoint fits
+    states = {arm: initial_model(cfg, arm).state_dict() for arm in cfg.federated_arms}
+    left = {arm: cfg.rounds for arm in states}
+    if cfg.resume:
+        check.check_store(out)
+        check.check_checkpoints(out, states)
+        with ResultsStore.open_existing(out) as store:
+            left = {arm: max(0, cfg.rounds - store.last_round(arm)) for arm in states}
+    needed = sum(
+        check.expected_write_bytes([states[arm]], left[arm], cfg.clients, cfg.save_captures)
+        for arm in states
+    )
+    check.check_free_space(out, needed)
 
 
 def _run_locked(cfg: RunConfig, keep_temp: bool, verbose: bool) -> int:
@@ -99,11 +124,9 @@ def unfinished_arms(out: Path, cfg: RunConfig) -> str:
 
 def cmd_deploy(cfg: RunConfig, args: argparse.Namespace) -> int:
     """``fl-sim deploy``: holds the out dir's run lock throughout, like ``fl-sim run``."""
-    from fl_sim.federation.server_app import initial_model
     from fl_sim.ops.outlock import run_lock
 
-    for arm in cfg.federated_arms:
-        initial_model(cfg, arm)  # a warm start's checkpoint fits, before anything starts
+    preflight(cfg)
     with run_lock(cfg.out, "fl-sim deploy"):
         return _deploy_locked(cfg, args)
 

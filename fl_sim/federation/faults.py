@@ -12,6 +12,7 @@ import re
 
 import numpy as np
 from flwr.app import ArrayRecord, Message
+from flwr.common.constant import ErrorCode
 
 # A ClientApp's exception as the client re-raises it (``tag_client_error``), so that the
 # server, which only sees the error text, learns the partition and the original exception.
@@ -60,6 +61,30 @@ def client_error(reason: str) -> tuple[int | None, str]:
     if len(line) > MAX_REASON:
         line = line[: MAX_REASON - 3] + "..."
     return None, line or "(no reason given)"
+
+
+# Ray's own failures in a simulation: the engine was torn down (a signal, the CLI gone) or
+# broke, not the client: an actor that died or was cancelled, an empty actor pool.
+_ENGINE_FAILURE = re.compile(
+    r"ray\.exceptions\.|ActorDiedError|RayActorError|TaskCancelledError|"
+    r"cancelled before it started running|actor pool is empty"
+)
+
+
+class EngineFailure(RuntimeError):
+    """A reply says the simulation engine failed (``engine_failure``): the round is aborted,
+    not committed with its clients recorded as faulty."""
+
+
+def engine_failure(msg: Message) -> str | None:
+    """One line if ``msg`` is an error the simulation engine raised on a client's behalf
+    (never a ClientApp's own exception, which is the client's fault), else None."""
+    if not msg.has_error() or msg.error.code == ErrorCode.CLIENT_APP_RAISED_EXCEPTION:
+        return None
+    reason = msg.error.reason or ""
+    if _ENGINE_FAILURE.search(reason) is None:
+        return None
+    return client_error(reason)[1]
 
 
 def reply_fault(msg: Message, sent: ArrayRecord) -> str | None:

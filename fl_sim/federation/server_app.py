@@ -27,6 +27,7 @@ from fl_sim.federation.secagg import SecAggPlusGrid, SecAggSpec
 from fl_sim.federation.strategies import STRATEGIES, parse_strategy_options
 from fl_sim.federation.strategy import Eavesdropping, EavesdroppingFedSGD, Tap, tapped
 from fl_sim.federation.task import dataset_split, public_info
+from fl_sim.ops.outlock import supervisor_gone
 from fl_sim.ops.progress import Eta
 from fl_sim.results.html_report import REPORT_HTML
 from fl_sim.results.live_report import LiveReport
@@ -38,6 +39,10 @@ from models.public import model_for
 app = ServerApp()
 
 FAULTS_CSV = "faults.csv"
+
+
+class RunAborted(RuntimeError):
+    """The ServerApp stops without committing the round in flight."""
 
 
 class FaultLog:
@@ -100,6 +105,11 @@ class RoundRecorder:
         acc = split_accuracy(self.model, self.test)
         say(f"[{self.arm} r{server_round}] global model test accuracy {acc:.2%}")
         if server_round > self.done:
+            if supervisor_gone(self.store.out_dir):
+                raise RunAborted(
+                    f"[{self.arm} r{server_round}] the fl-sim command that started this run "
+                    "has stopped: the round is not committed (a resume redoes it)"
+                )
             self.store.commit_round(
                 self.arm,
                 server_round,

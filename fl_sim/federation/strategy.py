@@ -19,7 +19,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result, Strategy
 
-from fl_sim.federation.faults import client_error, reply_fault
+from fl_sim.federation.faults import EngineFailure, client_error, engine_failure, reply_fault
 from fl_sim.federation.secagg import split_masked
 from fl_sim.federation.training import sgd_step
 
@@ -131,6 +131,13 @@ class Eavesdropping:
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         server_round += self.round_offset
         replies = list(replies)
+        for msg in replies:
+            failure = engine_failure(msg)
+            if failure is not None:
+                raise EngineFailure(
+                    f"round {server_round}: the simulation engine failed ({failure}); the "
+                    "round is not committed"
+                )
         for msg in replies:
             client = reported_client(msg)
             if client is not None:

@@ -24,6 +24,7 @@ import httpx
 from fl_sim.config import RunConfig
 from fl_sim.ops import proctree, watchdog
 from fl_sim.ops.console import FLOWER_LOG, Console
+from fl_sim.ops.outlock import SUPERVISED_ENV
 from fl_sim.ops.tempdirs import temp_dir
 
 CONNECTION = "fl-sim"
@@ -73,6 +74,7 @@ def flower_env(flwr_home: Path) -> dict[str, str]:
         RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO="0",
         PYTHONUNBUFFERED="1",
     )
+    env[SUPERVISED_ENV] = "1"  # the ServerApp commits rounds only while we hold the run lock
     # Flower spawns flower-superexec, flwr-serverapp and flwr-clientapp by name: find ours.
     bindir = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join(p for p in (bindir, env.get("PATH", "")) if p)

@@ -4,6 +4,12 @@
 process that writes the results, holds ``.fl-sim-writer.lock`` for its lifetime. A second
 run or ``--resume`` on the same directory is refused while either is held, with the holder's
 pid. The kernel drops a lock when its holder dies, so a killed run leaves no stale lock.
+
+The run lock also tells a ServerApp started by an fl-sim command (``SUPERVISED_ENV`` set in
+the Flower processes' environment) whether that command still stands behind it: the
+command drops it the moment it dies or starts to stop the run, and from then on the
+ServerApp commits no round (``supervisor_gone``), so a kill never commits a round that the
+teardown damaged.
 """
 
 from __future__ import annotations
@@ -17,6 +23,17 @@ from types import TracebackType
 
 RUN_LOCK = ".fl-sim.lock"  # the fl-sim command running on the directory
 WRITER_LOCK = ".fl-sim-writer.lock"  # the ServerApp writing results into it
+SUPERVISED_ENV = "FL_SIM_SUPERVISED"  # "1": the run lock's holder started this ServerApp
+
+
+_HELD: set[OutLock] = set()  # locks this process holds now
+
+
+def release_held_locks() -> None:
+    """Drop every lock this process holds: the first thing an interrupted fl-sim command
+    does (its signal handler), so its ServerApp stops committing before the teardown."""
+    for lock in list(_HELD):
+        lock.release()
 
 
 class OutDirBusy(FileExistsError):
@@ -50,13 +67,16 @@ class OutLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {self.holder}\n".encode(), 0)
         self._fd = fd
+        _HELD.add(self)
         return self
 
     def release(self) -> None:
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-            os.close(self._fd)  # closing the only descriptor drops the lock
-            self._fd = None
+        _HELD.discard(self)
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            os.close(fd)  # closing the only descriptor drops the lock
 
     def __enter__(self) -> OutLock:
         return self.acquire()
@@ -68,6 +88,22 @@ class OutLock:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+def is_held(out_dir: str | Path, name: str) -> bool:
+    """Whether some process holds ``name`` in ``out_dir`` (a shared lock taken and dropped
+    at once; nothing is written)."""
+    try:
+        fd = os.open(Path(out_dir) / name, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # drops the shared lock, if taken
+    return False
 
 
 def check_free(out_dir: str | Path, name: str) -> None:
@@ -83,6 +119,13 @@ def run_lock(out_dir: str | Path, holder: str) -> Iterator[OutLock]:
     with OutLock(out_dir, RUN_LOCK, holder) as lock:
         check_free(out_dir, WRITER_LOCK)
         yield lock
+
+
+def supervisor_gone(out_dir: str | Path) -> bool:
+    """Whether this process was started by an fl-sim command that has since died or begun
+    to stop the run (it no longer holds the run lock). False when not started by one (a
+    ServerApp under a SuperLink of its own, e.g. in a container)."""
+    return os.environ.get(SUPERVISED_ENV) == "1" and not is_held(out_dir, RUN_LOCK)
 
 
 def writer_lock(out_dir: str | Path) -> OutLock:

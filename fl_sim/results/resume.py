@@ -86,7 +86,10 @@ def check_resumable(stored: RunConfig, cfg: RunConfig) -> None:
 def resume_config(out_dir: str | Path, changes: Mapping[str, Any] = {}) -> RunConfig:  # noqa: B006
     """The stored config of ``out_dir`` with ``changes`` (e.g. ``rounds``) applied and
     checked, set to resume there."""
+    from fl_sim.results.preflight import check_store
+
     out = Path(out_dir).expanduser().resolve()
+    check_store(out)  # read-only: a damaged or foreign store is refused, not rewritten
     with ResultsStore.open_existing(out) as store:
         stored = stored_config(store)
     cfg = RunConfig.from_mapping(changes, stored)

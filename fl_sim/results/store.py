@@ -64,20 +64,22 @@ class PendingRound:
 class ResultsStore(SqliteFile):
     """``<out>/results.sqlite``: runs, finished rounds, captures, reconstructions, faults."""
 
-    def __init__(self, out_dir: str | Path) -> None:
+    def __init__(self, out_dir: str | Path, readonly: bool = False) -> None:
         self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        super().__init__(self.out_dir / DB_NAME, SCHEMA_SQL, SCHEMA_VERSION)
+        if not readonly:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        super().__init__(self.out_dir / DB_NAME, SCHEMA_SQL, SCHEMA_VERSION, readonly)
         self.run_id: int | None = None
         self.pending: dict[tuple[str, int], PendingRound] = {}
 
     @classmethod
-    def open_existing(cls, out_dir: str | Path) -> ResultsStore:
-        """The store of an earlier run; a clear error if ``out_dir`` has none."""
+    def open_existing(cls, out_dir: str | Path, writable: bool = False) -> ResultsStore:
+        """The store of an earlier run, read-only unless ``writable``; a clear error if
+        ``out_dir`` has none, or one that is damaged or not a results store."""
         path = Path(out_dir) / DB_NAME
         if not path.is_file():
             raise FileNotFoundError(f"{Path(out_dir)} holds no {DB_NAME}: nothing to resume")
-        return cls(out_dir)
+        return cls(out_dir, readonly=not writable)
 
     # ------------------------------------------------------------------ runs
 
