@@ -74,7 +74,6 @@ def flower_env(flwr_home: Path) -> dict[str, str]:
         RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO="0",
         PYTHONUNBUFFERED="1",
     )
-    env[SUPERVISED_ENV] = "1"  # the ServerApp commits rounds only while we hold the run lock
     # Flower spawns flower-superexec, flwr-serverapp and flwr-clientapp by name: find ours.
     bindir = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join(p for p in (bindir, env.get("PATH", "")) if p)
@@ -234,6 +233,8 @@ class LocalSuperLink:
             "--host", "127.0.0.1", "--port", str(self.port),
         ]  # fmt: skip
         env = flower_env(self.flwr_home)
+        env[SUPERVISED_ENV] = "1"  # its ServerApp commits rounds only while fl-sim run holds
+        # the out dir's run lock
         if "RAY_TMPDIR" not in os.environ and len(str(self.flwr_home)) <= RAY_TMPDIR_MAX:
             env["RAY_TMPDIR"] = str(self.flwr_home)  # Ray's session dir goes with the home
         self._managed = ManagedProcess("flower-superlink", cmd, env, self.log_path).start()
