@@ -236,8 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the SuperLink and simulation we started are stopped;
     # both first drop the out dir's run lock, so the ServerApp commits no further round.
-    signal.signal(signal.SIGTERM, on_sigterm)
-    signal.signal(signal.SIGINT, on_sigint)
+    signal.signal(signal.SIGTERM, on_stop_signal)
+    signal.signal(signal.SIGINT, on_stop_signal)
     try:
         if args.command == "deploy-certs":
             return cmd_deploy_certs(args)
@@ -273,18 +273,14 @@ def main(argv: list[str] | None = None) -> int:
         end_descendants_and_exit(130)
 
 
-def on_sigterm(signum: int, frame: object) -> None:
+def on_stop_signal(signum: int, frame: object) -> None:
+    """SIGINT / SIGTERM: drop the out dir's locks, then unwind (KeyboardInterrupt / exit 143)."""
     from fl_sim.ops.outlock import release_held_locks
 
     release_held_locks()
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
     sys.exit(143)
-
-
-def on_sigint(signum: int, frame: object) -> None:
-    from fl_sim.ops.outlock import release_held_locks
-
-    release_held_locks()
-    raise KeyboardInterrupt
 
 
 def os_error_line(err: OSError) -> str:

@@ -24,7 +24,6 @@ def preflight(cfg: RunConfig) -> None:
     on resume the store and the checkpoints it continues from, and free disk space."""
     from fl_sim.federation.server_app import initial_model
     from fl_sim.results import preflight as check
-    from fl_sim.results.store import ResultsStore
 
     out = Path(cfg.out)
     check.check_out_dir(out)
@@ -32,17 +31,13 @@ def preflight(cfg: RunConfig) -> None:
         check.check_outputs(out)
     # a warm start's checkpoint fits
     states = {arm: initial_model(cfg, arm).state_dict() for arm in cfg.federated_arms}
-    left = {arm: cfg.rounds for arm in states}
-    if cfg.resume:
-        check.check_store(out)
-        check.check_checkpoints(out, states)
-        with ResultsStore.open_existing(out) as store:
-            left = {arm: max(0, cfg.rounds - store.last_round(arm)) for arm in states}
-    needed = sum(
-        check.expected_write_bytes([states[arm]], left[arm], cfg.clients, cfg.save_captures)
-        for arm in states
+    done = {arm: 0 for arm in states}
+    if cfg.resume:  # its store passed check_store when the config was read from it
+        done = check.check_checkpoints(out, states)
+    left = {arm: max(0, cfg.rounds - n) for arm, n in done.items()}
+    check.check_free_space(
+        out, check.expected_write_bytes(left, states, cfg.clients, cfg.save_captures)
     )
-    check.check_free_space(out, needed)
 
 
 def _run_locked(cfg: RunConfig, keep_temp: bool, verbose: bool) -> int:

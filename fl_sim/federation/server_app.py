@@ -31,6 +31,7 @@ from fl_sim.ops.outlock import supervisor_gone
 from fl_sim.ops.progress import Eta
 from fl_sim.results.html_report import REPORT_HTML
 from fl_sim.results.live_report import LiveReport
+from fl_sim.results.preflight import state_mismatch
 from fl_sim.results.report import write_report
 from fl_sim.results.resume import check_resumable, stored_config
 from fl_sim.results.store import CHECKPOINTS, DB_NAME, ResultsStore, save_atomic
@@ -221,9 +222,7 @@ def load_init_checkpoint(
     expected = model.state_dict()
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"init_checkpoint: {path} is not a state dict of tensors")
-    wrong = sorted(set(state) ^ set(expected)) + sorted(
-        k for k in set(state) & set(expected) if state[k].shape != expected[k].shape
-    )
+    wrong = state_mismatch(state, expected)
     if wrong:
         raise ValueError(
             f"init_checkpoint: {path} does not fit arm {arm}'s {type(model).__name__}: "

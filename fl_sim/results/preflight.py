@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -79,8 +79,6 @@ def check_store(out: Path) -> None:
         raise FileNotFoundError(f"{out} holds no {DB_NAME}: nothing to resume")
     if not path.is_file():
         raise Refused(f"{path} is not a file: {out} holds no results store to continue")
-    if path.stat().st_size == 0:
-        raise Refused(f"{path} is an empty file, not a results store: nothing to continue")
     try:
         conn = open_readonly(path)
         try:
@@ -92,20 +90,33 @@ def check_store(out: Path) -> None:
     if problems != ["ok"]:
         first = problems[0] if problems else "no answer"
         raise Refused(str(damaged(path, sqlite3.DatabaseError(first))))
-    with ResultsStore.open_existing(out) as store:  # schema version, a recorded run
+    with ResultsStore.open_existing(out) as store:  # schema version, not empty, a run
         store.run_config()
 
 
-def check_checkpoints(out: Path, expected: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
+def check_checkpoints(
+    out: Path, expected: Mapping[str, Mapping[str, torch.Tensor]]
+) -> dict[str, int]:
     """The latest checkpoint of each arm in ``expected`` (arm -> a state dict of the
-    arm's model) exists and loads as a state dict of that model (names and shapes)."""
+    arm's model) exists and loads as a state dict of that model (names and shapes);
+    returns each arm's last committed round (0: none, it starts from its initial model)."""
     with ResultsStore.open_existing(out) as store:
         latest = {arm: store.latest_checkpoint(arm) for arm in expected}
     for arm, found in latest.items():
-        if found is None:
-            continue  # no finished round: the arm starts from its initial model
-        server_round, path = found
-        check_checkpoint(path, f"arm {arm}'s checkpoint after round {server_round}", expected[arm])
+        if found is not None:
+            server_round, path = found
+            what = f"arm {arm}'s checkpoint after round {server_round}"
+            check_checkpoint(path, what, expected[arm])
+    return {arm: 0 if found is None else found[0] for arm, found in latest.items()}
+
+
+def state_mismatch(
+    state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]
+) -> list[str]:
+    """Names missing from or extra in ``state``, then those of another shape, sorted."""
+    return sorted(set(state) ^ set(expected)) + sorted(
+        k for k in set(state) & set(expected) if state[k].shape != expected[k].shape
+    )
 
 
 def check_checkpoint(path: Path, what: str, expected: Mapping[str, torch.Tensor]) -> None:
@@ -122,9 +133,7 @@ def check_checkpoint(path: Path, what: str, expected: Mapping[str, torch.Tensor]
         ) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise Refused(f"{path} ({what}) is not a state dict of tensors: {advice}")
-    wrong = sorted(set(state) ^ set(expected)) + sorted(
-        k for k in set(state) & set(expected) if state[k].shape != expected[k].shape
-    )
+    wrong = state_mismatch(state, expected)
     if wrong:
         raise Refused(f"{path} ({what}) does not fit the model ({', '.join(wrong[:4])}): {advice}")
 
@@ -135,20 +144,19 @@ def state_bytes(state: Mapping[str, torch.Tensor]) -> int:
 
 
 def expected_write_bytes(
-    states: Iterable[Mapping[str, torch.Tensor]],
-    rounds: int,
+    rounds: Mapping[str, int],
+    states: Mapping[str, Mapping[str, torch.Tensor]],
     clients: int,
     save_captures: bool,
 ) -> int:
-    """A generous estimate of what a run of ``rounds`` more rounds writes: per arm and round
-    a checkpoint (and, with saved captures, each client's update and the global model it
-    was computed at), an image grid and rows; plus a fixed margin."""
+    """A generous estimate of what ``rounds`` more rounds per arm write: per arm and round
+    a checkpoint of the arm's model (``states``; with saved captures also each client's
+    update and the global model it was computed at), an image grid and rows; plus a margin."""
     total = MARGIN_BYTES
-    for state in states:
-        per_round = state_bytes(state) + ROUND_EXTRA_BYTES
-        if save_captures:
-            per_round += clients * 2 * state_bytes(state)
-        total += rounds * per_round
+    for arm, left in rounds.items():
+        size = state_bytes(states[arm])
+        per_round = size + ROUND_EXTRA_BYTES + (clients * 2 * size if save_captures else 0)
+        total += left * per_round
     return total
 
 

@@ -52,8 +52,8 @@ class SqliteFile:
             else:
                 self.conn = sqlite3.connect(path, isolation_level=None, timeout=30)
                 self.conn.row_factory = sqlite3.Row
-        except sqlite3.Error as err:
-            raise damaged(path, err) from None
+        except sqlite3.Error as err:  # e.g. no permission: not a damaged file
+            raise StoreDamaged(f"{path} cannot be opened ({err})") from None
         try:
             if not readonly:
                 self.conn.execute("PRAGMA journal_mode=WAL")
