@@ -7,12 +7,12 @@ and loaded with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import torch
 
 from attacks.types import Capture, PublicInfo
-from fl_sim.atomic_file import atomic_write
 
 FORMAT = "fl-sim-capture"
 VERSION = 1
@@ -36,9 +36,18 @@ def save_capture(capture: Capture, path: str | Path) -> Path:
 
 
 def write_private(path: Path, blob: object) -> None:
-    """torch.save to ``path`` via a 0600 temporary file and an atomic rename."""
-    with atomic_write(path, perms=0o600) as fh:
-        torch.save(blob, fh)
+    """torch.save to ``path`` via a 0600 temporary file and an atomic rename; the temporary
+    file is removed if the write fails. (Not ``fl_sim.atomic_file``: attack code imports
+    nothing from fl_sim, the threat model's boundary.)"""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(blob, fh)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_private(path: str | Path, what: str) -> object:
