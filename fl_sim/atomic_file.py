@@ -32,6 +32,10 @@ def atomic_write(
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_write mode {mode!r}; valid: wb, w")
     path = Path(path)
+    if path.parent.exists() and not path.parent.is_dir():  # mkdir would say "File exists"
+        raise NotADirectoryError(
+            f"{path.parent} is a file where a directory is needed; move it away"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_dir():  # os.replace would fail after the whole write
         raise IsADirectoryError(f"{path} is a directory, not a file; move it away")
@@ -45,9 +49,12 @@ def atomic_write(
             if durable:
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(err, OSError) and err.filename is None and err.errno is not None:
+            # a failed write names no file ("No space left on device"): name the target
+            raise type(err)(err.errno, err.strerror, str(path)) from err
         raise
     if durable:
         with contextlib.suppress(OSError):  # some file systems cannot fsync a directory

@@ -155,10 +155,14 @@ def test_too_little_disk_is_refused_before_anything_is_written(tmp_path: Path) -
 def test_a_failed_atomic_write_leaves_no_temp_file_and_the_old_file(tmp_path: Path) -> None:
     target = tmp_path / "ckpt.pt"
     target.write_bytes(b"old")
-    with pytest.raises(OSError, match="No space left"), atomic_write(target) as fh:
+    with pytest.raises(OSError, match="No space left") as err, atomic_write(target) as fh:
         fh.write(b"partial")
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as a full disk fails a write
+    assert err.value.filename == str(target) and err.value.errno == errno.ENOSPC  # named
     assert target.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [target]
+    below = pytest.raises(NotADirectoryError, match="ckpt.pt is a file where a directory")
+    with below, atomic_write(target / "below.pt"):
+        pass
     (tmp_path / "dir.csv").mkdir()
     with pytest.raises(IsADirectoryError), atomic_write(tmp_path / "dir.csv", "w") as fh:
         fh.write("never")

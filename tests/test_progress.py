@@ -128,3 +128,62 @@ def test_progress_pattern() -> None:
     assert PROGRESS.match("[ann r3] attacks 4/12, 1.0s elapsed")["kind"] == "attacks"
     assert PROGRESS.match("[snn] rounds 3/10, 1.0s elapsed")["total"] == "10"
     assert PROGRESS.match("[ann r3 c1] idlg: ssim 1.000") is None
+
+
+SERVER_FAILURE = [
+    "\x1b[92mINFO \x1b[0m:      Global evaluation\n",
+    "\x1b[91mERROR \x1b[0m:     ClientApp raised an exception\n",
+    "Traceback (most recent call last):\n",
+    '  File "/tmp/app/fl_sim/federation/client_app.py", line 9, in train\n',
+    "ValueError: a client fault the run survives\n",
+    "\x1b[91mERROR \x1b[0m:     Simulation raised an exception\n",
+    "Traceback (most recent call last):\n",
+    '  File "/venv/lib/python3.11/site-packages/flwr/simulation/app.py", line 337, in run\n',
+    "    simulation_result = _run_simulation(\n",
+    "                        ^^^^^^^^^^^^^^^^\n",
+    '  File "/tmp/fl-sim-flwr-x/apps/fl-sim.0.1.0/fl_sim/results/store.py", line 193, in '
+    "commit_round\n",
+    "    save_atomic(state, path)\n",
+    '  File "/root/.pyenv/versions/3.11.7/lib/python3.11/pathlib.py", line 1116, in mkdir\n',
+    "    os.mkdir(self, mode)\n",
+    "StoreDamaged: /o/results.sqlite is damaged: move it away\n",
+    "\x1b[91mERROR \x1b[0m:     Exit Code: 700\n",
+]
+
+
+def test_the_failure_hint_is_the_root_cause_of_the_servers_traceback(tmp_path: Path) -> None:
+    out = io.StringIO()
+    with Console(tmp_path / "flower.log", out=out, terminal=False) as console:
+        for line in SERVER_FAILURE:
+            console.feed(line)
+    assert out.getvalue() == ""  # the whole traceback, any exception name, went to the log
+    cause = console.root_cause()
+    assert cause is not None and cause.type == "StoreDamaged"  # not the client's ValueError
+    assert cause.where == "fl_sim/results/store.py:193 in commit_round"  # ours, not pathlib's
+    assert console.failure_hint() == (
+        "StoreDamaged: /o/results.sqlite is damaged: move it away (at "
+        f"fl_sim/results/store.py:193 in commit_round); Flower's log: {tmp_path / 'flower.log'}"
+    )
+
+
+def test_root_cause_takes_the_last_of_chained_exceptions_and_none_without_a_traceback() -> None:
+    from fl_sim.ops.root_cause import RootCause, project_path, root_cause
+
+    lines = [
+        "Traceback (most recent call last):",
+        '  File "/a/fl_sim/x.py", line 1, in f',
+        "KeyError: 'k'",
+        "",
+        "During handling of the above exception, another exception occurred:",
+        "",
+        "Traceback (most recent call last):",
+        '  File "/a/attacks/y.py", line 2, in g',
+        "ray.exceptions.ActorDiedError: The actor died",
+        "  more detail",
+    ]
+    assert root_cause(lines) == RootCause(
+        "ray.exceptions.ActorDiedError", "The actor died", "attacks/y.py:2 in g"
+    )
+    assert root_cause(["ERROR :     Exit Code: 700"]) is None
+    assert project_path("/v/lib/python3.11/site-packages/flwr/models/x.py") is None
+    assert project_path("/tmp/fl_sim/ops/a.py") == "fl_sim/ops/a.py"

@@ -71,7 +71,10 @@ def _run_locked(cfg: RunConfig, keep_temp: bool, verbose: bool) -> int:
         code = run_simulation(cfg, console, keep_temp=keep_temp)
     if code != 0:
         hint = console.failure_hint()
-        print(f"fl-sim: flwr run exited with code {code}: {hint}", file=sys.stderr)
+        print(
+            f"fl-sim: flwr run exited with code {code}: {hint}. {resume_advice(out)}",
+            file=sys.stderr,
+        )
         return code
     return check_results(out, cfg, console.failure_hint())
 
@@ -83,11 +86,8 @@ def check_results(out: Path, cfg: RunConfig, hint: str = "see the log above") ->
 
     unfinished = unfinished_arms(out, cfg)
     if unfinished:
-        print(
-            f"fl-sim: the run stopped early ({unfinished}): {hint}. Finished rounds "
-            f"are kept: continue with `fl-sim run --resume {out}`",
-            file=sys.stderr,
-        )
+        print(f"fl-sim: the run stopped early ({unfinished}): {hint}. {resume_advice(out)}",
+              file=sys.stderr)  # fmt: skip
         return 1
     if cfg.attacks and not (out / LEAKAGE_CSV).exists():
         print(f"fl-sim: the run wrote no {out / LEAKAGE_CSV}: {hint}", file=sys.stderr)
@@ -95,6 +95,24 @@ def check_results(out: Path, cfg: RunConfig, hint: str = "see the log above") ->
     names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))  # not locks
     print(f"fl-sim: wrote {', '.join(names)} in {out}")
     return 0
+
+
+def resume_advice(out: Path) -> str:
+    """What to do after a failed run: resume where a resume's preflight passes now, else
+    why it would be refused (a cause that outlives the run, e.g. a file in a directory's
+    place or a full disk), so the advice never repeats the failure it follows."""
+    import sqlite3
+
+    from fl_sim.results.resume import resume_config
+    from fl_sim.results.store import DB_NAME
+
+    if not (out / DB_NAME).is_file():
+        return "Nothing was recorded: fix the cause and start the run again"
+    try:
+        preflight(resume_config(out))
+    except (ValueError, OSError, sqlite3.Error) as err:
+        return f"Finished rounds are kept, but a resume would be refused now: {err}"
+    return f"Finished rounds are kept: continue with `fl-sim run --resume {out}`"
 
 
 def preload_data(cfg: RunConfig) -> None:

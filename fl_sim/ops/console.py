@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from fl_sim.ops.progress import PROGRESS, is_terminal
+from fl_sim.ops.root_cause import EXCEPTION, RootCause, root_cause
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 FLOWER_RECORD = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)\s*:")
 FLWR_CLI = re.compile(
     r"^(Using SuperLink|Successfully (started run|installed|built)|Loading project|"
-    r"Starting logstream)"
+    r"Starting logstream|An unhandled exception occurred|For more information, visit:)"
 )
 # Lines that continue a Flower record: indented, blank, or a traceback's frames and error.
 CONTINUATION = re.compile(
@@ -29,6 +30,7 @@ CONTINUATION = re.compile(
 )
 FLOWER_LOG = "flower.log"
 ERROR_TAIL = 12  # lines of the last Flower error record kept for the failure message
+ERROR_LINES = 2000  # lines of all error records kept to find the root cause
 
 
 def strip_ansi(text: str) -> str:
@@ -60,7 +62,10 @@ class Console:
             self.log = open(log_path, mode, encoding="utf-8")  # noqa: SIM115 - closed in close()
         self.in_flower = False  # the previous line belonged to a Flower record
         self.last_error: list[str] = []  # the last ERROR record, for a failure message
+        self.error_lines: list[str] = []  # lines of ERROR records but a ClientApp's
         self.in_error = False
+        self.in_traceback = False  # inside a traceback's frames, before its exception line
+        self.in_cause = False  # in an error record that may say why a run stopped
         self.bars: dict[str, Any] = {}
 
     def feed(self, raw: str) -> None:
@@ -69,13 +74,24 @@ class Console:
         if FLOWER_RECORD.match(line) or FLWR_CLI.match(line):
             self.in_flower = True
             self.in_error = line.startswith(("ERROR", "CRITICAL"))
+            self.in_traceback = False
+            # a ClientApp's exception is a client fault the run survives, not why it stopped
+            self.in_cause = self.in_error and "ClientApp" not in line
             if self.in_error:
                 self.last_error = []
+        elif self.in_flower and self.in_traceback and EXCEPTION.match(line):
+            self.in_traceback = False  # the exception that ends a traceback, of any name
         elif not (self.in_flower and CONTINUATION.match(line)):
-            self.in_flower = self.in_error = False
+            self.in_flower = self.in_error = self.in_traceback = False
+        elif line.startswith("Traceback "):
+            self.in_traceback = True
         if self.in_flower:
             if self.in_error:
                 self.last_error = (self.last_error + [line])[-ERROR_TAIL:]
+            if self.in_error and self.in_cause:
+                self.error_lines.append(line)
+                if len(self.error_lines) > 2 * ERROR_LINES:
+                    del self.error_lines[:-ERROR_LINES]
             if self.log is not None:
                 self.log.write(line + "\n")
                 self.log.flush()
@@ -116,9 +132,17 @@ class Console:
             self.out.write(line + "\n")
             self.out.flush()
 
+    def root_cause(self) -> RootCause | None:
+        """The exception that ended the last traceback Flower logged here, if any."""
+        return root_cause(self.error_lines)
+
     def failure_hint(self) -> str:
-        """Where to look after a failed run: the last Flower error's first and last line."""
+        """Why a run failed: the root cause of the last traceback (exception, message, where
+        in our code), else the last Flower error's first and last line; and the log file."""
         where = f"; Flower's log: {self.log_path}" if self.log_path else ""
+        cause = self.root_cause()
+        if cause is not None:
+            return f"{cause}{where}"
         if not self.last_error:
             return where.lstrip("; ")
         first, last = self.last_error[0], self.last_error[-1]
