@@ -37,8 +37,17 @@ import torch
 
 from attacks import ATTACKS
 from attacks.registry import CHAINS
+from experiments.cells import (
+    Job,
+    identity_of,
+    load_images,
+    open_store,
+    run_cells,
+    stored_rows,
+)
 from experiments.parsing import OneLineErrorParser
-from experiments.trials import add_common_args, fresh_capture, ordered_results, trial_outcomes
+from experiments.trials import add_common_args, fresh_capture, trial_outcomes
+from fl_sim.atomic_file import atomic_write
 from fl_sim.config import RunConfig, parse_overrides
 from fl_sim.evaluation.audit import GroundTruth
 from fl_sim.evaluation.judge import Judge, ensure_judge
@@ -46,11 +55,10 @@ from fl_sim.evaluation.leakage import Target
 from fl_sim.federation.task import dataset_split
 from fl_sim.ops.ray_tasks import RaySettings
 from fl_sim.results.report import (
-    append_rows,
     cell_number,
-    read_rows,
     save_grid,
     write_report,
+    write_rows,
 )
 from fl_sim.results.schema import ATTACK_FAILED, SCORE_FAILED
 from fl_sim.results.stats import METRIC_BOUNDS, t_interval, wilson_interval
@@ -251,26 +259,36 @@ def write_grids(
 # --------------------------------------------------------------------------- one digit
 
 
-def attack_digit(
-    cfg: RunConfig, victims: Sequence[Victim], index: int, keep_images: bool
-) -> tuple[list[dict[str, object]], Images]:
-    """Every attack of ``cfg.attacks`` on training digit ``index``, on each victim freshly
-    initialised from the digit's seed: the leakage rows and, if ``keep_images``, the
-    reconstructions matched to the digit (NaN where an attack or its scoring failed)."""
+def attack_cell(
+    cfg: RunConfig, victim: Victim, index: int, keep_images: bool
+) -> tuple[list[dict[str, object]], dict[str, np.ndarray] | None]:
+    """One cell: every attack of ``cfg.attacks`` on training digit ``index`` against
+    ``victim``, freshly initialised from the digit's seed: the leakage rows and, if
+    ``keep_images``, the reconstructions by attack matched to the digit (NaN where an attack
+    or its scoring failed)."""
     torch.set_num_threads(1)
     data = dataset_split(cfg, "train")
     truth = GroundTruth(data.take(slice(index, index + 1)), data.labels[index : index + 1])
     judge = ensure_judge(cfg, log=lambda _: None)
-    rows: list[dict[str, object]] = []
-    images: Images = {}
-    for victim in victims:
-        vcfg = victim.config(cfg)
-        capture = fresh_capture(vcfg, victim.arm, index, truth)
-        outcomes = trial_outcomes([Target(victim.name, capture, truth)], vcfg, judge)
-        rows += [row for outcome in outcomes for row in outcome.rows]
-        if keep_images:
-            images[victim.name] = {o.attack: np.asarray(o.images)[0] for o in outcomes}
+    vcfg = victim.config(cfg)
+    capture = fresh_capture(vcfg, victim.arm, index, truth)
+    outcomes = trial_outcomes([Target(victim.name, capture, truth)], vcfg, judge)
+    rows = [row for outcome in outcomes for row in outcome.rows]
+    images = {o.attack: np.asarray(o.images)[0] for o in outcomes} if keep_images else None
     return rows, images
+
+
+def grid_images(
+    out: Path, indices: Sequence[int], victims: Sequence[str]
+) -> tuple[list[int], list[Images]]:
+    """The stored reconstructions of the digits ``indices`` that every victim has."""
+    shown, images = [], []
+    for index in indices:
+        found = {v: load_images(out, v, index) for v in victims}
+        if all(found.values()):
+            shown.append(index)
+            images.append({v: dict(f) for v, f in found.items() if f is not None})
+    return shown, images
 
 
 # --------------------------------------------------------------------------- main
@@ -385,10 +403,14 @@ def main(argv: list[str] | None = None) -> None:
     if not 1 <= args.samples <= len(data):
         parser.error(f"--samples must be in 1..{len(data)}, got {args.samples}")
     out: Path = args.out
-    csv_path = out / "leakage.csv"
-    if csv_path.exists():
-        parser.error(f"{csv_path} exists; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    names = [v.name for v in victims]
+    identity = identity_of(
+        "attacker_strength", cfg, samples=args.samples, victims=names, attacks=list(attacks)
+    )
+    try:
+        store = open_store(out, args.resume, identity)
+    except (ValueError, OSError) as err:
+        parser.error(str(err))
 
     # the same digits as experiments.untrained_leakage with the same seed
     indices = [
@@ -396,7 +418,6 @@ def main(argv: list[str] | None = None) -> None:
         for i in np.random.default_rng(cfg.seed).choice(len(data), args.samples, replace=False)
     ]
     judge = ensure_judge(cfg)
-    names = [v.name for v in victims]
     print(
         f"{args.samples} {cfg.dataset} digits x {len(victims)} victims ({', '.join(names)}; "
         f"family {cfg.victim}) x {len(attacks)} attacks ({', '.join(attacks)}), "
@@ -404,40 +425,44 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     start = time.perf_counter()
-    jobs = [(cfg, victims, index, pos < GRID_DIGITS) for pos, index in enumerate(indices)]
-    grid_images: list[Images] = []
-    for done, (rows, images) in enumerate(
-        ordered_results(attack_digit, jobs, args.workers, RaySettings.of(cfg)), 1
-    ):
-        append_rows(csv_path, rows)
-        if images:
-            grid_images.append(images)
-        elapsed = time.perf_counter() - start
-        eta = elapsed / done * (len(jobs) - done)
-        print(
-            f"{done}/{len(jobs)} digits, {_duration(elapsed)} elapsed, ETA {_duration(eta)}",
-            flush=True,
+    jobs = [
+        Job(victim.name, index, (cfg, victim, index, pos < GRID_DIGITS))
+        for pos, index in enumerate(indices)
+        for victim in victims
+    ]  # digit by digit: every victim's first digits come first
+    with store:
+        failures = run_cells(
+            store, attack_cell, jobs, args.workers, RaySettings.of(cfg), "attacker_strength"
         )
+        rows = stored_rows(store, jobs)
+        seconds = sum(store.seconds(name) for name in names)
     elapsed = time.perf_counter() - start
 
-    rows = read_rows(csv_path)
+    write_rows(out / "leakage.csv", rows)
     write_report(out, rows)
     records = strength_rows(rows, names, attacks, data.num_classes, judge.accuracy)
     write_strength_csv(out / "strength.csv", records)
-    shown = indices[:GRID_DIGITS]
+    shown, images = grid_images(out, indices[:GRID_DIGITS], names)
     truth = data.take(shown).numpy()
     captions = [f"#{i} y={int(data.labels[i])}" for i in shown]
-    grids = write_grids(out, truth, captions, grid_images, names, attacks)
+    grids = write_grids(out, truth, captions, images, names, attacks) if shown else []
     command = " ".join(
         ["python -m experiments.attacker_strength", *(sys.argv[1:] if argv is None else argv)]
     )
     setting = (
         f"{args.samples} {cfg.dataset} training digits (seed {cfg.seed}), victim family "
-        f"`{cfg.victim}`; {_duration(elapsed)} with {args.workers} worker(s)"
+        f"`{cfg.victim}`; {_duration(elapsed)} with {args.workers} worker(s) in this "
+        f"invocation, {_duration(seconds)} of worker time over all cells"
     )
+    if failures:
+        setting += (
+            f"; {len(failures)} cells failed and are not in the table (rerun with --resume): "
+            + "; ".join(failures[:3])
+        )
     header = _header(command, setting, cfg, judge, data.num_classes, grids)
     text = strength_markdown(records, names, header, 100.0 / data.num_classes)
-    (out / "strength.md").write_text(text)
+    with atomic_write(out / "strength.md", "w") as fh:
+        fh.write(text)
     print(text, end="")
     for name in names:
         print(best_line(best_attack(records, name)))

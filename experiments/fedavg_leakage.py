@@ -18,7 +18,6 @@ Rows go to ``OUT/leakage.csv`` (``client`` is the trial index) and a summary is 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 
@@ -27,7 +26,9 @@ import torch
 
 from attacks import Capture
 from attacks.local_update import observed_update
-from experiments.trials import add_common_args, leakage_csv, run_trials, trial_rows
+from experiments.cells import Job, identity_of, run_experiment
+from experiments.parsing import OneLineErrorParser
+from experiments.trials import add_common_args, trial_rows
 from fl_sim.config import RunConfig
 from fl_sim.data.loaders.base import time_major
 from fl_sim.evaluation.audit import GroundTruth
@@ -64,7 +65,9 @@ def attack_trial(cfg: RunConfig, trial: int, indices: np.ndarray) -> list[dict[s
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = OneLineErrorParser(
+        prog="python -m experiments.fedavg_leakage", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--trials", type=int, default=10)
     add_common_args(parser, "results/fedavg")
     args = parser.parse_args(argv)
@@ -76,11 +79,11 @@ def main(argv: list[str] | None = None) -> None:
     draws = [
         rng.choice(len(data), cfg.samples_per_round, replace=False) for _ in range(args.trials)
     ]
-    csv = leakage_csv(parser, args.out)
+    identity = identity_of("fedavg_leakage", cfg, trials=args.trials)
     ensure_judge(cfg)
     start = time.perf_counter()
-    jobs = [(cfg, t, d) for t, d in enumerate(draws)]
-    rows = run_trials(attack_trial, jobs, csv, args.workers, "trials", RaySettings.of(cfg))
+    jobs = [Job("trials", t, (cfg, t, d)) for t, d in enumerate(draws)]
+    rows, _ = run_experiment(parser, args, identity, attack_trial, jobs, RaySettings.of(cfg))
     print(
         f"{args.trials} FedAvg updates: {cfg.local_epochs} epoch(s) x {cfg.local_steps} step(s) "
         f"x batch {cfg.batch_size}, lr {cfg.lr}; {cfg.iterations} L-BFGS steps; "

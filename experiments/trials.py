@@ -1,17 +1,14 @@
-"""Shared driver of the offline experiments: independent trials in worker processes, each
-attacking and scoring through ``fl_sim.evaluation.leakage`` (a failed capture is a row with a
-failure status, not a lost trial), their rows appended to ``OUT/leakage.csv`` as each
-finishes."""
+"""What the offline experiments share: the worker pool their trials run in (driven by
+``experiments.cells``) and one trial's attack and scoring through ``fl_sim.evaluation.leakage``
+(a failed capture is a row with a failure status, not a lost trial)."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import dataclasses
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +24,6 @@ from fl_sim.federation.task import dataset_split, public_info
 from fl_sim.federation.training import loss_gradient
 from fl_sim.federation.transforms import TransformContext, update_chain
 from fl_sim.ops.ray_tasks import RayPool, RaySettings, ray_pool
-from fl_sim.results.report import append_rows, read_rows
 from models.public import PublicInfo, model_for
 
 Rows = list[dict[str, object]]
@@ -42,15 +38,11 @@ def add_common_args(parser: argparse.ArgumentParser, default_out: str) -> None:
         help="trials at once on a local Ray (ray_address set: the cluster decides)",
     )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
-
-
-def leakage_csv(parser: argparse.ArgumentParser, out: Path) -> Path:
-    """``OUT/leakage.csv``, refusing to mix with an earlier run's rows."""
-    out.mkdir(parents=True, exist_ok=True)
-    csv = out / "leakage.csv"
-    if csv.exists():
-        parser.error(f"{csv} exists; choose another --out")
-    return csv
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the experiment in --out: run only the cells not stored there yet",
+    )
 
 
 @contextlib.contextmanager
@@ -62,39 +54,6 @@ def worker_pool(workers: int, ray: RaySettings | None = None) -> Iterator[RayPoo
     finished one."""
     with ray_pool(ray or RaySettings(), workers) as pool:
         yield pool
-
-
-def run_trials(
-    fn: Callable[..., Rows],
-    jobs: Sequence[tuple[Any, ...]],
-    csv: Path,
-    workers: int,
-    unit: str,
-    ray: RaySettings | None = None,
-) -> Rows:
-    """``fn(*job)`` for every job as Ray tasks (:func:`worker_pool`); rows appended in job
-    order with a progress line each; returns every row written."""
-    start = time.perf_counter()
-    with worker_pool(workers, ray) as pool:
-        futures = [pool.submit(fn, *job) for job in jobs]
-        for done, future in enumerate(futures, 1):
-            append_rows(csv, future.result())
-            print(f"{done}/{len(futures)} {unit} ({time.perf_counter() - start:.0f}s)", flush=True)
-    return read_rows(csv)
-
-
-def ordered_results(
-    fn: Callable[..., Any],
-    jobs: Sequence[tuple[Any, ...]],
-    workers: int,
-    ray: RaySettings | None = None,
-) -> Iterator[Any]:
-    """``fn(*job)`` for every job as Ray tasks, yielded in job order as each is available
-    (run_trials' pool, for callers that handle results and progress themselves)."""
-    with worker_pool(workers, ray) as pool:
-        futures = [pool.submit(fn, *job) for job in jobs]
-        for future in futures:
-            yield future.result()
 
 
 def trial_outcomes(

@@ -1,21 +1,23 @@
 """Paper Experiment 1 (Table IV, MNIST rows): attacks on freshly initialised victims.
 
 Following DLG/iDLG and Aksu et al. (Sec. V-A), each sample is attacked on its own randomly
-initialised LeNet / SNN-LeNet (batch size 1), outside any federation. Rows go to
-``OUT/leakage.csv`` (same columns as ``fl-sim run``; ``client`` is the sample's index) and
-a summary table is printed.
+initialised LeNet / SNN-LeNet (batch size 1), outside any federation. Each finished sample is
+committed to ``OUT/trials.sqlite`` (``--resume`` continues there); the rows are exported to
+``OUT/leakage.csv`` (same columns as ``fl-sim run``; ``client`` is the sample's index) and a
+summary table is printed.
 
     python -m experiments.untrained_leakage --samples 100 --out results/untrained
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 
-from experiments.trials import add_common_args, attack_trial, leakage_csv, run_trials
+from experiments.cells import Job, identity_of, run_experiment
+from experiments.parsing import OneLineErrorParser
+from experiments.trials import add_common_args, attack_trial
 from fl_sim.config import RunConfig
 from fl_sim.evaluation.judge import ensure_judge
 from fl_sim.federation.task import dataset_split
@@ -29,7 +31,9 @@ def attack_sample(cfg: RunConfig, index: int) -> list[dict[str, object]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = OneLineErrorParser(
+        prog="python -m experiments.untrained_leakage", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--samples", type=int, default=100)
     add_common_args(parser, "results/untrained")
     args = parser.parse_args(argv)
@@ -38,11 +42,11 @@ def main(argv: list[str] | None = None) -> None:
     if not 1 <= args.samples <= len(data):
         parser.error(f"--samples must be in 1..{len(data)}, got {args.samples}")
     indices = np.random.default_rng(cfg.seed).choice(len(data), args.samples, replace=False)
-    csv = leakage_csv(parser, args.out)
+    identity = identity_of("untrained_leakage", cfg, samples=args.samples)
     ensure_judge(cfg)
     start = time.perf_counter()
-    jobs = [(cfg, int(i)) for i in indices]
-    rows = run_trials(attack_sample, jobs, csv, args.workers, "samples", RaySettings.of(cfg))
+    jobs = [Job("samples", int(i), (cfg, int(i))) for i in indices]
+    rows, _ = run_experiment(parser, args, identity, attack_sample, jobs, RaySettings.of(cfg))
     write_report(args.out, rows)
     print(
         f"{args.samples} samples, victim {cfg.victim}, T={cfg.time_steps}, {cfg.iterations} L-BFGS "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import math
 import re
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import torch
 from attacks import ATTACKS
 from attacks.registry import CHAINS
 from experiments import attacker_strength as strength
+from experiments.cells import EXPERIMENT_DB
 from experiments.trials import fresh_victim
 from fl_sim.config import RunConfig
 from fl_sim.results.report import read_rows
@@ -118,11 +120,36 @@ def test_smoke_run(tmp_path: Path, judge_cache: str, capsys: pytest.CaptureFixtu
     ]
     assert all(r["n"] == "2" and float(r["chance_pct"]) == 10.0 for r in table)
     assert "chance 10.0%" in (out / "strength.md").read_text()
-    assert any(re.fullmatch(r"2/2 digits, \S+ elapsed, ETA \S+", line) for line in lines)
+    progress = r"attacker_strength: (\d)/4 cells, \S+ elapsed, (ETA \S+|done) \((\S+) #\d+, .*\)"
+    done = [m for m in map(re.compile(progress).fullmatch, lines) if m]
+    assert sorted(int(m[1]) for m in done) == [1, 2, 3, 4] and done[-1][2] == "done"
     best = "best=(" + "|".join(attacks) + r") ssim=(-?\d+\.\d{3}|nan) asr=\d+\.\d%"
     assert re.fullmatch(r"ann " + best, lines[-2]), lines[-2]
     assert re.fullmatch(r"snn-if-T4 " + best, lines[-1]), lines[-1]
 
-    with pytest.raises(SystemExit) as exc:  # an existing leakage.csv is refused
+    with pytest.raises(SystemExit) as exc:  # an existing experiment is refused
         strength.main([*argv, "--set", f"cache_dir={judge_cache}"])
-    assert exc.value.code == 2 and "exists" in capsys.readouterr().err
+    assert exc.value.code == 2 and "pass --resume" in capsys.readouterr().err
+
+    # a kill before the last cell's commit: --resume runs only that cell
+    with sqlite3.connect(out / EXPERIMENT_DB) as db:
+        (cell, trial), *_ = db.execute("SELECT cell, trial FROM trials ORDER BY rowid DESC")
+        db.execute("DELETE FROM rows WHERE cell = ? AND trial = ?", (cell, trial))
+        db.execute("DELETE FROM trials WHERE cell = ? AND trial = ?", (cell, trial))
+    db.close()
+    strength.main([*argv, "--resume", "--set", f"cache_dir={judge_cache}"])
+    lines = capsys.readouterr().out.splitlines()
+    assert "attacker_strength: 4 cells, 3 stored, 1 to run with 1 worker(s)" in lines
+    assert [ln for ln in lines if re.fullmatch(progress, ln)] == [
+        ln for ln in lines if "4/4 cells" in ln and f"({cell} #{trial}," in ln
+    ]  # one cell ran, the missing one
+    again = read_rows(out / "leakage.csv")
+    key = ("arm", "attack", "client", "sample")
+    assert sorted(tuple(r[k] for k in key) for r in again) == sorted(
+        tuple(r[k] for k in key) for r in rows
+    )  # 0 lost, 0 duplicated
+
+    with pytest.raises(SystemExit) as exc:  # other settings are not pooled
+        strength.main([*argv, "--resume", "--samples", "3", "--set", f"cache_dir={judge_cache}"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "samples: stored 2, now 3" in err, err

@@ -12,16 +12,15 @@ published values beside ours.
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from experiments.trials import attack_trial, worker_pool
+from experiments.cells import Job, run_cells, slug
+from experiments.trials import attack_trial
 from fl_sim.config import RunConfig, parse_overrides
 from fl_sim.ops.ray_tasks import RaySettings
 from fl_sim.results.trial_store import TRIALS_DB, TrialStore
@@ -157,33 +156,12 @@ class Context:
         assert self.store is not None
         if not jobs:
             return
-        start = time.perf_counter()
-        with worker_pool(self.workers, RaySettings.of(jobs[0][1])) as pool:
-            futures = {
-                pool.submit(_trial, cfg, index, keep): (cell, index)
-                for cell, cfg, index, keep in jobs
-            }
-            for done, future in enumerate(as_completed(futures), 1):
-                cell, index = futures[future]
-                try:
-                    rows, images, seconds = future.result()
-                except Exception as err:  # a broken trial costs itself, not the reproduction
-                    self.failed.append(f"{cell.key} sample {index}: {type(err).__name__}: {err}")
-                    self.log(f"{self.name}: trial {cell.key} sample {index} failed: {err}")
-                    continue
-                if images is not None:
-                    path = self.out / "images" / slug(cell.key) / f"{index}.npz"
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    np.savez_compressed(
-                        path, **{k.replace("/", "__"): v for k, v in images.items()}
-                    )
-                self.store.add_trial(cell.key, index, rows, seconds)
-                elapsed = time.perf_counter() - start
-                eta = elapsed / done * (len(jobs) - done)
-                self.log(
-                    f"{self.name}: {done}/{len(jobs)} trials ({cell.key} sample {index}, "
-                    f"{seconds:.1f}s); {elapsed:.0f}s elapsed, ETA {eta:.0f}s"
-                )
+        cells = [Job(cell.key, index, (cfg, index, keep)) for cell, cfg, index, keep in jobs]
+        ray = RaySettings.of(jobs[0][1])
+        failed = run_cells(
+            self.store, attack_trial, cells, self.workers, ray, self.name, self.log, False
+        )  # run_cells() said how many are stored
+        self.failed += failed
 
     def _grid(self, cell: Cell, indices: Sequence[int]) -> Path | None:
         """Ground truth and every (arm, attack) of the cell's first samples, as one PNG."""
@@ -208,14 +186,6 @@ class Context:
         return path
 
 
-def _trial(
-    cfg: RunConfig, index: int, keep: bool
-) -> tuple[list[dict[str, object]], dict[str, np.ndarray] | None, float]:
-    began = time.perf_counter()
-    rows, images = attack_trial(cfg, index, keep)
-    return rows, images, time.perf_counter() - began
-
-
 def sample_indices(size: int, samples: int, seed: int) -> list[int]:
     """The seeded draw of training samples: a prefix of one permutation, so a reproduction
     resumed with more ``--samples`` keeps the samples it has."""
@@ -224,10 +194,6 @@ def sample_indices(size: int, samples: int, seed: int) -> list[int]:
     if samples > size:
         raise ValueError(f"--samples {samples} is more than the {size} training samples")
     return [int(i) for i in np.random.default_rng(seed).permutation(size)[:samples]]
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text)
 
 
 def available(cfg: RunConfig, split: str) -> str | None:

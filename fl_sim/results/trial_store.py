@@ -1,4 +1,5 @@
-"""Durable results of offline trials (``fl-sim reproduce``): one SQLite file per output dir.
+"""Durable results of offline trials (``fl-sim reproduce``, the experiments): one SQLite file
+per output dir.
 
 A trial is one sample of one cell (a dataset and config of a paper table) attacked on its own
 fresh victim; its leakage rows are written in one transaction with the trial's own record, so
@@ -43,10 +44,10 @@ _SCHEMA = (
 class TrialStore(SqliteFile):
     """``<out>/reproduce.sqlite``: the reproduction's identity (meta), finished trials, rows."""
 
-    def __init__(self, out_dir: str | Path) -> None:
+    def __init__(self, out_dir: str | Path, name: str = TRIALS_DB) -> None:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        super().__init__(self.out_dir / TRIALS_DB, _SCHEMA, TRIAL_SCHEMA_VERSION)
+        super().__init__(self.out_dir / name, _SCHEMA, TRIAL_SCHEMA_VERSION)
 
     def meta(self) -> dict[str, object]:
         """The stored identity (empty for a new store)."""
