@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fl_sim.config import RunConfig
+
+if TYPE_CHECKING:
+    from fl_sim.ops.console import Console
 
 
 def cmd_run(cfg: RunConfig, keep_temp: bool = False, verbose: bool = False) -> int:
@@ -43,8 +50,6 @@ def preflight(cfg: RunConfig) -> None:
 def _run_locked(cfg: RunConfig, keep_temp: bool, verbose: bool) -> int:
     from fl_sim.evaluation.judge import ensure_judge
     from fl_sim.federation.server_app import finish_from_store, prepare_out_dir
-    from fl_sim.ops.console import FLOWER_LOG, Console
-    from fl_sim.ops.launcher import run_simulation
     from fl_sim.results.store import ResultsStore
 
     out = prepare_out_dir(cfg)  # fail fast, before Flower starts
@@ -67,8 +72,7 @@ def _run_locked(cfg: RunConfig, keep_temp: bool, verbose: bool) -> int:
         f"attacks {', '.join(cfg.attacks) or 'none'}; results in {out}",
         flush=True,
     )
-    with Console(out / FLOWER_LOG, verbose, append=cfg.resume) as console:
-        code = run_simulation(cfg, console, keep_temp=keep_temp)
+    code, console = simulate(cfg, verbose, keep_temp)
     if code != 0:
         hint = console.failure_hint()
         print(
@@ -95,6 +99,46 @@ def check_results(out: Path, cfg: RunConfig, hint: str = "see the log above") ->
     names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))  # not locks
     print(f"fl-sim: wrote {', '.join(names)} in {out}")
     return 0
+
+
+ENGINE_START_TRIES = 3  # Ray gives its raylet a fixed 30 s to register (ray/_private/node.py)
+ENGINE_RETRY_WAIT_S = (15.0, 45.0)  # before the 2nd and 3rd try: let a busy machine settle
+
+
+def simulate(
+    cfg: RunConfig,
+    verbose: bool = False,
+    keep_temp: bool = False,
+    run: Callable[..., int] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[int, Console]:
+    """``run_simulation`` (or ``run``) with Flower's records in ``flower.log``; a start that
+    failed because the simulation engine (Ray) did not come up in time (a busy machine) is
+    tried again after a pause, up to ``ENGINE_START_TRIES`` times in all, resuming what the
+    failed try stored. Returns the exit code and the console of the last try."""
+    from fl_sim.ops.console import FLOWER_LOG, Console
+    from fl_sim.ops.root_cause import engine_start_failed
+    from fl_sim.results.store import DB_NAME
+
+    if run is None:
+        from fl_sim.ops.launcher import run_simulation as run
+    out = Path(cfg.out)
+    for attempt in range(1, ENGINE_START_TRIES + 1):
+        with Console(out / FLOWER_LOG, verbose, append=cfg.resume or attempt > 1) as console:
+            code = run(cfg, console, keep_temp=keep_temp)
+        if attempt == ENGINE_START_TRIES or not engine_start_failed(console.error_lines):
+            return code, console
+        wait = ENGINE_RETRY_WAIT_S[min(attempt, len(ENGINE_RETRY_WAIT_S)) - 1]
+        print(
+            f"fl-sim: the simulation engine (Ray) did not start in time ({console.failure_hint()})"
+            f"; trying again in {wait:.0f}s ({attempt + 1}/{ENGINE_START_TRIES})",
+            file=sys.stderr,
+            flush=True,
+        )
+        sleep(wait)
+        if (out / DB_NAME).is_file() and not cfg.resume:  # the failed try recorded the run
+            cfg = dataclasses.replace(cfg, resume=True, overwrite=False)
+    raise AssertionError("unreachable")
 
 
 def resume_advice(out: Path) -> str:

@@ -12,6 +12,8 @@ FRAME = re.compile(r'^\s+File "(?P<path>[^"]+)", line (?P<line>\d+), in (?P<fn>\
 # an exception line: a (dotted) name at the start of the line, optionally ": message"
 EXCEPTION = re.compile(r"^(?P<type>[A-Za-z_][\w.]*)(?::\s?(?P<message>.*))?$")
 PROJECT_PACKAGES = ("fl_sim", "attacks", "models", "experiments")
+# what Ray says when its node does not come up in time (a fixed 30 s, on a busy machine)
+ENGINE_START_FAILURES = ("The current node timed out during startup",)
 
 
 @dataclass(frozen=True)
@@ -60,3 +62,9 @@ def root_cause(lines: Sequence[str]) -> RootCause | None:
         if match is not None:
             return RootCause(match["type"], (match["message"] or "").strip(), where)
     return None
+
+
+def engine_start_failed(lines: Sequence[str]) -> bool:
+    """Whether Flower's error records ``lines`` say the simulation engine (Ray) failed to
+    start in time: worth a retry, unlike a fault of the run itself."""
+    return any(text in line for line in lines for text in ENGINE_START_FAILURES)
