@@ -8,6 +8,7 @@ anything starts: tests/test_preflight.py; a Ray start that times out: tests/test
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,12 +36,21 @@ def run_cmd(out: Path, judge_cache: str) -> list[str]:
     ]
 
 
-def start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
+@contextlib.contextmanager
+def running(cmd: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``cmd`` in a session of its own, its output to ``log``; killed if still running at
+    the end (a failed test leaves nothing behind)."""
     with log.open("wb") as fh:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def wait_for(log: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = 600) -> None:
@@ -83,8 +94,7 @@ def test_a_signal_mid_round_loses_no_row_and_the_resume_finishes(
     moment after round 1 started: the signal's exit code, no traceback, nothing left; the
     resume ends with one row per (round, client), every round committed once."""
     out, log = tmp_path / "out", tmp_path / "first.log"
-    proc = start(run_cmd(out, judge_cache), log)
-    try:
+    with running(run_cmd(out, judge_cache), log) as proc:
         wait_for(log, "[ann r1]", proc)  # round 1's attacks have started
         delay = random.uniform(0.0, 5.0)
         print(f"\n{name} {delay:.2f}s after round 1 started")
@@ -95,10 +105,6 @@ def test_a_signal_mid_round_loses_no_row_and_the_resume_finishes(
         else:
             proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     text = log.read_text(errors="replace")
     assert code in (EXIT_CODES[name], 0), text[-3000:]  # 0: it finished before the signal
     assert "Traceback" not in text, text[-3000:]
@@ -135,8 +141,7 @@ def test_a_disk_that_fills_mid_run_is_one_line_and_leaves_nothing(
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
     out, log = mnt / "out", tmp_path / "run.log"
     try:
-        proc = start(run_cmd(out, judge_cache), log)
-        try:
+        with running(run_cmd(out, judge_cache), log) as proc:
             wait_for(log, "[ann r0] global model", proc)  # the ServerApp and its store are up
             tree = tree_of(proc.pid)
             filler = mnt / "filler"
@@ -144,10 +149,6 @@ def test_a_disk_that_fills_mid_run_is_one_line_and_leaves_nothing(
                 free = shutil.disk_usage(mnt).free
                 fh.write(b"\0" * max(0, free - 16 * 1024))
             code = proc.wait(timeout=600)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
         text = log.read_text(errors="replace")
         assert code in (1, 2), text[-3000:]
         assert "Traceback" not in text, text[-3000:]

@@ -90,17 +90,20 @@ def check_results(out: Path, cfg: RunConfig, hint: str = "see the log above") ->
 
     unfinished = unfinished_arms(out, cfg)
     if unfinished:
-        print(f"fl-sim: the run stopped early ({unfinished}): {hint}. {resume_advice(out)}",
-              file=sys.stderr)  # fmt: skip
+        advice = resume_advice(out)
+        print(f"fl-sim: the run stopped early ({unfinished}): {hint}. {advice}", file=sys.stderr)
         return 1
     if cfg.attacks and not (out / LEAKAGE_CSV).exists():
         print(f"fl-sim: the run wrote no {out / LEAKAGE_CSV}: {hint}", file=sys.stderr)
         return 1
-    names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))  # not locks
+    names = sorted(  # not the locks, nor SQLite's side files
+        p.name for p in out.iterdir() if not p.name.startswith(".") and p.suffix not in SIDE_FILES
+    )
     print(f"fl-sim: wrote {', '.join(names)} in {out}")
     return 0
 
 
+SIDE_FILES = (".sqlite-wal", ".sqlite-shm", ".sqlite-journal")
 ENGINE_START_TRIES = 3  # Ray gives its raylet a fixed 30 s to register (ray/_private/node.py)
 ENGINE_RETRY_WAIT_S = (15.0, 45.0)  # before the 2nd and 3rd try: let a busy machine settle
 
