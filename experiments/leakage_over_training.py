@@ -14,7 +14,8 @@ clients of one digit each per round, 1,000 rounds, idlg and rates on 6 captures 
   for every round, and ASR against test accuracy (the privacy-utility view).
 
 The last lines, one per arm: ``<arm> final_acc=<a> <attack>=<asr first>%-><asr last>% ...``.
-``--from-run DIR`` reports a finished run without running anything.
+``--from-run DIR`` reports a finished run without running anything. Re-run on the same OUT,
+a finished run there is reported again and an interrupted one resumed (``experiments.runs``).
 
     python -m experiments.leakage_over_training --out results/over_training
 """
@@ -241,13 +242,12 @@ def main(argv: list[str] | None = None) -> None:
         ["python -m experiments.leakage_over_training", *(sys.argv[1:] if argv is None else argv)]
     )
     out: Path = args.from_run or args.out
-    if args.from_run is None:
-        from fl_sim.cli import main as fl_sim
+    if args.from_run is None:  # a finished run in OUT is reused, an interrupted one resumed
+        from experiments.runs import run_or_reuse
 
-        run_args = ["run", "--config", str(args.config), "--out", str(out)]
-        code = fl_sim([*run_args, *[a for kv in args.overrides for a in ("--set", kv)]])
-        if code:
-            raise SystemExit(code)
+        run_args = ["--config", str(args.config)]
+        run_or_reuse(out, [*run_args, *[a for kv in args.overrides for a in ("--set", kv)]],
+                     "leakage_over_training")  # fmt: skip
     if not (out / DB_NAME).is_file():
         parser.error(f"{out} holds no {DB_NAME}: nothing to report")
     for line in report(out, command):
