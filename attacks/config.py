@@ -19,7 +19,8 @@ from models.surrogate import parse_surrogate
 AUTO = "auto"
 # Pixel range [0, 1] for images (paper, Table III): "output" clamps the reconstruction;
 # "step" projects after every optimiser step (Inverting Gradients' box constraint; with L-BFGS
-# it corrupts the curvature pairs, see README); "auto": the attack's own choice.
+# it corrupts the curvature pairs, see docs/explanation/models-and-attacks.md); "auto": the
+# attack's own choice.
 CLAMPS = (AUTO, "output", "step", "none")
 Regularisers = tuple[tuple[str, float], ...]  # (registry name, weight) pairs
 

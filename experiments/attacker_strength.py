@@ -66,7 +66,7 @@ from models.surrogate import NEURONS
 
 DEFAULT_VICTIMS = ("ann", "snn-if-T4", "snn-if-T8", "snn-if-T16", "snn-lif-T4")
 # only when asked: grnn (its own LeNet-5, 1,000 iterations) and the chains (rates-ig,
-# rates-idlg: measured worse than rates alone on the IF twin, see README)
+# rates-idlg: measured worse than rates alone on the IF twin, docs/explanation/results.md)
 EXCLUDED_BY_DEFAULT = ("grnn", *CHAINS)
 GRID_DIGITS = 10
 _VICTIM = re.compile(r"snn-(?P<neuron>[a-z]+)-T(?P<T>[1-9][0-9]*)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import tomllib
 from pathlib import Path
 
@@ -82,15 +81,3 @@ def test_cli_reports_bad_key_and_exits_2(capsys: pytest.CaptureFixture[str]) -> 
 def test_shipped_config_files_load(path: Path) -> None:
     cfg = RunConfig.load(path)
     assert cfg != RunConfig()
-
-
-def test_readme_config_table_lists_every_key() -> None:
-    """Every RunConfig key has a row in the README's configuration table."""
-    readme = (ROOT / "README.md").read_text()
-    table = readme[readme.index("### Configuration") : readme.index("### FedSGD and FedAvg")]
-    documented = {
-        key
-        for cell in re.findall(r"^\| ([^|]+) \|", table, re.M)
-        for key in re.findall(r"`(\w+)`", cell)
-    }
-    assert set(RunConfig.keys()) - documented == set()
