@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from attacks.types import Capture, PublicInfo
+from models.safe_load import load_weights
 
 FORMAT = "fl-sim-capture"
 VERSION = 1
@@ -55,7 +56,7 @@ def load_private(path: str | Path, what: str) -> object:
     read that way (random bytes, a truncated or foreign file) is a one-line ValueError
     saying it is not ``what``; a missing or unreadable file raises its OSError."""
     try:
-        return torch.load(Path(path), map_location="cpu", weights_only=True)
+        return load_weights(path)
     except (FileNotFoundError, PermissionError, IsADirectoryError):
         raise
     except Exception as err:  # UnpicklingError, the zip reader's RuntimeError or OSError...

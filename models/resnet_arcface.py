@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.safe_load import load_weights
+
 ARCFACE_SCALE = 64.0
 """ArcFace's feature scale ``s`` (Deng et al. 2019)."""
 ARCFACE_MARGIN = 0.5
@@ -71,7 +73,7 @@ class ResNetArcFace(nn.Module):
         self.pretrained = "none"
         checkpoint = imagenet_checkpoint()
         if imagenet and checkpoint.is_file():
-            backbone.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+            backbone.load_state_dict(load_weights(checkpoint))
             self.pretrained = PRETRAINED_NAME
         backbone.fc = nn.Sequential(
             nn.Linear(backbone.fc.in_features, EMBEDDING_DIM), nn.BatchNorm1d(EMBEDDING_DIM)

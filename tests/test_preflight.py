@@ -204,3 +204,24 @@ def test_engine_failures_are_told_from_client_faults(monkeypatch: pytest.MonkeyP
     assert engine_failure(error_reply(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, died)) is None
     assert engine_failure(error_reply(ErrorCode.UNKNOWN, client)) is None
     assert engine_failure(error_reply(ErrorCode.NODE_UNAVAILABLE, "node unavailable")) is None
+
+
+def test_a_crafted_pickle_is_refused_without_torchs_protocol_warning(tmp_path: Path) -> None:
+    """Protocol 4 makes torch warn before its weights-only unpickler refuses the file; no
+    library text may precede the one-line error."""
+    import pickle
+    import warnings
+
+    from models.safe_load import load_weights
+
+    class Payload:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (print, ("never printed",))
+
+    path = tmp_path / "crafted.pt"
+    path.write_bytes(pickle.dumps({"w": Payload()}, protocol=4))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(pickle.UnpicklingError):
+            load_weights(path)
+    assert [str(w.message) for w in caught] == []

@@ -20,6 +20,7 @@ from fl_sim.data.registry import DataOptions, DataSplit, dataset_kind
 from fl_sim.evaluation.judge_specs import JUDGE_SPECS, JudgeSpec, config_spec
 from models import build_model
 from models.resnet_arcface import ResNetArcFace, imagenet_checkpoint
+from models.safe_load import load_weights
 
 JUDGE_ARCH = "lenet5"
 """Judge of the image datasets the testbed started with; a judge's own arch is ``Judge.arch``."""
@@ -105,7 +106,7 @@ def judge_record(judge: Judge) -> dict[str, object]:
 
 def load_judge(path: Path) -> Judge:
     """A cached judge (loaded with ``weights_only=True``), in eval mode."""
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    blob = load_weights(path)
     arch = str(blob.get("arch", JUDGE_ARCH))
     known = {f.name for f in dataclasses.fields(JudgeSpec)}
     saved = {k: v for k, v in (blob.get("spec") or {}).items() if k in known}

@@ -36,6 +36,7 @@ from fl_sim.results.report import write_report
 from fl_sim.results.resume import check_resumable, stored_config
 from fl_sim.results.store import CHECKPOINTS, DB_NAME, ResultsStore, save_atomic
 from models.public import model_for
+from models.safe_load import load_weights
 
 app = ServerApp()
 
@@ -214,7 +215,7 @@ def load_init_checkpoint(
     if not path.is_file():
         raise FileNotFoundError(f"init_checkpoint: {path} (arm {arm}) is not a file")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_weights(path)
     except Exception as err:
         raise ValueError(
             f"init_checkpoint: {path} is not a PyTorch state dict ({type(err).__name__})"

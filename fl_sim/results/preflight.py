@@ -19,6 +19,7 @@ import torch
 
 from fl_sim.results.sqlite_file import damaged, open_readonly
 from fl_sim.results.store import CHECKPOINTS, DB_NAME, ResultsStore
+from models.safe_load import load_weights
 
 MB = 1 << 20
 # Files a run writes that must be files (or absent), and those that must be directories.
@@ -125,7 +126,7 @@ def check_checkpoint(path: Path, what: str, expected: Mapping[str, torch.Tensor]
     if not path.is_file():
         raise Refused(f"{path} ({what}) is missing: {advice}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_weights(path)
     except Exception as err:
         reason = " ".join(str(err).split()).split(". ")[0][:160]  # torch's first sentence
         raise Refused(

@@ -31,6 +31,7 @@ from fl_sim.results.schema import (
     check_columns,
 )
 from fl_sim.results.sqlite_file import SqliteFile
+from models.safe_load import load_weights
 
 __all__ = [
     "CHECKPOINTS",
@@ -244,7 +245,7 @@ class ResultsStore(SqliteFile):
         latest = self.latest_checkpoint(arm)
         if latest is None:
             raise FileNotFoundError(f"arm {arm} has no finished round in {self.path}")
-        return torch.load(latest[1], map_location="cpu", weights_only=True)
+        return load_weights(latest[1])
 
     def rounds(self) -> list[dict[str, object]]:
         """Every committed round, by arm and round."""
