@@ -51,3 +51,47 @@ def test_reference_pages_are_generated_from_the_code(
     )
     assert all(f"## fl-sim {name}\n" in cli for name in commands)
     assert "--resume DIR" in cli
+
+
+def documented_commands() -> list[tuple[str, list[str]]]:
+    """Every ``fl-sim ...`` / ``python -m experiments...`` command in a shell block of the
+    README and the docs, as (file, argv): comments, continuations and ``&&`` chains split."""
+    import shlex
+
+    found = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        for block in re.findall(r"```(?:bash|sh)\n(.*?)```", path.read_text(), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                for part in line.split("&&"):
+                    argv = shlex.split(part, comments=True)
+                    experiment = argv[:2] == ["python", "-m"] and argv[2:3] != []
+                    if argv[:1] == ["fl-sim"] or (experiment and argv[2].startswith("experiments")):
+                        found.append((path.name, argv))
+    return found
+
+
+def test_the_documented_commands_parse_as_written() -> None:
+    """Each documented ``fl-sim`` command is accepted by the CLI's parser and its ``--set``
+    items are config keys with valid values; each experiment module exists. (Placeholders
+    such as ``[--config FILE]`` are skipped.)"""
+    import importlib
+
+    from fl_sim.config import parse_overrides
+
+    commands = documented_commands()
+    assert len(commands) >= 10, commands
+    checked = 0
+    for where, argv in commands:
+        if any(a.startswith("[") or a.isupper() for a in argv):
+            continue  # a synopsis with placeholders, not a command
+        if argv[0] == "python":
+            importlib.import_module(argv[2])
+            continue
+        try:
+            args = build_parser().parse_args(argv[1:])
+        except SystemExit as err:  # argparse's way of refusing
+            pytest.fail(f"{where}: {' '.join(argv)} is refused (exit {err.code})")
+        overrides = getattr(args, "overrides", None) or []
+        RunConfig.from_mapping(parse_overrides(list(overrides)))
+        checked += 1
+    assert checked >= 10
