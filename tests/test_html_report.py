@@ -336,3 +336,26 @@ def test_live_report_writes_the_real_page(run_dir: Path) -> None:
     assert 'id="run-0"' in (run_dir / REPORT_HTML).read_text()
     assert not LiveReport(run_dir / "nowhere", logs.append).update(force=True)
     assert len(logs) == 1 and "no such directory" in logs[0]
+
+
+def test_the_page_leads_with_the_verdict_and_ends_with_the_config(run_dir: Path) -> None:
+    """Per arm the strongest attack (highest ASR over every round, ties by SSIM) comes first,
+    then the grids; judge, versions and config last, folded."""
+    text = render_report([run_dir])
+    page = Page(text)
+    with ResultsStore.open_existing(run_dir) as store:
+        rows = store.reconstruction_rows()
+    verdict = page.body("run-0-verdict-table")
+    assert [r[0] for r in verdict] == ["ann", "snn"]
+    for arm, attack, n, asr, *_ in verdict:
+        asr_of = {}
+        for name in ATTACKS:
+            grp = [r for r in rows if r["arm"] == arm and r["attack"] == name]
+            asr_of[name] = sum(r["judge_correct"] == 1 for r in grp) / len(grp)
+        assert asr_of[attack] == max(asr_of.values())
+        assert int(n) == sum(r["arm"] == arm and r["attack"] == attack for r in rows)
+        assert asr.startswith(f"{100 * asr_of[attack]:.1f} [")
+    order = [text.index(f'id="run-0-{s}"') for s in ("verdict", "grids", "leakage", "config")]
+    assert order == sorted(order)
+    config = text[text.index('id="run-0-config"') :]
+    assert config.split(">", 1)[1].startswith("<details><summary>")  # folded

@@ -187,6 +187,39 @@ def summary_html(runs: Sequence[RunData], ident: str) -> str:
     return table(head, body, id=ident)
 
 
+def verdict_html(run: RunData, ident: str) -> str:
+    """The answer first: per arm, its strongest attack over all rounds (highest ASR, ties by
+    mean SSIM) with n and 95% CIs, beside the judge's chance level and the arm's accuracy."""
+    acc = {str(r["arm"]): cell_number(r["accuracy"]) for r in run.rounds}  # the last round's
+    best: dict[str, tuple[tuple[float, float], str, Sequence[Row]]] = {}
+    for (arm, attack), grp in by_arm_attack(run.rows).items():
+        st = round_stats(grp)
+        key = tuple(-math.inf if math.isnan(v) else v for v in (st["asr"], st["ssim"]))
+        if arm not in best or key > best[arm][0]:
+            best[arm] = (key, attack, grp)  # type: ignore[assignment]
+    if not best:
+        return f'<p id="{ident}" class="muted">no reconstruction rows yet</p>'
+    body = []
+    for arm, (_, attack, grp) in best.items():
+        st = round_stats(grp)
+        body.append([
+            arm, attack, int(st["n"]), _asr(st),
+            _mean_ci(st["ssim"], st["ssim_lo"], st["ssim_hi"]),
+            stat(100 * acc.get(arm, math.nan), ".1f"),
+        ])  # fmt: skip
+    chance = "unknown" if run.chance is None else f"{100 * run.chance:.1f}%"
+    head = ["arm", "strongest attack", "n", "ASR % [95% CI]", "SSIM mean [95% CI]", "test acc %"]
+    return (
+        f'<section id="{ident}" class="verdict"><h3>Verdict: leakage per arm</h3>'
+        + table(head, body, id=f"{ident}-table")
+        + '<p class="muted">Strongest attack of the run on each arm, over every attacked round'
+        " (highest ASR, ties by mean SSIM); ASR is the judge's accuracy on "
+        f"the reconstructions (Wilson 95% CI), chance level {esc(chance)}; SSIM: t 95% CI; "
+        "test accuracy after the last committed round. Every attack and round: below.</p>"
+        "</section>"
+    )
+
+
 def per_round_table(run: RunData, ident: str) -> str:
     """One row per (arm, attack, round): n, ASR [CI], SSIM [CI] and the arm's test accuracy."""
     acc = {(str(r["arm"]), whole(r["round"])): cell_number(r["accuracy"]) for r in run.rounds}
@@ -283,10 +316,11 @@ def _config(run: RunData, ident: str) -> str:
     judge_pairs = [*run.judge.items(), ("chance level", level)]
     versions = (run.invocations[-1].get("versions") if run.invocations else None) or {}
     return (
-        f'<section id="{ident}" class="config"><h3>Judge and config</h3><div class="cols"><div>'
+        f'<section id="{ident}" class="config"><details><summary><h3>Judge and config</h3>'
+        f'</summary><div class="cols"><div>'
         f"<h4>judge</h4>{_kv(judge_pairs)}</div><div><h4>library versions</h4>"
         f"{_kv(sorted(versions.items()))}</div></div>"
-        f"<h4>run config</h4>{_kv(sorted(run.config.items()), per_row=3)}</section>"
+        f"<h4>run config</h4>{_kv(sorted(run.config.items()), per_row=3)}</details></section>"
     )
 
 
@@ -304,7 +338,8 @@ def run_section(run: RunData, i: int) -> str:
     if run.has_store:
         parts += [
             _header(run),
-            _config(run, f"{ident}-config"),
+            verdict_html(run, f"{ident}-verdict"),
+            grids_section(f"{ident}-grids", run.out_dir, run.grids, run.rows),
             f'<section id="{ident}-leakage"><h3>Leakage per round</h3>',
             curves([run], f"{ident}-curves"),
             "<h4>per arm and attack (all rounds)</h4>",
@@ -312,10 +347,10 @@ def run_section(run: RunData, i: int) -> str:
             "<h4>per round</h4>",
             per_round_table(run, f"{ident}-per-round"),
             "</section>",
-            grids_section(f"{ident}-grids", run.out_dir, run.grids, run.rows),
             faults_section(f"{ident}-faults", run.faults),
             timings_section(f"{ident}-timings", run.rounds, run.rows),
-        ]
+            _config(run, f"{ident}-config"),
+        ]  # the answer first; how it was measured at the end
     parts.append(reproduction_section(f"{ident}-reproduction", run.reproductions))
     parts.append("</section>")
     return "".join(parts)
