@@ -9,8 +9,10 @@ SNN twin with IF neurons at T = 4, 8, 16 and LIF neurons at T = 4; on event data
 dataset=nmnist-emulated``, the SNN with each neuron at T = ``frames``), with the budgets of
 the run config (``iterations``, ``grnn_iterations``, ``rates_iterations``, ...).
 
-Writes into OUT: ``leakage.csv`` (one row per digit, victim and attack, appended as each
-digit finishes; the victim's name is the ``arm`` column, e.g. ``snn-if-T8``),
+Each cell (one victim, one digit, every attack) is committed to ``OUT/trials.sqlite`` as it
+finishes, with a progress line (``experiments.cells``); ``--resume`` on the same OUT runs only
+the missing cells. Then writes into OUT: ``leakage.csv`` (one row per digit, victim and
+attack; the victim's name is the ``arm`` column, e.g. ``snn-if-T8``),
 ``strength.csv`` and ``strength.md`` (per victim and attack: n, mean and 95% CI of judge ASR,
 label accuracy, SSIM, MSE and l2; the judge's chance level and test accuracy),
 ``grid_<victim>.png`` (ground truth and one row per attack, first 10 digits) and
