@@ -189,7 +189,7 @@ def test_a_store_without_any_run_renders_as_empty(tmp_path: Path) -> None:
 def test_chance_level_from_the_dataset_when_the_judge_record_lacks_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import fl_sim.federation.task as task
+    import fl_sim.data.splits as splits
 
     asked: list[str] = []
 
@@ -197,7 +197,7 @@ def test_chance_level_from_the_dataset_when_the_judge_record_lacks_it(
         asked.append(f"{cfg.dataset}/{name}")
         return SimpleNamespace(num_classes=4)
 
-    monkeypatch.setattr(task, "dataset_split", split)
+    monkeypatch.setattr(splits, "dataset_split", split)
     config = dataclasses.asdict(RunConfig(clients=2, rounds=2, dataset="mnist5k").resolved())
     out = make_run(tmp_path / "old", num_classes=None, config=config)
     text = render_report([out])

@@ -327,7 +327,7 @@ def reference_l2_for_config(
 ) -> ReferenceL2:
     """:func:`reference_l2` of a run config's dataset split (its data options; its seed for
     the subsample)."""
-    from fl_sim.federation.task import dataset_split
+    from fl_sim.data.splits import dataset_split
 
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; allowed splits: {list(SPLITS)}")

@@ -10,6 +10,7 @@ from flwr.app import Context
 
 from fl_sim.config import RunConfig
 from fl_sim.data.registry import DataOptions, DataSplit, load_dataset
+from fl_sim.data.splits import dataset_split as dataset_split  # re-exported for its callers
 from fl_sim.federation.partition import partition_indices, sample_batch
 from fl_sim.federation.transforms import update_chain
 from models import victim_model_name
@@ -25,11 +26,6 @@ def partition_of(context: Context) -> tuple[int, int]:
             "node config needs partition-id and num-partitions, e.g. "
             '--node-config "partition-id=0 num-partitions=4"'
         ) from err
-
-
-def dataset_split(cfg: RunConfig, split: str) -> DataSplit:
-    """The run's dataset split, loaded with the run's data options (cached)."""
-    return load_dataset(cfg.dataset, split, cfg.data_root or None, cfg.data_options)
 
 
 def train_data(cfg: RunConfig) -> DataSplit:

@@ -114,7 +114,7 @@ def _num_classes(store: ResultsStore, judge: Mapping[str, object]) -> tuple[int 
     if judge.get("num_classes"):
         return whole(judge["num_classes"]), ""
     try:
-        from fl_sim.federation.task import dataset_split
+        from fl_sim.data.splits import dataset_split
         from fl_sim.results.resume import stored_config
 
         return dataset_split(stored_config(store), "test").num_classes, ""
