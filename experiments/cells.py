@@ -128,7 +128,8 @@ def run_cells(
     ``announce``: first a line with how many are stored and how many run."""
     from experiments.trials import worker_pool
 
-    todo = [job for job in jobs if job.trial not in store.finished(job.cell)]
+    stored = {cell: store.finished(cell) for cell in {job.cell for job in jobs}}
+    todo = [job for job in jobs if job.trial not in stored[job.cell]]
     if announce:
         log(
             f"{label}: {len(jobs)} cells, {len(jobs) - len(todo)} stored, {len(todo)} to run with "

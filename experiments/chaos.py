@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from experiments.parsing import OneLineErrorParser
+from fl_sim.ops import proctree
 from fl_sim.results.report import read_rows
 from fl_sim.results.store import DB_NAME
 
@@ -75,15 +76,13 @@ def marked(marker: str) -> list[int]:
     """Live processes whose environment holds ``MARKER=marker``."""
     needle = f"{MARKER}={marker}".encode()
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+    for proc in proctree.snapshot().values():
+        if proc.pid == os.getpid() or not proc.alive:
             continue
         try:
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                state = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
-                if state not in (b"Z", b"X"):
-                    found.append(int(entry.name))
-        except OSError:
+            if needle in Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0"):
+                found.append(proc.pid)
+        except OSError:  # gone, or not ours to read
             continue
     return found
 
@@ -235,7 +234,12 @@ def main(argv: list[str] | None = None) -> int:
         f"duplicated={total['duplicated']} differing={differing}"
     )
     print(f"final models differing={models}; resumes failed={failed}")
-    return int(any((*total.values(), differing, failed, models)))
+    bad = any((*total.values(), differing, failed, models))
+    if args.work is None and not bad:
+        shutil.rmtree(work, ignore_errors=True)  # a temp dir: nothing worth keeping
+    elif bad:
+        print(f"chaos: the runs are kept in {work}")
+    return int(bad)
 
 
 if __name__ == "__main__":

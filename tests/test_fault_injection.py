@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests_helpers import tmpfs
 
 from fl_sim.ops import proctree
 from fl_sim.results.store import ResultsStore
@@ -132,15 +133,8 @@ def test_a_disk_that_fills_mid_run_is_one_line_and_leaves_nothing(
     """The out dir on a 64 MB tmpfs, filled to the last few KB once the ServerApp runs: the
     run stops with one line naming the full disk and no traceback, leaves no temp file and
     no process, and advises no resume the disk would refuse."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    out, log = mnt / "out", tmp_path / "run.log"
-    try:
+    with tmpfs(tmp_path / "small", "size=64m") as mnt:
+        out, log = mnt / "out", tmp_path / "run.log"
         with running(run_cmd(out, judge_cache), log) as proc:
             wait_for(log, "[ann r0] global model", proc)  # the ServerApp and its store are up
             tree = tree_of(proc.pid)
@@ -157,6 +151,4 @@ def test_a_disk_that_fills_mid_run_is_one_line_and_leaves_nothing(
         assert "continue with `fl-sim run --resume" not in last  # the disk is still full
         assert left_alive(tree, timeout=20) == []
         assert temp_files(out) == []
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
     print(f"\n{last}")

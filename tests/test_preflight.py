@@ -9,7 +9,6 @@ import errno
 import hashlib
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ import torch
 from flwr.app import Error, Message, RecordDict
 from flwr.common.constant import ErrorCode
 from flwr.supercore.task_identity import TaskIdentity
+from tests_helpers import tmpfs
 
 from fl_sim.atomic_file import atomic_write
 from fl_sim.cli import main
@@ -124,18 +124,9 @@ def test_out_dirs_that_cannot_be_written_are_refused(
 
 
 def test_a_read_only_file_system_is_named(tmp_path: Path) -> None:
-    mnt = tmp_path / "ro"
-    mnt.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        with pytest.raises(preflight.Refused, match="is on a read-only file system"):
-            preflight.check_out_dir(mnt / "x")
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
+    refused = pytest.raises(preflight.Refused, match="is on a read-only file system")
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as mnt, refused:
+        preflight.check_out_dir(mnt / "x")
 
 
 def test_too_little_disk_is_refused_before_anything_is_written(tmp_path: Path) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import torch
 
 from attacks import Capture, PublicInfo
@@ -67,3 +70,19 @@ def same_rows(a: list[dict[str, object]], b: list[dict[str, object]]) -> bool:
         )
 
     return [norm(r) for r in a] == [norm(r) for r in b]
+
+
+@contextlib.contextmanager
+def tmpfs(mnt: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted at ``mnt`` (created) with ``options`` (e.g. ``ro,size=1m``) for the
+    block; the test skips where mounting is not allowed (not root, no mount namespace)."""
+    mnt.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs ({options}) here: {mounted.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

@@ -126,7 +126,8 @@ def simulate(
     if run is None:
         from fl_sim.ops.launcher import run_simulation as run
     out = Path(cfg.out)
-    for attempt in range(1, ENGINE_START_TRIES + 1):
+    attempt = 1
+    while True:
         with Console(out / FLOWER_LOG, verbose, append=cfg.resume or attempt > 1) as console:
             code = run(cfg, console, keep_temp=keep_temp)
         if attempt == ENGINE_START_TRIES or not engine_start_failed(console.error_lines):
@@ -141,7 +142,7 @@ def simulate(
         sleep(wait)
         if (out / DB_NAME).is_file() and not cfg.resume:  # the failed try recorded the run
             cfg = dataclasses.replace(cfg, resume=True, overwrite=False)
-    raise AssertionError("unreachable")
+        attempt += 1
 
 
 def resume_advice(out: Path) -> str:

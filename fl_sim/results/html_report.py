@@ -190,7 +190,7 @@ def summary_html(runs: Sequence[RunData], ident: str) -> str:
 def verdict_html(run: RunData, ident: str) -> str:
     """The answer first: per arm, its strongest attack over all rounds (highest ASR, ties by
     mean SSIM) with n and 95% CIs, beside the judge's chance level and the arm's accuracy."""
-    acc = {str(r["arm"]): cell_number(r["accuracy"]) for r in run.rounds}  # the last round's
+    acc = {arm: max(points)[1] for arm, points in run.accuracy.items()}  # the last round's
     best: dict[str, tuple[tuple[float, float], str, Sequence[Row]]] = {}
     for (arm, attack), grp in by_arm_attack(run.rows).items():
         st = round_stats(grp)
