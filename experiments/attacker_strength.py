@@ -25,7 +25,6 @@ label accuracy, SSIM, MSE and l2; the judge's chance level and test accuracy),
 from __future__ import annotations
 
 import csv
-import dataclasses
 import math
 import re
 import sys
@@ -50,10 +49,11 @@ from experiments.cells import (
 from experiments.parsing import OneLineErrorParser
 from experiments.trials import add_common_args, fresh_capture, trial_outcomes
 from fl_sim.atomic_file import atomic_write
-from fl_sim.config import RunConfig, parse_overrides
+from fl_sim.config import parse_overrides
 from fl_sim.evaluation.audit import GroundTruth
 from fl_sim.evaluation.judge import Judge, ensure_judge
 from fl_sim.evaluation.leakage import Target
+from fl_sim.federation.run_config import RunConfig
 from fl_sim.federation.task import dataset_split
 from fl_sim.ops.ray_tasks import RaySettings
 from fl_sim.results.report import (
@@ -92,8 +92,8 @@ class Victim:
     def config(self, cfg: RunConfig) -> RunConfig:
         """``cfg`` federating this victim only, with its neuron and T (ANN: cfg's, unused)."""
         if self.arm == "ann":
-            return dataclasses.replace(cfg, arms=("ann",))
-        return dataclasses.replace(cfg, arms=("snn",), neuron=self.neuron, T=self.T)
+            return cfg.replace(arms=("ann",))
+        return cfg.replace(arms=("snn",), neuron=self.neuron, T=self.T)
 
 
 def valid_victims() -> str:
@@ -264,14 +264,14 @@ def write_grids(
 def attack_cell(
     cfg: RunConfig, victim: Victim, index: int, keep_images: bool
 ) -> tuple[list[dict[str, object]], dict[str, np.ndarray] | None]:
-    """One cell: every attack of ``cfg.attacks`` on training digit ``index`` against
+    """One cell: every attack of ``cfg.attack.attacks`` on training digit ``index`` against
     ``victim``, freshly initialised from the digit's seed: the leakage rows and, if
     ``keep_images``, the reconstructions by attack matched to the digit (NaN where an attack
     or its scoring failed)."""
     torch.set_num_threads(1)
-    data = dataset_split(cfg, "train")
+    data = dataset_split(cfg.data, "train")
     truth = GroundTruth(data.take(slice(index, index + 1)), data.labels[index : index + 1])
-    judge = ensure_judge(cfg, log=lambda _: None)
+    judge = ensure_judge(cfg.data, cfg.judge, cfg.runtime.device, log=lambda _: None)
     vcfg = victim.config(cfg)
     capture = fresh_capture(vcfg, victim.arm, index, truth)
     outcomes = trial_outcomes([Target(victim.name, capture, truth)], vcfg, judge)
@@ -368,14 +368,14 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as err:
         parser.error(str(err))
     # --attacks, else --set attacks=..., else every registered attack but grnn
-    attacks = parse_list(args.attacks, cfg.attacks if asked else default_attacks())
+    attacks = parse_list(args.attacks, cfg.attack.attacks if asked else default_attacks())
     unknown = [a for a in attacks if a not in ATTACKS]
     if unknown or not attacks:
         parser.error(
             f"unknown attack(s) {', '.join(unknown) or '(none given)'}; valid: {', '.join(ATTACKS)}"
         )
     try:
-        default = DEFAULT_VICTIMS if cfg.data_kind == "image" else event_victims(cfg.frames)
+        default = DEFAULT_VICTIMS if cfg.data.kind == "image" else event_victims(cfg.data.frames)
         victims = [parse_victim(v) for v in parse_list(args.victims, default)]
     except ValueError as err:
         parser.error(str(err))
@@ -383,25 +383,30 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"no victims given; valid: {valid_victims()}")
     if args.workers < 1:
         parser.error(f"--workers must be >= 1, got {args.workers}")
-    if cfg.data_kind == "events":
-        wrong = [v.name for v in victims if v.arm != "snn" or cfg.frames != v.T]
+    if cfg.data.kind == "events":
+        wrong = [v.name for v in victims if v.arm != "snn" or cfg.data.frames != v.T]
         if wrong:
+            events = cfg.data
             parser.error(
-                f"victim(s) {', '.join(wrong)}: on event data ({cfg.dataset}) the victim is the "
-                f"SNN and T is the frames ({cfg.frames}): use snn-<neuron>-T{cfg.frames}"
+                f"victim(s) {', '.join(wrong)}: on event data ({events.dataset}) the victim is the "
+                f"SNN and T is the frames ({events.frames}): use snn-<neuron>-T{events.frames}"
             )
-    if cfg.protocol != "fedsgd" or cfg.batch_size != 1 or cfg.faults:
+    if (
+        cfg.federation.protocol != "fedsgd"
+        or cfg.federation.batch_size != 1
+        or cfg.federation.faults
+    ):
         parser.error(
             "Experiment 1's setting is the FedSGD gradient of one digit (defences through "
             "transforms allowed): leave protocol, batch_size and faults at their defaults"
         )
     try:
-        cfg = dataclasses.replace(cfg, attacks=attacks)
+        cfg = cfg.replace(attacks=attacks)
         for victim in victims:
             victim.config(cfg)  # each victim's settings validate
     except ValueError as err:
         parser.error(str(err))
-    data = dataset_split(cfg, "train")
+    data = dataset_split(cfg.data, "train")
     if not 1 <= args.samples <= len(data):
         parser.error(f"--samples must be in 1..{len(data)}, got {args.samples}")
     out: Path = args.out
@@ -417,12 +422,14 @@ def main(argv: list[str] | None = None) -> None:
     # the same digits as experiments.untrained_leakage with the same seed
     indices = [
         int(i)
-        for i in np.random.default_rng(cfg.seed).choice(len(data), args.samples, replace=False)
+        for i in np.random.default_rng(cfg.federation.seed).choice(
+            len(data), args.samples, replace=False
+        )
     ]
-    judge = ensure_judge(cfg)
+    judge = ensure_judge(cfg.data, cfg.judge, cfg.runtime.device)
     print(
-        f"{args.samples} {cfg.dataset} digits x {len(victims)} victims ({', '.join(names)}; "
-        f"family {cfg.victim}) x {len(attacks)} attacks ({', '.join(attacks)}), "
+        f"{args.samples} {cfg.data.dataset} digits x {len(victims)} victims ({', '.join(names)}; "
+        f"family {cfg.federation.victim}) x {len(attacks)} attacks ({', '.join(attacks)}), "
         f"{args.workers} worker(s); {_budgets(cfg)}",
         flush=True,
     )
@@ -434,7 +441,7 @@ def main(argv: list[str] | None = None) -> None:
     ]  # digit by digit: every victim's first digits come first
     with store:
         failures = run_cells(
-            store, attack_cell, jobs, args.workers, RaySettings.of(cfg), "attacker_strength"
+            store, attack_cell, jobs, args.workers, RaySettings.of(cfg.runtime), "attacker_strength"
         )
         rows = stored_rows(store, jobs)
         seconds = sum(store.seconds(name) for name in names)
@@ -452,8 +459,9 @@ def main(argv: list[str] | None = None) -> None:
         ["python -m experiments.attacker_strength", *(sys.argv[1:] if argv is None else argv)]
     )
     setting = (
-        f"{args.samples} {cfg.dataset} training digits (seed {cfg.seed}), victim family "
-        f"`{cfg.victim}`; {_duration(elapsed)} with {args.workers} worker(s) in this "
+        f"{args.samples} {cfg.data.dataset} training digits (seed {cfg.federation.seed}), "
+        f"victim family `{cfg.federation.victim}`; {_duration(elapsed)} with {args.workers} "
+        "worker(s) in this "
         f"invocation, {_duration(seconds)} of worker time over all cells"
     )
     if failures:

@@ -21,11 +21,11 @@ import torch
 from experiments.paper.reproduce import PAPER_PROTOCOL, sample_indices
 from experiments.paper.summary import asr, mean_of
 from experiments.trials import fresh_capture
-from fl_sim.config import RunConfig
 from fl_sim.evaluation.attack_work import Execution
 from fl_sim.evaluation.audit import GroundTruth
 from fl_sim.evaluation.judge import describe, ensure_judge
 from fl_sim.evaluation.leakage import Target, attack_and_score
+from fl_sim.federation.run_config import RunConfig
 from fl_sim.federation.task import dataset_split
 
 CELL_ATTACKS = ("dlg", "idlg", "grnn")  # Table IV's
@@ -68,14 +68,14 @@ def run_cell(
     if batch < 1:
         raise ValueError(f"--batch must be >= 1, got {batch}")
     timing = CellTiming()
-    data = dataset_split(cfg, "train")
-    judge = ensure_judge(cfg, log=lambda _: None)
+    data = dataset_split(cfg.data, "train")
+    judge = ensure_judge(cfg.data, cfg.judge, cfg.runtime.device, log=lambda _: None)
     log(f"judge: {describe(judge)}; chance {1 / data.num_classes:.1%}")
-    (attack,) = cfg.build_attacks()
-    execution = Execution(cfg.device)
+    (attack,) = cfg.attack.build_attacks()
+    execution = Execution(cfg.runtime.device)
     arm = cfg.federated_arms[0]
     rows: list[dict[str, object]] = []
-    indices = sample_indices(len(data), samples, cfg.seed)
+    indices = sample_indices(len(data), samples, cfg.federation.seed)
     for start in range(0, len(indices), batch):
         chunk = indices[start : start + batch]
         began = time.perf_counter()
@@ -86,7 +86,7 @@ def run_cell(
         timing.captures += time.perf_counter() - began
         began = time.perf_counter()
         outcomes = attack_and_score(
-            targets, [attack], judge, batched=cfg.batched, log=log, progress=False,
+            targets, [attack], judge, batched=cfg.attack.batched, log=log, progress=False,
             execution=execution,
         )  # fmt: skip
         spent = time.perf_counter() - began
@@ -105,8 +105,9 @@ def main_cell(args: argparse.Namespace) -> None:
     cfg = cell_config(args.attack, args.arm, device, args.overrides)
     torch.set_num_threads(args.threads)
     print(
-        f"Table IV cell: {args.attack} on {cfg.federated_arms[0]} ({cfg.victim}), mnist5k, "
-        f"{args.samples} samples, batch {args.batch}, device {cfg.torch_device}, "
+        f"Table IV cell: {args.attack} on {cfg.federated_arms[0]} ({cfg.federation.victim}), "
+        "mnist5k, "
+        f"{args.samples} samples, batch {args.batch}, device {cfg.runtime.torch_device}, "
         f"{torch.get_num_threads()} torch thread(s)",
         flush=True,
     )

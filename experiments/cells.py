@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from fl_sim.atomic_file import atomic_write
-from fl_sim.config import RunConfig
+from fl_sim.federation.run_config import RunConfig
 from fl_sim.ops.progress import Eta
 from fl_sim.ops.ray_tasks import RaySettings
 from fl_sim.results.trial_store import TrialStore

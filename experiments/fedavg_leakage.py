@@ -29,12 +29,12 @@ from attacks.local_update import observed_update
 from experiments.cells import Job, identity_of, run_experiment
 from experiments.parsing import OneLineErrorParser
 from experiments.trials import add_common_args, trial_rows
-from fl_sim.config import RunConfig
 from fl_sim.data.loaders.base import time_major
 from fl_sim.evaluation.audit import GroundTruth
 from fl_sim.evaluation.judge import ensure_judge
 from fl_sim.evaluation.leakage import Target
 from fl_sim.federation.client_app import client_update
+from fl_sim.federation.run_config import RunConfig
 from fl_sim.federation.task import dataset_split, public_info
 from fl_sim.ops.ray_tasks import RaySettings
 from fl_sim.results.report import summary_table
@@ -44,21 +44,21 @@ from models.public import model_for
 def attack_trial(cfg: RunConfig, trial: int, indices: np.ndarray) -> list[dict[str, object]]:
     """Both readings of one FedAvg update, for every arm and attack."""
     torch.set_num_threads(1)
-    data = dataset_split(cfg, "train")
+    data = dataset_split(cfg.data, "train")
     index = torch.as_tensor(indices, dtype=torch.long)
     truth = GroundTruth(data.take(index), data.labels[index])
-    judge = ensure_judge(cfg, log=lambda _: None)
+    judge = ensure_judge(cfg.data, cfg.judge, cfg.runtime.device, log=lambda _: None)
     rows: list[dict[str, object]] = []
     for arm in cfg.federated_arms:
-        public = public_info(cfg, arm)
-        torch.manual_seed(cfg.seed * 100_003 + trial)
+        public = public_info(cfg.federation, cfg.data, arm)
+        torch.manual_seed(cfg.federation.seed * 100_003 + trial)
         victim = model_for(public)
         start = {k: v.clone() for k, v in victim.state_dict().items()}
-        sent = client_update(cfg, victim, time_major(truth.images), truth.labels)
+        sent = client_update(cfg.federation, victim, time_major(truth.images), truth.labels)
         capture = Capture(1, trial, sent, start, public)
         naive_public = dataclasses.replace(public, update="gradient", batch_size=public.samples)
         naive = Capture(1, trial, observed_update(capture), start, naive_public)
-        for attack in cfg.build_attacks():
+        for attack in cfg.attack.build_attacks():
             rows += trial_rows([Target(arm, capture, truth)], cfg, judge, [attack])
             rows += trial_rows([Target(arm, naive, truth)], cfg, judge, [attack], "-as-gradient")
     return rows
@@ -72,21 +72,25 @@ def main(argv: list[str] | None = None) -> None:
     add_common_args(parser, "results/fedavg")
     args = parser.parse_args(argv)
     cfg = RunConfig.load(overrides=["protocol=fedavg", "attacks=dlg", *args.overrides])
-    if cfg.protocol != "fedavg":
+    if cfg.federation.protocol != "fedavg":
         parser.error("this experiment attacks FedAvg updates: leave protocol=fedavg")
-    data = dataset_split(cfg, "train")
-    rng = np.random.default_rng(cfg.seed)
+    data = dataset_split(cfg.data, "train")
+    rng = np.random.default_rng(cfg.federation.seed)
     draws = [
-        rng.choice(len(data), cfg.samples_per_round, replace=False) for _ in range(args.trials)
+        rng.choice(len(data), cfg.federation.samples_per_round, replace=False)
+        for _ in range(args.trials)
     ]
     identity = identity_of("fedavg_leakage", cfg, trials=args.trials)
-    ensure_judge(cfg)
+    ensure_judge(cfg.data, cfg.judge, cfg.runtime.device)
     start = time.perf_counter()
     jobs = [Job("trials", t, (cfg, t, d)) for t, d in enumerate(draws)]
-    rows, _ = run_experiment(parser, args, identity, attack_trial, jobs, RaySettings.of(cfg))
+    rows, _ = run_experiment(
+        parser, args, identity, attack_trial, jobs, RaySettings.of(cfg.runtime)
+    )
+    fed = cfg.federation
     print(
-        f"{args.trials} FedAvg updates: {cfg.local_epochs} epoch(s) x {cfg.local_steps} step(s) "
-        f"x batch {cfg.batch_size}, lr {cfg.lr}; {cfg.iterations} L-BFGS steps; "
+        f"{args.trials} FedAvg updates: {fed.local_epochs} epoch(s) x {fed.local_steps} step(s) "
+        f"x batch {fed.batch_size}, lr {fed.lr}; {cfg.attack.iterations} L-BFGS steps; "
         f"{time.perf_counter() - start:.0f}s with {args.workers} workers"
     )
     print(summary_table(rows))

@@ -35,7 +35,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from experiments.parsing import OneLineErrorParser
-from fl_sim.config import RunConfig  # noqa: E402
+from fl_sim.federation.run_config import RunConfig  # noqa: E402
 from fl_sim.results.report import by_round, errorbar  # noqa: E402
 from fl_sim.results.store import DB_NAME, ResultsStore  # noqa: E402
 
@@ -62,8 +62,11 @@ def initial_accuracy(cfg: RunConfig) -> dict[str, float]:
     from fl_sim.federation.server_app import initial_model
     from fl_sim.federation.task import dataset_split
 
-    test = dataset_split(cfg, "test")
-    return {arm: split_accuracy(initial_model(cfg, arm), test) for arm in cfg.federated_arms}
+    test = dataset_split(cfg.data, "test")
+    return {
+        arm: split_accuracy(initial_model(cfg.federation, cfg.data, arm), test)
+        for arm in cfg.federated_arms
+    }
 
 
 def table(
@@ -206,18 +209,20 @@ def report(out: Path, command: str) -> list[str]:
         judge = store.runs()[-1]
     from fl_sim.federation.task import dataset_split
 
-    chance = 1.0 / dataset_split(cfg, "test").num_classes
+    chance = 1.0 / dataset_split(cfg.data, "test").num_classes
     with open(out / "over_training.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(records)
+    fed, att = cfg.federation, cfg.attack
     header = [
         f"`{command}`",
         "",
-        f"- Setting: {cfg.dataset}, {cfg.clients} clients, {cfg.protocol} (batch {cfg.batch_size},"
-        f" lr {cfg.lr}), strategy {cfg.strategy}, {cfg.rounds} rounds, victim {cfg.victim} "
-        f"(SNN: {cfg.neuron}, T={cfg.time_steps}); attacks {', '.join(cfg.attacks)} on "
-        f"{cfg.attack_budget or 'all'} captures of rounds {cfg.attack_rounds}.",
+        f"- Setting: {cfg.data.dataset}, {fed.clients} clients, {fed.protocol} (batch "
+        f"{fed.batch_size}, lr {fed.lr}), strategy {fed.strategy}, {fed.rounds} rounds, victim "
+        f"{fed.victim} "
+        f"(SNN: {fed.neuron}, T={cfg.time_steps}); attacks {', '.join(att.attacks)} on "
+        f"{att.attack_budget or 'all'} captures of rounds {att.attack_rounds}.",
         f"- Judge: {judge.get('judge_arch')} on {judge.get('judge_dataset')}, test accuracy "
         f"{100 * float(judge.get('judge_accuracy') or math.nan):.1f}%; chance level "
         f"{100 * chance:.0f}%. ASR: Wilson 95% interval; SSIM: t 95% interval; n per round.",

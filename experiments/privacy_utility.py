@@ -271,7 +271,7 @@ def write_outputs(
     reduced: Mapping[str, str],
 ) -> None:
     """The CSV, markdown table and plot of every setting's records; prints the last lines."""
-    from fl_sim.config import RunConfig
+    from fl_sim.federation.run_config import RunConfig
     from fl_sim.federation.task import dataset_split
 
     with open(out / "privacy_utility.csv", "w", newline="") as fh:
@@ -280,7 +280,9 @@ def write_outputs(
         writer.writerows(recs)
     with ResultsStore.open_existing(out / str(recs[0]["run"])) as store:
         judge = store.runs()[-1]
-        chance = 1.0 / dataset_split(RunConfig.from_mapping(store.run_config()), "test").num_classes
+        chance = (
+            1.0 / dataset_split(RunConfig.from_mapping(store.run_config()).data, "test").num_classes
+        )
     mode = (
         f"reduced sweep: warm start of {args.warm_rounds} undefended rounds (`OUT/warm`), then "
         f"{args.rounds} defended rounds per setting, {args.budget} captures of the last "

@@ -14,12 +14,12 @@ import numpy as np
 import torch
 
 from attacks.types import Attack, Capture
-from fl_sim.config import RunConfig
 from fl_sim.data.loaders.base import time_major
 from fl_sim.evaluation.attack_work import Execution
 from fl_sim.evaluation.audit import GroundTruth
 from fl_sim.evaluation.judge import Judge, ensure_judge
 from fl_sim.evaluation.leakage import Outcome, Target, attack_and_score
+from fl_sim.federation.run_config import RunConfig
 from fl_sim.federation.task import dataset_split, public_info
 from fl_sim.federation.training import loss_gradient
 from fl_sim.federation.transforms import TransformContext, update_chain
@@ -66,14 +66,14 @@ def trial_outcomes(
     """What ``attacks`` (default: the config's) did to ``targets`` (rows and matched images),
     through the one attack->score loop: failures become rows with a failure status and a
     line on stdout; no per-capture progress lines."""
-    attacks = cfg.build_attacks() if attacks is None else attacks
+    attacks = cfg.attack.build_attacks() if attacks is None else attacks
     # a trial is a Ray task already: its attacks run in it, on the config's device
-    execution = Execution(cfg.device)
+    execution = Execution(cfg.runtime.device)
     return attack_and_score(
         targets,
         attacks,
         judge,
-        batched=cfg.batched,
+        batched=cfg.attack.batched,
         log=print,
         progress=False,
         suffix=suffix,
@@ -96,10 +96,10 @@ def trial_rows(
 
 def fresh_victim(cfg: RunConfig, arm: str, index: int) -> tuple[torch.nn.Module, PublicInfo]:
     """Experiment 1's victim of trial ``index``: the ``arm`` of ``cfg``'s victim family, freshly
-    initialised from seed ``cfg.seed * 100_003 + index`` (so every arm of one trial starts from
-    the same weights), and its public info for a batch of 1 (as experiments.untrained_leakage)."""
-    public = dataclasses.replace(public_info(cfg, arm), batch_size=1)
-    torch.manual_seed(cfg.seed * 100_003 + index)
+    initialised from seed ``seed * 100_003 + index`` (so every arm of one trial starts from the
+    same weights), and its public info for a batch of 1 (as experiments.untrained_leakage)."""
+    public = dataclasses.replace(public_info(cfg.federation, cfg.data, arm), batch_size=1)
+    torch.manual_seed(cfg.federation.seed * 100_003 + index)
     return model_for(public), public
 
 
@@ -109,9 +109,11 @@ def fresh_capture(cfg: RunConfig, arm: str, index: int, truth: GroundTruth) -> C
     the public ones are in the capture's public info, as in a run)."""
     victim, public = fresh_victim(cfg, arm, index)
     update = loss_gradient(victim, time_major(truth.images), truth.labels)
-    chain = update_chain(cfg.transforms).for_partition(index)
+    chain = update_chain(cfg.federation.transforms).for_partition(index)
     if chain:
-        ctx = TransformContext(index, max(cfg.clients, index + 1), 0, cfg.seed, "gradient")
+        ctx = TransformContext(
+            index, max(cfg.federation.clients, index + 1), 0, cfg.federation.seed, "gradient"
+        )
         update = chain(update, ctx)
     return Capture(0, index, update, victim.state_dict(), public)
 
@@ -123,9 +125,9 @@ def attack_trial(
     arm on :func:`fresh_victim`. Returns the leakage rows and, with ``keep_images``, the
     images by name (``truth``, ``<arm>/<attack>``) for grids."""
     torch.set_num_threads(1)
-    data = dataset_split(cfg, "train")
+    data = dataset_split(cfg.data, "train")
     truth = GroundTruth(data.take(slice(index, index + 1)), data.labels[index : index + 1])
-    judge = ensure_judge(cfg, log=lambda _: None)
+    judge = ensure_judge(cfg.data, cfg.judge, cfg.runtime.device, log=lambda _: None)
     rows: Rows = []
     images = {"truth": truth.images.numpy()} if keep_images else None
     for arm in cfg.federated_arms:

@@ -18,8 +18,8 @@ import numpy as np
 from experiments.cells import Job, identity_of, run_experiment
 from experiments.parsing import OneLineErrorParser
 from experiments.trials import add_common_args, attack_trial
-from fl_sim.config import RunConfig
 from fl_sim.evaluation.judge import ensure_judge
+from fl_sim.federation.run_config import RunConfig
 from fl_sim.federation.task import dataset_split
 from fl_sim.ops.ray_tasks import RaySettings
 from fl_sim.results.report import summary_table, write_report
@@ -38,19 +38,24 @@ def main(argv: list[str] | None = None) -> None:
     add_common_args(parser, "results/untrained")
     args = parser.parse_args(argv)
     cfg = RunConfig.load(overrides=args.overrides)
-    data = dataset_split(cfg, "train")
+    data = dataset_split(cfg.data, "train")
     if not 1 <= args.samples <= len(data):
         parser.error(f"--samples must be in 1..{len(data)}, got {args.samples}")
-    indices = np.random.default_rng(cfg.seed).choice(len(data), args.samples, replace=False)
+    indices = np.random.default_rng(cfg.federation.seed).choice(
+        len(data), args.samples, replace=False
+    )
     identity = identity_of("untrained_leakage", cfg, samples=args.samples)
-    ensure_judge(cfg)
+    ensure_judge(cfg.data, cfg.judge, cfg.runtime.device)
     start = time.perf_counter()
     jobs = [Job("samples", int(i), (cfg, int(i))) for i in indices]
-    rows, _ = run_experiment(parser, args, identity, attack_sample, jobs, RaySettings.of(cfg))
+    rows, _ = run_experiment(
+        parser, args, identity, attack_sample, jobs, RaySettings.of(cfg.runtime)
+    )
     write_report(args.out, rows)
     print(
-        f"{args.samples} samples, victim {cfg.victim}, T={cfg.time_steps}, {cfg.iterations} L-BFGS "
-        f"steps (dlg/idlg), {cfg.grnn_iterations} GRNN iterations, "
+        f"{args.samples} samples, victim {cfg.federation.victim}, T={cfg.time_steps}, "
+        f"{cfg.attack.iterations} L-BFGS steps (dlg/idlg), {cfg.attack.grnn_iterations} GRNN "
+        "iterations, "
         f"{time.perf_counter() - start:.0f}s with {args.workers} workers"
     )
     print(summary_table(rows))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import signal
 import sqlite3
@@ -22,7 +21,7 @@ from fl_sim.commands.run import (
     cmd_submit,
 )
 from fl_sim.commands.tools import cmd_judge, cmd_l2_stats
-from fl_sim.config import RunConfig
+from fl_sim.federation.run_config import RunConfig
 
 if TYPE_CHECKING:
     from fl_sim.ops.proctree import Proc
@@ -181,8 +180,8 @@ def load_config(args: argparse.Namespace) -> RunConfig:
     if getattr(args, "resume", None) is not None:
         return load_resume_config(args)
     cfg = RunConfig.load(args.config, args.overrides)
-    if cfg.resume:  # --set resume=true: resume --out
-        args.resume = Path(args.out or cfg.out)
+    if cfg.results.resume:  # --set resume=true: resume --out
+        args.resume = Path(args.out or cfg.results.out)
         return load_resume_config(args)
     extra: dict[str, object] = {}
     for key in ("clients", "rounds"):
@@ -192,10 +191,11 @@ def load_config(args: argparse.Namespace) -> RunConfig:
         extra["out"] = args.out
     if getattr(args, "overwrite", False):
         extra["overwrite"] = True
-    cfg = dataclasses.replace(cfg, **extra)  # type: ignore[arg-type]
+    cfg = cfg.replace(**extra)  # type: ignore[arg-type]
     # Flower runs the ServerApp in another process and directory: pass absolute paths.
-    return dataclasses.replace(
-        cfg, out=str(Path(cfg.out).expanduser().resolve()), cache_dir=str(cfg.judge_cache.resolve())
+    return cfg.replace(
+        out=str(Path(cfg.results.out).expanduser().resolve()),
+        cache_dir=str(cfg.data.cache_path.resolve()),
     )
 
 
@@ -203,7 +203,7 @@ def load_resume_config(args: argparse.Namespace) -> RunConfig:
     """``--resume DIR``: the config stored in DIR's results store, with the --config/--set
     changes applied and checked (execution settings only; rounds may be raised)."""
     from fl_sim.config import parse_overrides, read_config_file
-    from fl_sim.results.resume import resume_config
+    from fl_sim.federation.resume import resume_config
 
     changes: dict[str, object] = {}
     if args.config:
@@ -219,7 +219,7 @@ def load_resume_config(args: argparse.Namespace) -> RunConfig:
         if other and Path(str(other)).expanduser().resolve() != out:
             raise ValueError(f"--resume {out} and out={other} name different directories")
     cfg = resume_config(out, changes)
-    return dataclasses.replace(cfg, cache_dir=str(cfg.judge_cache.resolve()))
+    return cfg.replace(cache_dir=str(cfg.data.cache_path.resolve()))
 
 
 def user_errors() -> tuple[type[Exception], ...]:

@@ -20,8 +20,8 @@ sys.path.insert(0, str(ROOT))
 os.environ["COLUMNS"] = "100"  # argparse wraps help at the terminal's width: fix it
 
 from fl_sim.cli import build_parser  # noqa: E402
-from fl_sim.config import RunConfig  # noqa: E402
 from fl_sim.config_docs import KEY_DOCS  # noqa: E402
+from fl_sim.federation.run_config import RunConfig  # noqa: E402
 
 
 def subcommands(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.ArgumentParser]]:

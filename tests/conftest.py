@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).parent))  # for tests/inproc_grid.py
 import torch  # noqa: E402
 
 import fl_sim.data.loaders.nmnist_emulated as nm  # noqa: E402
-from fl_sim.config import RunConfig  # noqa: E402
 from fl_sim.data.registry import DataSplit, clear_dataset_cache  # noqa: E402
+from fl_sim.federation.run_config import RunConfig  # noqa: E402
 
 # One torch thread, as every fl-sim process uses (threads=1): tests that recompute a client's
 # result in the main thread then sum in the same order as the client did.
@@ -68,7 +68,7 @@ def flower_run(tmp_path_factory: pytest.TempPathFactory, judge_cache: str) -> Cl
 @pytest.fixture
 def small_cfg(tmp_path: Path, judge_cache: str) -> RunConfig:
     """2 clients, 2 rounds, a short attack budget: the federation logic at test speed."""
-    return RunConfig(
+    return RunConfig.of(
         clients=2, rounds=2, iterations=20, out=str(tmp_path / "out"), cache_dir=judge_cache
     )
 

@@ -12,10 +12,10 @@ import torch
 
 import models.device
 from attacks import AttackConfig, Capture, build_attack
-from fl_sim.config import ATTACK_RUNNERS
 from fl_sim.evaluation.attack_work import RUNNERS, Execution, ray_slots
 from fl_sim.evaluation.leakage import Target, reconstruct_all
 from fl_sim.ops.ray_tasks import RaySettings, ensure_ray, ray_pool
+from fl_sim.ops.runtime_config import ATTACK_RUNNERS
 from models.device import resolve_device
 from tests.tests_helpers import ann_capture
 

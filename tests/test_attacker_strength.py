@@ -17,7 +17,7 @@ from attacks.registry import CHAINS
 from experiments import attacker_strength as strength
 from experiments.cells import EXPERIMENT_DB
 from experiments.trials import fresh_victim
-from fl_sim.config import RunConfig
+from fl_sim.federation.run_config import RunConfig
 from fl_sim.results.report import read_rows
 from fl_sim.results.stats import Z95, t_interval, wilson_interval
 

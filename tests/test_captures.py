@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import stat
 from pathlib import Path
 
@@ -13,20 +12,20 @@ from tests_helpers import ann_capture
 
 from attacks.capture_io import load_capture, save_capture
 from fl_sim.cli import main as cli_main
-from fl_sim.config import RunConfig
 from fl_sim.federation.client_app import app as client_app
+from fl_sim.federation.run_config import RunConfig
 from fl_sim.federation.server_app import run_federation
 from fl_sim.results.report import read_rows
 
 
 def test_run_saves_captures_only_when_asked(small_cfg: RunConfig, tmp_path: Path) -> None:
-    cfg = dataclasses.replace(small_cfg, rounds=1, arms=("ann",), attacks=("idlg",), iterations=2)
+    cfg = small_cfg.replace(rounds=1, arms=("ann",), attacks=("idlg",), iterations=2)
     run_federation(InProcessGrid(client_app, 2, cfg.to_flower()), cfg)
-    assert not (Path(cfg.out) / "captures").exists()
+    assert not (Path(cfg.results.out) / "captures").exists()
 
-    cfg = dataclasses.replace(cfg, out=str(tmp_path / "saved"), save_captures=True)
+    cfg = cfg.replace(out=str(tmp_path / "saved"), save_captures=True)
     run_federation(InProcessGrid(client_app, 2, cfg.to_flower()), cfg)
-    files = sorted((Path(cfg.out) / "captures").iterdir())
+    files = sorted((Path(cfg.results.out) / "captures").iterdir())
     assert [f.name for f in files] == [
         "ann-r001-c000.pt", "ann-r001-c000.truth.pt", "ann-r001-c001.pt", "ann-r001-c001.truth.pt"
     ]  # fmt: skip
@@ -47,11 +46,9 @@ def test_capture_round_trip(tmp_path: Path) -> None:
 
 
 def test_fl_sim_attack_on_saved_captures(small_cfg: RunConfig, tmp_path: Path) -> None:
-    cfg = dataclasses.replace(
-        small_cfg, rounds=1, arms=("ann",), attacks=("idlg",), save_captures=True
-    )
+    cfg = small_cfg.replace(rounds=1, arms=("ann",), attacks=("idlg",), save_captures=True)
     run_federation(InProcessGrid(client_app, 2, cfg.to_flower()), cfg)
-    captures = sorted(str(p) for p in (Path(cfg.out) / "captures").glob("*c00?.pt"))
+    captures = sorted(str(p) for p in (Path(cfg.results.out) / "captures").glob("*c00?.pt"))
     out = tmp_path / "attack"
     code = cli_main(
         [
@@ -64,7 +61,7 @@ def test_fl_sim_attack_on_saved_captures(small_cfg: RunConfig, tmp_path: Path) -
             "--set",
             "iterations=100",  # iDLG recovers untrained-ANN digits well within it
             "--set",
-            f"cache_dir={cfg.cache_dir}",
+            f"cache_dir={cfg.data.cache_dir}",
         ]
     )
     assert code == 0

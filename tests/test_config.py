@@ -9,14 +9,20 @@ import pytest
 from flwr.common.config import parse_config_args
 
 from fl_sim.cli import main as cli_main
-from fl_sim.config import RunConfig
+from fl_sim.federation.run_config import RunConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_overrides_are_typed() -> None:
     cfg = RunConfig.load(overrides=["clients=3", "attacks=idlg", "T=8", "grids=false", "lr=0.5"])
-    assert (cfg.clients, cfg.attacks, cfg.T, cfg.grids, cfg.lr) == (3, ("idlg",), 8, False, 0.5)
+    assert (
+        cfg.federation.clients,
+        cfg.attack.attacks,
+        cfg.federation.T,
+        cfg.results.grids,
+        cfg.federation.lr,
+    ) == (3, ("idlg",), 8, False, 0.5)
 
 
 def test_unknown_key_lists_valid_keys() -> None:
@@ -52,7 +58,7 @@ def test_config_file_then_overrides(tmp_path: Path) -> None:
     path = tmp_path / "exp.toml"
     path.write_text('rounds = 5\nattacks = "dlg"\nclients = 6\n')
     cfg = RunConfig.load(path, ["clients=2"])
-    assert (cfg.rounds, cfg.attacks, cfg.clients) == (5, ("dlg",), 2)
+    assert (cfg.federation.rounds, cfg.attack.attacks, cfg.federation.clients) == (5, ("dlg",), 2)
 
 
 def test_pyproject_app_config_matches_defaults() -> None:

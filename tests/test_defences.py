@@ -14,9 +14,9 @@ from attacks.batched import reconstruct_batch
 from attacks.defences import adapt, known_defences
 from attacks.registry import build_attack
 from fl_sim.cli import main
-from fl_sim.config import RunConfig
 from fl_sim.data.registry import load_dataset
 from fl_sim.federation.privacy import epsilon, privacy_record
+from fl_sim.federation.run_config import RunConfig
 from fl_sim.federation.transforms import TransformContext, build_step
 from fl_sim.federation.transforms.defences import GaussianDp, Quantise, TopKPrune
 
@@ -257,7 +257,7 @@ def test_experiment_captures_carry_the_defence_and_its_public_spec() -> None:
 
     data = load_dataset("mnist5k", "train")
     truth = GroundTruth(data.inputs[:1], data.labels[:1])
-    cfg = RunConfig(transforms=("prune:keep=0.1",))
+    cfg = RunConfig.of(transforms=("prune:keep=0.1",))
     capture = fresh_capture(cfg, "ann", 2, truth)
     assert capture.public.transforms == ("prune:keep=0.1",)
     for value in capture.update.values():

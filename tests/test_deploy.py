@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from fl_sim.config import RunConfig
+from fl_sim.federation.run_config import RunConfig
 from fl_sim.ops.certs import write_certs
 from fl_sim.ops.deploy import (
     DeployError,
@@ -172,7 +172,7 @@ def test_role_commands() -> None:
     assert serverapp_command("superlink:8000", ca)[-2:] == ["--root-certificates", str(ca)]
     node = supernode_command("superlink:8000", 3, 4, 9094, None)
     assert node[node.index("--node-config") + 1] == "partition-id=3 num-partitions=4"
-    submit = submit_command("/app", "conn", RunConfig(clients=4, out="/results/x"))
+    submit = submit_command("/app", "conn", RunConfig.of(clients=4, out="/results/x").flower_run())
     assert submit[:5] == ["flwr", "run", "/app", "conn", "--stream"]
     assert "clients=4" in submit[-1] and 'out="/results/x"' in submit[-1]
     assert 'root-certificates = "/c/ca.crt"' in connection_toml("x", "h:1", Path("/c/ca.crt"))
@@ -217,13 +217,13 @@ def test_stop_all_ends_the_whole_group(tmp_path: Path) -> None:
 def test_a_failed_serverapp_fails_the_deploy(tmp_path: Path, judge_cache: str) -> None:
     # `flwr run --stream` exits 0 when the ServerApp raises: deploy reads the run's status.
     (tmp_path / "file").touch()
-    cfg = RunConfig(
+    cfg = RunConfig.of(
         clients=1, rounds=1, arms=("ann",), attacks=("idlg",), iterations=5, judge_epochs=1,
         grids=False, cache_dir=judge_cache, out=str(tmp_path / "file" / "out"),
     )  # fmt: skip
     work = tmp_path / "work"
     with pytest.raises(DeployError, match="finished:failed.*Not a directory.*serverapp.log"):
-        deploy(cfg, DeployOptions(workdir=work))
+        deploy(cfg.flower_run(), DeployOptions(workdir=work))
     assert processes_left(work) == []
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from fl_sim.cli import build_parser
-from fl_sim.config import RunConfig
 from fl_sim.config_docs import KEY_DOCS
+from fl_sim.federation.run_config import RunConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
@@ -43,7 +43,9 @@ def test_reference_pages_are_generated_from_the_code(
     rows = re.findall(r"^\| `(\w+)` \| `([^`]*)` \| `([^`]*)` \|", config, re.M)
     assert [name for name, _, _ in rows] == RunConfig.keys()
     defaults = {name: default for name, _, default in rows}
-    assert defaults["clients"] == str(RunConfig().clients)  # from the dataclass, not a copy
+    assert defaults["clients"] == str(
+        RunConfig().federation.clients
+    )  # from the dataclass, not a copy
     assert "dlg, grnn, idlg" in config  # allowed values: what the config answers a bad one
     cli = (tmp_path / "reference" / "cli.md").read_text()
     commands = next(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fl_sim.commands.run import ENGINE_RETRY_WAIT_S, ENGINE_START_TRIES, simulate
-from fl_sim.config import RunConfig
+from fl_sim.federation.run_config import RunConfig
 from fl_sim.ops.console import Console
 from fl_sim.results.store import DB_NAME
 
@@ -35,7 +35,7 @@ class FakeEngine:
 
     def __call__(self, cfg: RunConfig, console: Console, keep_temp: bool = False) -> int:
         self.configs.append(cfg)
-        (Path(cfg.out) / DB_NAME).touch()
+        (Path(cfg.results.out) / DB_NAME).touch()
         if len(self.configs) > len(self.failures):
             return 0
         for line in self.failures[len(self.configs) - 1]:
@@ -45,7 +45,7 @@ class FakeEngine:
 
 def test_a_ray_start_timeout_is_retried_then_resumed(tmp_path: Path) -> None:
     engine, waits = FakeEngine([RAY_TIMEOUT]), []
-    cfg = RunConfig(out=str(tmp_path))
+    cfg = RunConfig.of(out=str(tmp_path))
     code, console = simulate(cfg, run=engine, sleep=waits.append)
     assert code == 0 and console.root_cause() is None  # the second try's console
     assert waits == [ENGINE_RETRY_WAIT_S[0]]
@@ -56,11 +56,11 @@ def test_a_ray_start_timeout_is_retried_then_resumed(tmp_path: Path) -> None:
 
 def test_retries_are_bounded_and_other_failures_are_not_retried(tmp_path: Path) -> None:
     engine, waits = FakeEngine([RAY_TIMEOUT] * 5), []
-    code, console = simulate(RunConfig(out=str(tmp_path)), run=engine, sleep=waits.append)
+    code, console = simulate(RunConfig.of(out=str(tmp_path)), run=engine, sleep=waits.append)
     assert len(engine.configs) == ENGINE_START_TRIES and len(waits) == ENGINE_START_TRIES - 1
     cause = console.root_cause()
     assert cause is not None and "timed out during startup" in cause.message
 
     engine, waits = FakeEngine([OTHER]), []
-    simulate(RunConfig(out=str(tmp_path / "b")), run=engine, sleep=waits.append)
+    simulate(RunConfig.of(out=str(tmp_path / "b")), run=engine, sleep=waits.append)
     assert len(engine.configs) == 1 and waits == []

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from fl_sim.config import RunConfig
 from fl_sim.evaluation.metrics import image_metrics, sample_metrics, spike_l2
+from fl_sim.federation.run_config import RunConfig
 from fl_sim.federation.training import local_sgd
 from fl_sim.results.report import save_grid
 from models import build_model
@@ -15,8 +15,8 @@ from models import build_model
 
 def test_event_data_federates_only_the_spiking_arm() -> None:
     cfg = RunConfig.from_mapping({"dataset": "nmnist-emulated"})
-    assert cfg.arms == () and cfg.federated_arms == ("snn",)
-    assert cfg.time_steps == cfg.frames == 20
+    assert cfg.federation.arms == () and cfg.federated_arms == ("snn",)
+    assert cfg.time_steps == cfg.data.frames == 20
     assert RunConfig().federated_arms == ("ann", "snn") and RunConfig().time_steps == 4
     with pytest.raises(ValueError, match="'ann' cannot take nmnist-emulated .*valid: snn"):
         RunConfig.from_mapping({"dataset": "nmnist-emulated", "arms": "ann,snn"})

@@ -3,7 +3,6 @@ that ran and the versions of the libraries that shape results."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,12 +12,12 @@ from flwr.app import ArrayRecord, ConfigRecord, Error, Message, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID
 from inproc_grid import InProcessGrid
 
-from fl_sim.config import RunConfig
 from fl_sim.federation.client_app import app as client_app
 from fl_sim.federation.faults import client_error, tag_client_error
+from fl_sim.federation.resume import check_resumable
+from fl_sim.federation.run_config import RunConfig
 from fl_sim.federation.server_app import VERSIONED, initial_model, write_run_record
 from fl_sim.federation.strategy import EavesdroppingFedSGD
-from fl_sim.results.resume import check_resumable
 
 # What Flower's simulation engine (Ray backend) records for a ClientApp that raised, as seen
 # in faults.csv before this was cleaned up (paths shortened): colour codes, two tracebacks.
@@ -58,7 +57,7 @@ def test_a_tagged_client_error_names_its_partition() -> None:
 def test_faulty_node_gets_its_partition_from_earlier_replies(small_cfg: RunConfig) -> None:
     """A client that crashes without saying who it is (or never replies) is named by the
     partition its node reported in an earlier round."""
-    cfg = dataclasses.replace(small_cfg, arms=("ann",), attacks=())
+    cfg = small_cfg.replace(arms=("ann",), attacks=())
     faults: list[tuple[int, int, int | None, str]] = []
 
     calls: list[int] = []
@@ -77,13 +76,13 @@ def test_faulty_node_gets_its_partition_from_earlier_replies(small_cfg: RunConfi
         return None
 
     strategy = EavesdroppingFedSGD(
-        lr=cfg.lr, on_fault=lambda *a: faults.append(a), fraction_evaluate=0.0,
+        lr=cfg.federation.lr, on_fault=lambda *a: faults.append(a), fraction_evaluate=0.0,
         min_train_nodes=2, min_available_nodes=2,
     )  # fmt: skip
-    grid = InProcessGrid(client_app, cfg.clients, cfg.to_flower(), fault)
+    grid = InProcessGrid(client_app, cfg.federation.clients, cfg.to_flower(), fault)
     strategy.start(
         grid=grid,
-        initial_arrays=ArrayRecord(initial_model(cfg, "ann").state_dict()),
+        initial_arrays=ArrayRecord(initial_model(cfg.federation, cfg.data, "ann").state_dict()),
         num_rounds=2,
         train_config=ConfigRecord({"arm": "ann"}),
     )
@@ -101,7 +100,7 @@ def test_run_record_has_the_arms_that_ran_and_library_versions(tmp_path: Path) -
     )  # fmt: skip
     for cfg, arms in (
         (RunConfig(), ["ann", "snn"]),
-        (RunConfig(dataset="nmnist-emulated"), ["snn"]),
+        (RunConfig.of(dataset="nmnist-emulated"), ["snn"]),
     ):
         record = write_run_record(tmp_path, cfg, judge)  # type: ignore[arg-type]
         written = json.loads((tmp_path / "run.json").read_text())

@@ -14,30 +14,33 @@ from inproc_grid import InProcessGrid
 from attacks import Capture, PublicInfo
 from attacks.local_update import observed_update, simulated_update
 from attacks.victim import victim_from_capture
-from fl_sim.config import RunConfig
-from fl_sim.evaluation.audit import ReplayAudit
 from fl_sim.federation.client_app import app as client_app
 from fl_sim.federation.client_app import client_update
 from fl_sim.federation.eavesdropper import capture_from_reply
+from fl_sim.federation.run_config import RunConfig
 from fl_sim.federation.server_app import build_strategy, initial_model, run_federation
-from fl_sim.federation.task import private_batch, public_info
+from fl_sim.federation.task import private_batch, public_info, replay_audit
 from fl_sim.federation.training import loss_gradient
 from fl_sim.results.report import read_rows
 
 
 def fedavg(cfg: RunConfig, **changes: object) -> RunConfig:
-    return dataclasses.replace(cfg, protocol="fedavg", **changes)  # type: ignore[arg-type]
+    return cfg.replace(protocol="fedavg", **changes)  # type: ignore[arg-type]
 
 
 def ann_fedavg_capture(
     cfg: RunConfig, partition: int
 ) -> tuple[Capture, torch.Tensor, torch.Tensor]:
     """The round-1 FedAvg update of one of 4 clients on the initial ANN, with its data."""
-    model = initial_model(cfg, "ann")
+    model = initial_model(cfg.federation, cfg.data, "ann")
     start = {k: v.clone() for k, v in model.state_dict().items()}
-    images, labels = private_batch(cfg, partition, 4, 1)
-    sent = client_update(cfg, model, images, labels)
-    return Capture(1, partition, sent, start, public_info(cfg, "ann")), images, labels
+    images, labels = private_batch(cfg.federation, cfg.data, partition, 4, 1)
+    sent = client_update(cfg.federation, model, images, labels)
+    return (
+        Capture(1, partition, sent, start, public_info(cfg.federation, cfg.data, "ann")),
+        images,
+        labels,
+    )
 
 
 def true_update(capture: Capture, images: torch.Tensor, labels: torch.Tensor) -> list:
@@ -72,7 +75,7 @@ def test_unrolled_attacker_reproduces_the_clients_update_exactly(
         small_cfg, local_steps=2, local_epochs=2, batch_size=2, fedavg_update=update,
         attacks=("dlg",),
     )  # fmt: skip
-    audit, checked = ReplayAudit(cfg), []
+    audit, checked = replay_audit(cfg.federation, cfg.data), []
 
     def tap(server_round: int, sent: ArrayRecord, replies: list[Message]) -> None:
         state = sent.to_torch_state_dict()
@@ -88,26 +91,28 @@ def test_unrolled_attacker_reproduces_the_clients_update_exactly(
             checked.append((public.arch, server_round, meta.partition_id))
 
     for arm in cfg.federated_arms:
-        public = public_info(cfg, arm)
-        strategy = build_strategy(cfg, None, lambda *a: None)
+        public = public_info(cfg.federation, cfg.data, arm)
+        strategy = build_strategy(cfg.federation, None, lambda *a: None)
         strategy.tap = tap
         strategy.start(
-            grid=InProcessGrid(client_app, cfg.clients, cfg.to_flower()),
-            initial_arrays=ArrayRecord(initial_model(cfg, arm).state_dict()),
+            grid=InProcessGrid(client_app, cfg.federation.clients, cfg.to_flower()),
+            initial_arrays=ArrayRecord(initial_model(cfg.federation, cfg.data, arm).state_dict()),
             num_rounds=2,
             train_config=ConfigRecord({"arm": arm}),
         )
-    assert len(checked) == len(cfg.federated_arms) * 2 * cfg.clients
+    assert len(checked) == len(cfg.federated_arms) * 2 * cfg.federation.clients
 
 
 def test_one_local_step_update_equals_the_fedsgd_gradient(small_cfg: RunConfig) -> None:
     cfg = fedavg(small_cfg, batch_size=2, attacks=("dlg",))
-    model = initial_model(cfg, "ann")
+    model = initial_model(cfg.federation, cfg.data, "ann")
     start = {k: v.clone() for k, v in model.state_dict().items()}
-    images, labels = private_batch(cfg, 0, cfg.clients, 1)
+    images, labels = private_batch(cfg.federation, cfg.data, 0, cfg.federation.clients, 1)
     grads = loss_gradient(model, images, labels)
-    sent = client_update(cfg, model, images, labels)
-    observed = observed_update(Capture(1, 0, sent, start, public_info(cfg, "ann")))
+    sent = client_update(cfg.federation, model, images, labels)
+    observed = observed_update(
+        Capture(1, 0, sent, start, public_info(cfg.federation, cfg.data, "ann"))
+    )
     for k, g in grads.items():
         torch.testing.assert_close(observed[k], g, rtol=1e-4, atol=1e-6)
 
@@ -118,18 +123,18 @@ def test_fedavg_server_averages_weights_or_adds_the_mean_delta(small_cfg: RunCon
     for update in ("weights", "delta"):
         cfg = fedavg(
             small_cfg, rounds=1, arms=("ann",), attacks=(), fedavg_update=update,
-            local_epochs=2, out=f"{small_cfg.out}-{update}",
+            local_epochs=2, out=f"{small_cfg.results.out}-{update}",
         )  # fmt: skip
         finals[update] = run_federation(
-            InProcessGrid(client_app, cfg.clients, cfg.to_flower()), cfg
+            InProcessGrid(client_app, cfg.federation.clients, cfg.to_flower()), cfg
         )["ann"]
     cfg = fedavg(small_cfg, local_epochs=2)
     expected = {}
-    for pid in range(cfg.clients):
-        model = initial_model(cfg, "ann")
-        images, labels = private_batch(cfg, pid, cfg.clients, 1)
-        for k, v in client_update(cfg, model, images, labels).items():
-            expected[k] = expected.get(k, 0) + v / cfg.clients
+    for pid in range(cfg.federation.clients):
+        model = initial_model(cfg.federation, cfg.data, "ann")
+        images, labels = private_batch(cfg.federation, cfg.data, pid, cfg.federation.clients, 1)
+        for k, v in client_update(cfg.federation, model, images, labels).items():
+            expected[k] = expected.get(k, 0) + v / cfg.federation.clients
     for k, v in expected.items():
         torch.testing.assert_close(finals["weights"][k], v, rtol=0, atol=1e-6)
         torch.testing.assert_close(finals["delta"][k], v, rtol=0, atol=1e-6)
@@ -139,9 +144,9 @@ def test_fedavg_server_averages_weights_or_adds_the_mean_delta(small_cfg: RunCon
 def test_attacks_on_fedavg_updates_produce_rows(small_cfg: RunConfig) -> None:
     """iDLG (one sample, 3 local epochs) and DLG on both arms, through the federation."""
     cfg = fedavg(small_cfg, rounds=1, local_epochs=3, iterations=2, grids=False)
-    run_federation(InProcessGrid(client_app, cfg.clients, cfg.to_flower()), cfg)
-    rows = read_rows(Path(cfg.out) / "leakage.csv")
-    assert len(rows) == len(cfg.federated_arms) * cfg.clients * 2
+    run_federation(InProcessGrid(client_app, cfg.federation.clients, cfg.to_flower()), cfg)
+    rows = read_rows(Path(cfg.results.out) / "leakage.csv")
+    assert len(rows) == len(cfg.federated_arms) * cfg.federation.clients * 2
     assert all(r["status"] in ("ok", "converged") for r in rows)
     assert all(r["label_correct"] for r in rows if r["attack"] == "idlg" and r["arm"] == "ann")
 
@@ -152,7 +157,7 @@ def test_the_true_data_solves_the_unrolled_matching_not_a_gradient_reading() -> 
     one batch-2 gradient, so only the unrolled attacker has the data as a zero-loss point.
     (Whether L-BFGS then finds that point is trajectory-dependent: see the README.)"""
     for seed in (0, 1):
-        cfg = RunConfig(protocol="fedavg", local_steps=2, attacks=("dlg",), seed=seed)
+        cfg = RunConfig.of(protocol="fedavg", local_steps=2, attacks=("dlg",), seed=seed)
         capture, images, labels = ann_fedavg_capture(cfg, partition=1)
         as_gradient = Capture(
             1, 1, observed_update(capture), capture.global_state,
@@ -173,14 +178,14 @@ def test_public_info_rejects_an_unusable_fedavg_description() -> None:
 
 def test_config_rejects_idlg_on_several_samples_per_round() -> None:
     with pytest.raises(ValueError, match="need one private sample per round"):
-        RunConfig(protocol="fedavg", local_steps=2, attacks=("idlg",))
+        RunConfig.of(protocol="fedavg", local_steps=2, attacks=("idlg",))
     with pytest.raises(ValueError, match="protocol: unknown value 'fedprox'"):
-        RunConfig(protocol="fedprox")
+        RunConfig.of(protocol="fedprox")
 
 
 def test_grnn_attacks_fedavg_updates_through_the_unrolled_steps() -> None:
-    cfg = RunConfig(protocol="fedavg", local_steps=2, attacks=("grnn",), grnn_iterations=3)
+    cfg = RunConfig.of(protocol="fedavg", local_steps=2, attacks=("grnn",), grnn_iterations=3)
     capture, images, labels = ann_fedavg_capture(cfg, partition=0)
-    rec = cfg.build_attacks()[0].reconstruct(capture)
+    rec = cfg.attack.build_attacks()[0].reconstruct(capture)
     assert rec.images.shape == images.shape and rec.labels.shape == labels.shape
     assert rec.status == "ok" and rec.iterations == 3

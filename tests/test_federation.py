@@ -15,15 +15,14 @@ from tests_helpers import captures_and_truth
 
 from attacks import AttackConfig, Capture, Reconstruction
 from attacks.idlg import IDLG
-from fl_sim.config import RunConfig
-from fl_sim.evaluation.audit import ReplayAudit
 from fl_sim.evaluation.judge import ensure_judge
+from fl_sim.evaluation.schedule import AttackSchedule
 from fl_sim.federation.client_app import app as client_app
 from fl_sim.federation.eavesdropper import Eavesdropper
-from fl_sim.federation.schedule import AttackSchedule
+from fl_sim.federation.run_config import RunConfig
 from fl_sim.federation.server_app import init_record, initial_model, run_federation
 from fl_sim.federation.strategy import EavesdroppingFedSGD
-from fl_sim.federation.task import private_batch, public_info
+from fl_sim.federation.task import private_batch, public_info, replay_audit
 from fl_sim.federation.training import loss_gradient, sgd_step
 from fl_sim.results.report import LEAKAGE_COLUMNS, read_rows
 from fl_sim.results.store import ResultsStore
@@ -31,23 +30,25 @@ from models.public import model_for
 
 
 def federate(cfg: RunConfig, fault=None) -> dict[str, dict[str, torch.Tensor]]:
-    return run_federation(InProcessGrid(client_app, cfg.clients, cfg.to_flower(), fault), cfg)
+    return run_federation(
+        InProcessGrid(client_app, cfg.federation.clients, cfg.to_flower(), fault), cfg
+    )
 
 
 def test_tap_is_passive_global_models_bit_identical(small_cfg: RunConfig, tmp_path) -> None:
-    with_tap = federate(dataclasses.replace(small_cfg, attacks=("dlg", "idlg"), iterations=2))
-    without = federate(dataclasses.replace(small_cfg, attacks=(), out=str(tmp_path / "off")))
+    with_tap = federate(small_cfg.replace(attacks=("dlg", "idlg"), iterations=2))
+    without = federate(small_cfg.replace(attacks=(), out=str(tmp_path / "off")))
     for arm in small_cfg.federated_arms:
         assert with_tap[arm].keys() == without[arm].keys()
         for key, value in with_tap[arm].items():
             assert torch.equal(value, without[arm][key]), (arm, key)
-        start = initial_model(small_cfg, arm).state_dict()
+        start = initial_model(small_cfg.federation, small_cfg.data, arm).state_dict()
         assert any(not torch.equal(v, start[k]) for k, v in with_tap[arm].items())  # it trained
 
 
 def test_captured_update_equals_gradient_of_audit_ground_truth(small_cfg: RunConfig) -> None:
-    cfg = dataclasses.replace(small_cfg, arms=("ann", "snn"))
-    audit = ReplayAudit(cfg)
+    cfg = small_cfg.replace(arms=("ann", "snn"))
+    audit = replay_audit(cfg.federation, cfg.data)
     checked = []
 
     def tap(server_round: int, sent: ArrayRecord, replies: list[Message]) -> None:
@@ -60,14 +61,18 @@ def test_captured_update_equals_gradient_of_audit_ground_truth(small_cfg: RunCon
             checked.append((public.arch, server_round, meta.partition_id))
 
     for arm in cfg.federated_arms:
-        public = public_info(cfg, arm)
+        public = public_info(cfg.federation, cfg.data, arm)
         strategy = EavesdroppingFedSGD(
-            lr=cfg.lr, tap=tap, fraction_evaluate=0.0, min_train_nodes=2, min_available_nodes=2
+            lr=cfg.federation.lr,
+            tap=tap,
+            fraction_evaluate=0.0,
+            min_train_nodes=2,
+            min_available_nodes=2,
         )
-        grid = InProcessGrid(client_app, cfg.clients, cfg.to_flower())
+        grid = InProcessGrid(client_app, cfg.federation.clients, cfg.to_flower())
         strategy.start(
             grid=grid,
-            initial_arrays=ArrayRecord(initial_model(cfg, arm).state_dict()),
+            initial_arrays=ArrayRecord(initial_model(cfg.federation, cfg.data, arm).state_dict()),
             num_rounds=2,
             train_config=ConfigRecord({"arm": arm}),
         )
@@ -75,12 +80,12 @@ def test_captured_update_equals_gradient_of_audit_ground_truth(small_cfg: RunCon
 
 
 def test_leakage_rows_grids_plot_and_summary(small_cfg: RunConfig) -> None:
-    small_cfg = dataclasses.replace(small_cfg, iterations=5)  # the rows, not the attack's skill
+    small_cfg = small_cfg.replace(iterations=5)  # the rows, not the attack's skill
     federate(small_cfg)
-    out = small_cfg.out
+    out = small_cfg.results.out
     rows = read_rows(Path(out) / "leakage.csv")
     assert (
-        len(rows) == 2 * small_cfg.rounds * small_cfg.clients * 2
+        len(rows) == 2 * small_cfg.federation.rounds * small_cfg.federation.clients * 2
     )  # arms x rounds x clients x attacks
     assert set(rows[0]) == set(LEAKAGE_COLUMNS)
     keys = {(r["arm"], r["round"], r["client"], r["attack"], r["sample"]) for r in rows}
@@ -101,12 +106,12 @@ def test_leakage_rows_grids_plot_and_summary(small_cfg: RunConfig) -> None:
         "final_model_ann.pt",
         "final_model_snn.pt",
     } <= files
-    assert len(list((Path(out) / "grids").glob("*.png"))) == 2 * small_cfg.rounds
+    assert len(list((Path(out) / "grids").glob("*.png"))) == 2 * small_cfg.federation.rounds
     assert "ann" in (Path(out) / "summary.txt").read_text()
 
 
 def test_faulty_and_malformed_replies_are_skipped_not_fatal(small_cfg: RunConfig) -> None:
-    cfg = dataclasses.replace(small_cfg, clients=3, rounds=1, arms=("ann",), attacks=("idlg",))
+    cfg = small_cfg.replace(clients=3, rounds=1, arms=("ann",), attacks=("idlg",))
 
     def fault(partition: int, reply: Message) -> Message | None:
         if partition == 1:  # the client crashed
@@ -116,18 +121,18 @@ def test_faulty_and_malformed_replies_are_skipped_not_fatal(small_cfg: RunConfig
         return None
 
     finals = federate(cfg, fault)
-    rows = read_rows(Path(cfg.out) / "leakage.csv")
+    rows = read_rows(Path(cfg.results.out) / "leakage.csv")
     assert [r["client"] for r in rows] == [0]
     assert "ann" in finals
 
 
 def test_results_are_not_mixed_with_an_earlier_run(small_cfg: RunConfig) -> None:
-    cfg = dataclasses.replace(small_cfg, rounds=1, arms=("ann",), attacks=("idlg",), iterations=1)
+    cfg = small_cfg.replace(rounds=1, arms=("ann",), attacks=("idlg",), iterations=1)
     federate(cfg)
     with pytest.raises(FileExistsError, match="overwrite=true"):
         federate(cfg)
-    federate(dataclasses.replace(cfg, overwrite=True))
-    assert len(read_rows(Path(cfg.out) / "leakage.csv")) == cfg.clients
+    federate(cfg.replace(overwrite=True))
+    assert len(read_rows(Path(cfg.results.out) / "leakage.csv")) == cfg.federation.clients
 
 
 def test_attack_rounds_schedule_attacks_only_there_and_records_every_round(
@@ -135,19 +140,20 @@ def test_attack_rounds_schedule_attacks_only_there_and_records_every_round(
 ) -> None:
     """attack_rounds=first,every:3: rounds 1 and 3 of 4 are attacked; every round is captured
     (attacked or not) and has its accuracy committed."""
-    cfg = dataclasses.replace(
-        small_cfg, rounds=4, arms=("ann",), attacks=("idlg",), iterations=1,
+    cfg = small_cfg.replace(rounds=4, arms=("ann",), attacks=("idlg",), iterations=1,
         attack_rounds="first,every:3",
     )  # fmt: skip
     federate(cfg)
-    rows = read_rows(Path(cfg.out) / "leakage.csv")
+    rows = read_rows(Path(cfg.results.out) / "leakage.csv")
     assert sorted({int(r["round"]) for r in rows}) == [1, 3]
-    assert len(rows) == 2 * cfg.clients
-    with ResultsStore.open_existing(cfg.out) as store:
+    assert len(rows) == 2 * cfg.federation.clients
+    with ResultsStore.open_existing(cfg.results.out) as store:
         assert [r["round"] for r in store.rounds()] == [1, 2, 3, 4]
         assert all(r["accuracy"] is not None for r in store.rounds())
         captured = {(c["round"], c["client"]): bool(c["attacked"]) for c in store.captures()}
-    assert captured == {(r, c): r in (1, 3) for r in range(1, 5) for c in range(cfg.clients)}
+    assert captured == {
+        (r, c): r in (1, 3) for r in range(1, 5) for c in range(cfg.federation.clients)
+    }
 
 
 def test_init_checkpoint_warm_starts_each_arm_and_refuses_what_does_not_fit(
@@ -158,15 +164,17 @@ def test_init_checkpoint_warm_starts_each_arm_and_refuses_what_does_not_fit(
     for arm in ("ann", "snn"):
         state = {
             k: torch.randn_like(v)
-            for k, v in model_for(public_info(small_cfg, arm)).state_dict().items()
+            for k, v in model_for(public_info(small_cfg.federation, small_cfg.data, arm))
+            .state_dict()
+            .items()
         }
         torch.save(state, tmp_path / f"final_model_{arm}.pt")
-    cfg = dataclasses.replace(small_cfg, init_checkpoint=str(tmp_path / "final_model_{arm}.pt"))
+    cfg = small_cfg.replace(init_checkpoint=str(tmp_path / "final_model_{arm}.pt"))
     for arm in ("ann", "snn"):
         saved = torch.load(tmp_path / f"final_model_{arm}.pt", weights_only=True)
-        got = initial_model(cfg, arm).state_dict()
+        got = initial_model(cfg.federation, cfg.data, arm).state_dict()
         assert all(torch.equal(got[k], saved[k]) for k in saved)
-    record = init_record(cfg)
+    record = init_record(cfg.federation, cfg.federated_arms)
     assert set(record) == set(cfg.federated_arms)
     assert (
         record["ann"]["sha256"]
@@ -179,9 +187,9 @@ def test_init_checkpoint_warm_starts_each_arm_and_refuses_what_does_not_fit(
         ("junk.pt", ValueError, "junk.pt is not a PyTorch state dict"),
         ("other.pt", ValueError, "does not fit arm ann's LeNet: missing, extra or reshaped"),
     ):
-        bad = dataclasses.replace(small_cfg, init_checkpoint=str(tmp_path / name))
+        bad = small_cfg.replace(init_checkpoint=str(tmp_path / name))
         with pytest.raises(error, match=message):
-            initial_model(bad, "ann")
+            initial_model(bad.federation, bad.data, "ann")
 
 
 def test_attack_schedule_terms() -> None:
@@ -201,7 +209,7 @@ def test_attack_schedule_terms() -> None:
 
 
 def test_a_failing_attack_or_scoring_costs_only_its_own_capture(small_cfg: RunConfig) -> None:
-    cfg = dataclasses.replace(small_cfg, clients=3, rounds=1, arms=("ann",), attacks=("idlg",))
+    cfg = small_cfg.replace(clients=3, rounds=1, arms=("ann",), attacks=("idlg",))
     logs: list[str] = []
 
     class Flaky(IDLG):
@@ -213,25 +221,29 @@ def test_a_failing_attack_or_scoring_costs_only_its_own_capture(small_cfg: RunCo
                 return dataclasses.replace(rec, images=rec.images[..., :5])
             return rec
 
-    out = Path(cfg.out)
+    out = Path(cfg.results.out)
     out.mkdir(parents=True)
     spy = Eavesdropper(
         "ann",
-        public_info(cfg, "ann"),
+        public_info(cfg.federation, cfg.data, "ann"),
         [Flaky(AttackConfig(iterations=2))],
-        ensure_judge(cfg),
-        ReplayAudit(cfg),
+        ensure_judge(cfg.data, cfg.judge, cfg.runtime.device),
+        replay_audit(cfg.federation, cfg.data),
         out,
         grids=True,
         log=logs.append,
     )
     strategy = EavesdroppingFedSGD(
-        lr=cfg.lr, tap=spy, fraction_evaluate=0.0, min_train_nodes=3, min_available_nodes=3
+        lr=cfg.federation.lr,
+        tap=spy,
+        fraction_evaluate=0.0,
+        min_train_nodes=3,
+        min_available_nodes=3,
     )
-    grid = InProcessGrid(client_app, cfg.clients, cfg.to_flower())
+    grid = InProcessGrid(client_app, cfg.federation.clients, cfg.to_flower())
     strategy.start(
         grid=grid,
-        initial_arrays=ArrayRecord(initial_model(cfg, "ann").state_dict()),
+        initial_arrays=ArrayRecord(initial_model(cfg.federation, cfg.data, "ann").state_dict()),
         num_rounds=1,
         train_config=ConfigRecord({"arm": "ann"}),
     )
@@ -249,38 +261,36 @@ def test_a_failing_attack_or_scoring_costs_only_its_own_capture(small_cfg: RunCo
 
 def test_grnn_on_lenet5_family_with_lif_neurons(small_cfg: RunConfig) -> None:
     """`--set attacks=...,grnn victim=lenet5 neuron=lif` runs end to end on both arms."""
-    cfg = dataclasses.replace(
-        small_cfg, rounds=1, victim="lenet5", neuron="lif", attacks=("idlg", "grnn"),
+    cfg = small_cfg.replace(rounds=1, victim="lenet5", neuron="lif", attacks=("idlg", "grnn"),
         iterations=5, grnn_iterations=10,
     )  # fmt: skip
     federate(cfg)
-    rows = read_rows(Path(cfg.out) / "leakage.csv")
+    rows = read_rows(Path(cfg.results.out) / "leakage.csv")
     assert {(r["arm"], r["attack"]) for r in rows} == {
         (a, k) for a in ("ann", "snn") for k in ("idlg", "grnn")
     }
-    assert len(rows) == 2 * 2 * cfg.clients
+    assert len(rows) == 2 * 2 * cfg.federation.clients
     assert all(r["status"] in ("ok", "converged") for r in rows)
-    public = public_info(cfg, "snn")
+    public = public_info(cfg.federation, cfg.data, "snn")
     assert (public.arch, public.neuron) == ("snn-lenet5", "lif")
 
 
 def test_injected_faults_are_left_out_and_recorded(small_cfg: RunConfig) -> None:
     """NaN, wrongly shaped and crashing clients: the run goes on with the sound replies."""
-    cfg = dataclasses.replace(
-        small_cfg, clients=4, rounds=1, arms=("ann",), attacks=("idlg",), iterations=2,
+    cfg = small_cfg.replace(clients=4, rounds=1, arms=("ann",), attacks=("idlg",), iterations=2,
         faults=("nan@1", "shape@2", "error@3"),
     )  # fmt: skip
     finals = federate(cfg)
-    with open(Path(cfg.out) / "faults.csv") as fh:
+    with open(Path(cfg.results.out) / "faults.csv") as fh:
         faults = {f["client"]: f["reason"] for f in csv.DictReader(fh)}
     assert set(faults) == {"1", "2", "3"}  # a crashed client says who it is in its error
     assert "NaN/Inf" in faults["1"] and "has shape" in faults["2"]
     assert faults["3"] == "client error: RuntimeError: injected client failure"
     # The new global model is one FedSGD step with client 0's gradient alone.
-    start = initial_model(cfg, "ann")
-    images, labels = private_batch(cfg, 0, 4, 1)
-    expected = sgd_step(start.state_dict(), loss_gradient(start, images, labels), cfg.lr)
+    start = initial_model(cfg.federation, cfg.data, "ann")
+    images, labels = private_batch(cfg.federation, cfg.data, 0, 4, 1)
+    expected = sgd_step(start.state_dict(), loss_gradient(start, images, labels), cfg.federation.lr)
     for k, v in expected.items():
         assert torch.allclose(finals["ann"][k], v, rtol=0, atol=1e-7), k
-    rows = read_rows(Path(cfg.out) / "leakage.csv")
+    rows = read_rows(Path(cfg.results.out) / "leakage.csv")
     assert [r["status"] for r in rows if r["client"] == 0] == ["ok"]

@@ -18,7 +18,7 @@ from tiny_store import ATTACKS, CLIENTS, FAULT_REASON, SAMPLES, make_run
 
 import fl_sim.results.live_report as live_report
 from fl_sim.cli import main as cli_main
-from fl_sim.config import RunConfig
+from fl_sim.federation.run_config import RunConfig
 from fl_sim.results.html_report import REPORT_HTML, render_report, write_html_report
 from fl_sim.results.html_sections import evenly, grids_section
 from fl_sim.results.live_report import RATE, LiveReport
@@ -194,11 +194,11 @@ def test_chance_level_from_the_dataset_when_the_judge_record_lacks_it(
     asked: list[str] = []
 
     def split(cfg: RunConfig, name: str) -> SimpleNamespace:
-        asked.append(f"{cfg.dataset}/{name}")
+        asked.append(f"{cfg.data.dataset}/{name}")
         return SimpleNamespace(num_classes=4)
 
     monkeypatch.setattr(splits, "dataset_split", split)
-    config = dataclasses.asdict(RunConfig(clients=2, rounds=2, dataset="mnist5k").resolved())
+    config = dataclasses.asdict(RunConfig.of(clients=2, rounds=2, dataset="mnist5k").resolved())
     out = make_run(tmp_path / "old", num_classes=None, config=config)
     text = render_report([out])
     assert asked == ["mnist5k/test"] and "chance 25%" in text and "0.25 (1/4 classes)" in text

@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from spikingjelly.activation_based import layer
 
-from fl_sim.config import RunConfig
 from fl_sim.data.registry import (
     DATASETS,
     DataOptions,
@@ -25,12 +24,14 @@ from fl_sim.data.registry import (
 from fl_sim.evaluation.judge import (
     JUDGE_SPECS,
     Judge,
+    config_spec,
     ensure_judge,
     fit_judge,
     judge_path,
     judge_spec,
     load_judge,
 )
+from fl_sim.federation.run_config import RunConfig
 from models import JUDGES, MODELS, SPIKING, build_model
 from models.dvs_gesture_snn import DVSGestureSNN, ResidualBlock
 from models.resnet_arcface import (
@@ -130,14 +131,14 @@ def side_events_registered(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def test_spiking_judge_learns_events_caches_and_reloads(
     tmp_path: Path, side_events_registered: None
 ) -> None:
-    cfg = RunConfig(dataset="side-events", frames=4, downsample=1, cache_dir=str(tmp_path))
+    cfg = RunConfig.of(dataset="side-events", frames=4, downsample=1, cache_dir=str(tmp_path))
     spec = dataclasses.replace(
         judge_spec("dvs-gesture-snn"), width=8, epochs=6, batch_size=8, lr=1e-2
     )
-    path = judge_path(cfg, spec)
+    path = judge_path(cfg.data, spec)
     assert path.name == "side-events-dvs-gesture-snn-e6-v1-w8-f4-d1.pt"
     logs: list[str] = []
-    judge = ensure_judge(cfg, logs.append, spec)
+    judge = ensure_judge(cfg.data, log=logs.append, spec=spec)
     assert path.is_file() and any("epoch 6/6" in line for line in logs)
     assert judge.accuracy >= 0.9, logs
     assert (judge.arch, judge.kind, judge.epochs) == ("dvs-gesture-snn", "events", 6)
@@ -145,7 +146,9 @@ def test_spiking_judge_learns_events_caches_and_reloads(
     assert dict(judge.data_options) == {"frames": 4, "downsample": 1}
 
     test = side_events(32, 4, seed=1)
-    reloaded = ensure_judge(cfg, logs.append, spec)  # from the cache (weights_only load)
+    reloaded = ensure_judge(
+        cfg.data, log=logs.append, spec=spec
+    )  # from the cache (weights_only load)
     assert isinstance(reloaded.model, DVSGestureSNN) and reloaded.model.width == 8
     assert reloaded.accuracy == judge.accuracy and reloaded.seconds == judge.seconds
     assert torch.equal(reloaded.predict(test.inputs), judge.predict(test.inputs))
@@ -171,12 +174,13 @@ def test_resnet_judge_trains_with_margin_and_reloads(tmp_path: Path) -> None:
 
 
 def test_lenet_judge_of_mnist5k_still_works(tmp_path: Path) -> None:
-    cfg = RunConfig(dataset="mnist5k", judge_epochs=2, cache_dir=str(tmp_path))
-    assert judge_path(cfg).name == "mnist5k-lenet5-e2-v1.pt"  # same name as before
-    judge = ensure_judge(cfg, lambda _: None)
+    cfg = RunConfig.of(dataset="mnist5k", judge_epochs=2, cache_dir=str(tmp_path))
+    spec = config_spec(cfg.judge, "mnist5k")
+    assert judge_path(cfg.data, spec).name == "mnist5k-lenet5-e2-v1.pt"  # same name as before
+    judge = ensure_judge(cfg.data, cfg.judge, log=lambda _: None)
     assert (judge.arch, judge.kind, judge.epochs, judge.train_size) == ("lenet5", "image", 2, 4000)
     assert judge.accuracy > 0.7  # 10 classes; 2 epochs only
-    reloaded = load_judge(judge_path(cfg))
+    reloaded = load_judge(judge_path(cfg.data, spec))
     x = torch.rand(5, 1, 28, 28)
     assert torch.equal(reloaded.predict(x), judge.predict(x))
 
@@ -198,9 +202,12 @@ def test_judge_specs_and_their_errors(tmp_path: Path) -> None:
     assert judge_spec("lenet5") == JUDGE_SPECS["lenet5"] and JUDGE_SPECS["lenet5"].epochs == 15
     assert judge_spec("dvs-gesture-snn", 3).epochs == 3
     assert JUDGE_SPECS["dvs-gesture-snn"].width == 64
-    faces = RunConfig(dataset="lfw-subset", judge_epochs=3, cache_dir=str(tmp_path))
+    faces = RunConfig.of(dataset="lfw-subset", judge_epochs=3, cache_dir=str(tmp_path))
     origin = "imagenet" if imagenet_checkpoint().is_file() else "scratch"
-    assert judge_path(faces).name == f"lfw-subset-resnet50-arcface-e3-v1-{origin}.pt"
+    assert (
+        judge_path(faces.data, config_spec(faces.judge, "lfw-subset")).name
+        == f"lfw-subset-resnet50-arcface-e3-v1-{origin}.pt"
+    )
     with pytest.raises(ValueError, match="no judge spec for 'vgg'"):
         judge_spec("vgg")
     with pytest.raises(ValueError, match="optimizer 'rmsprop'"):

@@ -11,9 +11,9 @@ import torch
 from tests_helpers import ann_capture
 
 from attacks import Capture, PublicInfo, Reconstruction
-from fl_sim.config import RunConfig
 from fl_sim.evaluation.audit import GroundTruth
 from fl_sim.evaluation.leakage import Target, attack_and_score
+from fl_sim.federation.run_config import RunConfig
 from fl_sim.results.schema import ATTACK_FAILED, LEAKAGE_COLUMNS, SCORE_FAILED
 
 PUBLIC = PublicInfo(arch="lenet", input_shape=(1, 8, 8), num_classes=10, batch_size=2)
@@ -138,16 +138,16 @@ def seeds_in(obj: object) -> list[int]:
 
 
 def test_attacks_are_seeded_by_attack_seed_never_the_run_seed() -> None:
-    cfg = RunConfig(seed=7, attack_seed=3, attacks=("dlg", "idlg", "grnn"))
-    assert cfg.attack_config().seed == 3
-    for attack in cfg.build_attacks():
+    cfg = RunConfig.of(seed=7, attack_seed=3, attacks=("dlg", "idlg", "grnn"))
+    assert cfg.attack.attack_config().seed == 3
+    for attack in cfg.attack.build_attacks():
         seeds = seeds_in(attack)
         assert seeds and set(seeds) == {3}, (attack.name, seeds)
     # the run seed plays no part in a reconstruction: same attack seed, same result
     capture = ann_capture()
     recs = [
-        RunConfig(seed=s, attack_seed=3, attacks=("dlg",), iterations=2)
-        .build_attacks()[0]
+        RunConfig.of(seed=s, attack_seed=3, attacks=("dlg",), iterations=2)
+        .attack.build_attacks()[0]
         .reconstruct(capture)
         for s in (0, 7)
     ]

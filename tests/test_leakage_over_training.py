@@ -4,7 +4,6 @@ rows and accuracies taken from the store, the last lines, and a clear error with
 from __future__ import annotations
 
 import csv
-import dataclasses
 import math
 import re
 from pathlib import Path
@@ -13,18 +12,16 @@ import pytest
 from inproc_grid import InProcessGrid
 
 from experiments import leakage_over_training as lot
-from fl_sim.config import RunConfig
 from fl_sim.federation.client_app import app as client_app
+from fl_sim.federation.run_config import RunConfig
 from fl_sim.federation.server_app import run_federation
 from fl_sim.results.store import ResultsStore
 
 
 def test_report_of_a_scheduled_run(small_cfg: RunConfig, capsys: pytest.CaptureFixture) -> None:
-    cfg = dataclasses.replace(
-        small_cfg, rounds=3, attacks=("idlg",), iterations=2, attack_rounds="1,3"
-    )
-    run_federation(InProcessGrid(client_app, cfg.clients, cfg.to_flower()), cfg)
-    out = Path(cfg.out)
+    cfg = small_cfg.replace(rounds=3, attacks=("idlg",), iterations=2, attack_rounds="1,3")
+    run_federation(InProcessGrid(client_app, cfg.federation.clients, cfg.to_flower()), cfg)
+    out = Path(cfg.results.out)
     lot.main(["--from-run", str(out)])
     for name in ("over_training.csv", "over_training.md", "over_training.png"):
         assert (out / name).stat().st_size > 0
@@ -38,7 +35,7 @@ def test_report_of_a_scheduled_run(small_cfg: RunConfig, capsys: pytest.CaptureF
     initial = lot.initial_accuracy(cfg)
     for r in records:
         arm, rnd = r["arm"], int(r["round"])
-        assert int(r["n"]) == cfg.clients
+        assert int(r["n"]) == cfg.federation.clients
         assert float(r["acc_after"]) == pytest.approx(after[arm, rnd], abs=1e-12)
         before = initial[arm] if rnd == 1 else after[arm, rnd - 1]
         assert float(r["acc_before"]) == pytest.approx(before, abs=1e-12)

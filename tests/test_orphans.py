@@ -7,7 +7,6 @@ second run on the same out directory is refused while one is writing it.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import signal
@@ -23,7 +22,7 @@ import torch
 from tests_helpers import committed_rounds, same_rows
 
 from fl_sim.cli import build_parser, main
-from fl_sim.config import RunConfig
+from fl_sim.federation.run_config import RunConfig
 from fl_sim.ops import proctree
 from fl_sim.ops.outlock import RUN_LOCK, WRITER_LOCK, OutDirBusy, OutLock, run_lock
 from fl_sim.ops.tempdirs import temp_dir
@@ -73,9 +72,9 @@ def test_cli_refuses_a_busy_out_dir_with_exit_code_2(
     tmp_path: Path, judge_cache: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
-    cfg = RunConfig(arms=("ann",), out=str(out), cache_dir=judge_cache)
+    cfg = RunConfig.of(arms=("ann",), out=str(out), cache_dir=judge_cache)
     with ResultsStore(out) as store:  # a run to resume
-        store.start_run({"config": dataclasses.asdict(cfg)})
+        store.start_run({"config": cfg.flat()})
     sigterm = signal.getsignal(signal.SIGTERM)  # main() sets its own
     try:
         for name, holder in ((RUN_LOCK, "fl-sim run"), (WRITER_LOCK, "ServerApp")):

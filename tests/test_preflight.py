@@ -4,7 +4,6 @@ inputs, which is the point."""
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import hashlib
 import os
@@ -20,8 +19,8 @@ from tests_helpers import tmpfs
 
 from fl_sim.atomic_file import atomic_write
 from fl_sim.cli import main
-from fl_sim.config import RunConfig
 from fl_sim.federation.faults import engine_failure
+from fl_sim.federation.run_config import RunConfig
 from fl_sim.ops.outlock import RUN_LOCK, SUPERVISED_ENV, OutLock, run_lock, supervisor_gone
 from fl_sim.results import preflight
 from fl_sim.results.store import DB_NAME, ResultsStore
@@ -31,9 +30,9 @@ STATE = {"w": torch.arange(6.0).reshape(2, 3), "b": torch.zeros(2)}
 
 def finished_run(out: Path, rounds: int = 2) -> Path:
     """A store with ``rounds`` committed rounds of arm ann (checkpoints written by it)."""
-    cfg = RunConfig(clients=2, rounds=rounds, arms=("ann",), out=str(out))
+    cfg = RunConfig.of(clients=2, rounds=rounds, arms=("ann",), out=str(out))
     with ResultsStore(out) as store:
-        store.start_run({"config": dataclasses.asdict(cfg), "versions": {}})
+        store.start_run({"config": cfg.flat(), "versions": {}})
         for r in range(1, rounds + 1):
             store.commit_round("ann", r, STATE, accuracy=0.5, seconds=1.0, replies=2)
     (out / "leakage.csv").write_text("arm\n")

@@ -20,10 +20,10 @@ from attacks.batched import prepare, reconstruct_batch
 from attacks.components.features import classifier_input, recovered_features
 from attacks.gradient_matching import GradientMatchingAttack
 from attacks.victim import last_linear, victim_from_capture
-from fl_sim.config import RunConfig
 from fl_sim.data.registry import load_dataset
 from fl_sim.evaluation.leakage import Target, reconstruct_all
 from fl_sim.evaluation.metrics import image_metrics
+from fl_sim.federation.run_config import RunConfig
 from fl_sim.federation.training import local_sgd, loss_gradient
 from models import build_model
 from models.surrogate import StraightThroughSurrogate, parse_surrogate
@@ -440,7 +440,7 @@ def test_chain_starts_its_second_stage_at_the_first_result(
 
 def test_chains_from_the_run_config() -> None:
     cfg = RunConfig.load(overrides=["attacks=rates-ig,rates-idlg", "rates_iterations=5"])
-    chains = cfg.build_attacks()
+    chains = cfg.attack.build_attacks()
     assert [c.name for c in chains] == ["rates-ig", "rates-idlg"]
     assert [(c.first.settings.iterations, c.second.settings.iterations) for c in chains] == [
         (5, 300), (5, 300),
@@ -454,7 +454,7 @@ def test_chains_from_the_run_config() -> None:
 # --------------------------------------------------------------------------------------
 def test_run_config_keys_build_the_attacks() -> None:
     cfg = RunConfig.load(overrides=["attacks=rates,idlg", "feature_weight=0.25"])
-    built = cfg.build_attacks()
+    built = cfg.attack.build_attacks()
     got, idlg = built[0].settings, built[1].settings  # type: ignore[attr-defined]
     assert (got.iterations, got.regularisers, got.feature_weight) == (1000, (("tv", 60.0),), 0.0)
     assert (idlg.iterations, idlg.feature_weight, idlg.dummy) == (300, 0.25, "free")
@@ -467,7 +467,7 @@ def test_run_config_keys_build_the_attacks() -> None:
             "attack_surrogate=sigmoid:alpha=2",
         ]
     )
-    got, ig = (a.settings for a in cfg.build_attacks())  # type: ignore[attr-defined]
+    got, ig = (a.settings for a in cfg.attack.build_attacks())  # type: ignore[attr-defined]
     assert (got.iterations, got.regularisers, got.dummy, got.surrogate) == (
         7, (), "free", "sigmoid:alpha=2",
     )  # fmt: skip
@@ -493,14 +493,14 @@ def test_bad_rates_keys_are_named(override: list[str], message: str) -> None:
 def test_rates_tv_auto_is_per_victim_kind_and_one_number_sets_both() -> None:
     """Default TV: the SNN reference's 60 on spiking victims, 1e-2 on the ANN; a number in
     ``rates_tv`` applies to both; a bad value is named."""
-    (auto,) = RunConfig(attacks=("rates",)).build_attacks()
-    (fixed,) = RunConfig(attacks=("rates",), rates_tv="5").build_attacks()
+    (auto,) = RunConfig.of(attacks=("rates",)).attack.build_attacks()
+    (fixed,) = RunConfig.of(attacks=("rates",), rates_tv="5").attack.build_attacks()
     snn, ann = public_of("snn-lenet"), public_of("lenet")
     assert auto.regularisers_for(snn) == (("tv", 60.0),)
     assert auto.regularisers_for(ann) == (("tv", 1e-2),)
     assert fixed.regularisers_for(snn) == fixed.regularisers_for(ann) == (("tv", 5.0),)
     with pytest.raises(ValueError, match="rates_tv: 'x' is not auto or a weight >= 0"):
-        RunConfig(attacks=("rates",), rates_tv="x")
+        RunConfig.of(attacks=("rates",), rates_tv="x")
 
 
 def test_lif_classifier_input_is_much_sparser_than_if() -> None:

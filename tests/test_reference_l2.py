@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from fl_sim.cli import main
-from fl_sim.config import RunConfig
+from fl_sim.data.config import DataConfig
 from fl_sim.data.loaders.base import DataSplit
 from fl_sim.data.reference_l2 import (
     AveragedL2Stats,
@@ -148,7 +148,7 @@ def test_invalid_per_class_is_rejected(bad: object) -> None:
 def test_invalid_split_and_chunk_size_are_rejected() -> None:
     data = split_of([[0, 0], [1, 1]], [0, 1], 2)
     with pytest.raises(ValueError, match=r"unknown split 'val'; allowed splits: \['train'"):
-        reference_l2_for_config(RunConfig(), "val")
+        reference_l2_for_config(DataConfig(), 0, "val")
     with pytest.raises(ValueError, match=r"chunk_size must be an integer >= 1.*got 0"):
         reference_l2(data, chunk_size=0)
 

@@ -142,12 +142,12 @@ def test_table5_and_fig5_from_stored_trials_share_cells(tmp_path: Path, tiny_dig
 
 
 def test_table6_is_the_reference_l2_averaged_over_classes(tmp_path: Path) -> None:
-    from fl_sim.config import RunConfig
+    from fl_sim.data.config import DataConfig
     from fl_sim.data.reference_l2 import reference_l2_for_config
 
     reproduce("table6", tmp_path, ["mnist5k"], log=lambda _: None)
     table = json.loads((tmp_path / "table6.reproduction.json").read_text())
-    ref = reference_l2_for_config(RunConfig(dataset="mnist5k"), "test")
+    ref = reference_l2_for_config(DataConfig(dataset="mnist5k"), 0, "test")
     for cells, kind in zip(table["rows"], ("intra", "inter"), strict=True):
         avg = getattr(ref, f"{kind}_avg")
         assert cells[:3] == ["mnist5k", kind, str(avg.classes)]

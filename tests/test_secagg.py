@@ -3,8 +3,6 @@ aggregate is the plain one up to SecAgg+'s quantisation, dropouts are recovered.
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message
@@ -12,13 +10,12 @@ from inproc_grid import InProcessGrid
 from tests_helpers import captures_and_truth
 
 from fl_sim.cli import main
-from fl_sim.config import RunConfig
-from fl_sim.evaluation.audit import ReplayAudit
 from fl_sim.federation.client_app import app as client_app
+from fl_sim.federation.run_config import RunConfig
 from fl_sim.federation.secagg import SecAggPlusGrid, SecAggSpec
 from fl_sim.federation.server_app import initial_model, run_federation
 from fl_sim.federation.strategy import EavesdroppingFedSGD
-from fl_sim.federation.task import public_info
+from fl_sim.federation.task import public_info, replay_audit
 from fl_sim.results.store import ResultsStore
 
 # SecAgg+'s quantisation step with Flower's defaults (clip 8, 2**22 levels): each client's
@@ -27,7 +24,7 @@ STEP = 2 * 8.0 / 2**22
 
 
 def federate(cfg: RunConfig) -> dict[str, dict[str, torch.Tensor]]:
-    return run_federation(InProcessGrid(client_app, cfg.clients, cfg.to_flower()), cfg)
+    return run_federation(InProcessGrid(client_app, cfg.federation.clients, cfg.to_flower()), cfg)
 
 
 def max_gap(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -41,16 +38,14 @@ def test_aggregate_equals_plain_one_within_quantisation(
     """The same federation with and without SecAgg+: the final models differ by at most
     rounds x lr x one quantisation step; a client failing in the masked-vector stage is left
     out (recorded as a fault) and SecAgg+ removes its masks from the others' sum."""
-    cfg = dataclasses.replace(
-        small_cfg, clients=4, arms=("ann",), attacks=(), faults=faults, seed=3
-    )
-    plain = federate(dataclasses.replace(cfg, out=str(tmp_path / "plain")))["ann"]
-    secure = federate(dataclasses.replace(cfg, secagg="secaggplus"))["ann"]
-    start = initial_model(cfg, "ann").state_dict()
+    cfg = small_cfg.replace(clients=4, arms=("ann",), attacks=(), faults=faults, seed=3)
+    plain = federate(cfg.replace(out=str(tmp_path / "plain")))["ann"]
+    secure = federate(cfg.replace(secagg="secaggplus"))["ann"]
+    start = initial_model(cfg.federation, cfg.data, "ann").state_dict()
     assert max_gap(secure, start) > 1e3 * STEP  # it trained
-    assert max_gap(secure, plain) <= cfg.rounds * cfg.lr * STEP
+    assert max_gap(secure, plain) <= cfg.federation.rounds * cfg.federation.lr * STEP
     assert all(secure[k].dtype == plain[k].dtype for k in plain)  # float32 stays float32
-    store = ResultsStore(cfg.out)
+    store = ResultsStore(cfg.results.out)
     faulty = {(r["round"], r["client"]) for r in store.fault_rows()}
     assert faulty == ({(1, 3), (2, 3)} if faults else set())
     assert [r["replies"] for r in store.rounds() if r["round"]] == [4, 4]
@@ -60,9 +55,9 @@ def test_aggregate_equals_plain_one_within_quantisation(
 def test_captures_are_masked_and_attacks_score_at_chance(small_cfg: RunConfig) -> None:
     """Every capture the tap gets under SecAgg+ is unrelated to the client's true gradient
     (correlation near 0; it is 1 without SecAgg+), and iDLG on them recovers nothing."""
-    cfg = dataclasses.replace(small_cfg, clients=3, arms=("ann",), secagg="secaggplus")
-    public = public_info(cfg, "ann")
-    audit = ReplayAudit(cfg)
+    cfg = small_cfg.replace(clients=3, arms=("ann",), secagg="secaggplus")
+    public = public_info(cfg.federation, cfg.data, "ann")
+    audit = replay_audit(cfg.federation, cfg.data)
     correlations: list[float] = []
 
     def tap(server_round: int, sent: ArrayRecord, replies: list[Message]) -> None:
@@ -72,12 +67,16 @@ def test_captures_are_masked_and_attacks_score_at_chance(small_cfg: RunConfig) -
             correlations.append(float(torch.corrcoef(torch.stack([true, seen]))[0, 1]))
 
     strategy = EavesdroppingFedSGD(
-        lr=cfg.lr, tap=tap, fraction_evaluate=0.0, min_train_nodes=3, min_available_nodes=3
+        lr=cfg.federation.lr,
+        tap=tap,
+        fraction_evaluate=0.0,
+        min_train_nodes=3,
+        min_available_nodes=3,
     )
-    grid = InProcessGrid(client_app, cfg.clients, cfg.to_flower())
+    grid = InProcessGrid(client_app, cfg.federation.clients, cfg.to_flower())
     strategy.start(
         grid=SecAggPlusGrid(grid, SecAggSpec(), max_weight=1),
-        initial_arrays=ArrayRecord(initial_model(cfg, "ann").state_dict()),
+        initial_arrays=ArrayRecord(initial_model(cfg.federation, cfg.data, "ann").state_dict()),
         num_rounds=2,
         train_config=ConfigRecord({"arm": "ann"}),
     )
@@ -85,9 +84,9 @@ def test_captures_are_masked_and_attacks_score_at_chance(small_cfg: RunConfig) -
     # independent of the gradient: |r| ~ 1/sqrt(#parameters) ~ 0.01; the plain capture: r = 1
     assert max(abs(c) for c in correlations) < 0.1, correlations
 
-    out = dataclasses.replace(cfg, attacks=("idlg",), rounds=1, iterations=50)
+    out = cfg.replace(attacks=("idlg",), rounds=1, iterations=50)
     federate(out)
-    store = ResultsStore(out.out)
+    store = ResultsStore(out.results.out)
     rows = store.reconstruction_rows()
     store.close()
     assert len(rows) == 3

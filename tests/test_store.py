@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sqlite3
 from pathlib import Path
@@ -14,11 +13,11 @@ from inproc_grid import InProcessGrid
 from tests_helpers import same_rows
 
 from fl_sim.cli import main as cli_main
-from fl_sim.config import RunConfig
 from fl_sim.federation.client_app import app as client_app
+from fl_sim.federation.resume import resume_config
+from fl_sim.federation.run_config import RunConfig
 from fl_sim.federation.server_app import run_federation
 from fl_sim.results.report import LEAKAGE_COLUMNS, read_rows
-from fl_sim.results.resume import resume_config
 from fl_sim.results.schema import SCHEMA_SQL, LeakageRow
 from fl_sim.results.store import DB_NAME, SCHEMA_VERSION, ResultsStore
 
@@ -27,7 +26,7 @@ STATE = {"w": torch.arange(6.0).reshape(2, 3), "b": torch.zeros(2)}
 
 
 def federate(cfg: RunConfig) -> dict[str, dict[str, torch.Tensor]]:
-    return run_federation(InProcessGrid(client_app, cfg.clients, cfg.to_flower()), cfg)
+    return run_federation(InProcessGrid(client_app, cfg.federation.clients, cfg.to_flower()), cfg)
 
 
 def row(**overrides: object) -> dict[str, object]:
@@ -276,14 +275,14 @@ def test_leakage_columns_are_those_of_the_published_csv() -> None:
 def stored_run(out: Path, cfg: RunConfig) -> None:
     """A results store recording ``cfg`` (what a run writes before its first round)."""
     with ResultsStore(out) as store:
-        store.start_run({"config": dataclasses.asdict(cfg), "versions": {}})
+        store.start_run({"config": cfg.flat(), "versions": {}})
 
 
 def test_resume_takes_the_stored_config_and_refuses_federation_changes(tmp_path: Path) -> None:
-    cfg = RunConfig(clients=2, rounds=3, seed=4, attacks=("idlg",), out=str(tmp_path))
+    cfg = RunConfig.of(clients=2, rounds=3, seed=4, attacks=("idlg",), out=str(tmp_path))
     stored_run(tmp_path, cfg)
     resumed = resume_config(tmp_path, {"rounds": "5", "threads": 2})
-    assert resumed == dataclasses.replace(cfg, rounds=5, threads=2, resume=True)
+    assert resumed == cfg.replace(rounds=5, threads=2, resume=True)
     with pytest.raises(ValueError, match="would change it: seed 4 -> 1; clients 2 -> 3|"
                        "would change it: clients 2 -> 3; seed 4 -> 1"):  # fmt: skip
         resume_config(tmp_path, {"seed": 1, "clients": 3})
@@ -296,7 +295,7 @@ def test_resume_takes_the_stored_config_and_refuses_federation_changes(tmp_path:
 
 
 def test_cli_resume_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    stored_run(tmp_path / "run", RunConfig(clients=2, out=str(tmp_path / "run")))
+    stored_run(tmp_path / "run", RunConfig.of(clients=2, out=str(tmp_path / "run")))
     cases = [
         (["--resume", str(tmp_path / "none")], "holds no results.sqlite: nothing to resume"),
         (["--resume", str(tmp_path / "run"), "--set", "dataset=mnist"], "dataset 'mnist5k' ->"),
@@ -331,14 +330,13 @@ def test_resumed_federation_is_bit_identical_to_an_uninterrupted_one(
 ) -> None:
     """3 clients (the summation order matters), both arms; interrupted after round 1, and
     (from the full run's store, rounds rolled back) in the middle of the second arm."""
-    base = dataclasses.replace(
-        small_cfg, clients=3, rounds=3, attacks=("idlg",), iterations=2, grids=False,
+    base = small_cfg.replace(clients=3, rounds=3, attacks=("idlg",), iterations=2, grids=False,
         save_captures=True,
     )  # fmt: skip
-    full = federate(dataclasses.replace(base, out=str(tmp_path / "full")))
+    full = federate(base.replace(out=str(tmp_path / "full")))
 
     part = tmp_path / "part"
-    federate(dataclasses.replace(base, rounds=1, out=str(part)))
+    federate(base.replace(rounds=1, out=str(part)))
     resumed = federate(resume_config(part, {"rounds": 3}))
     assert_bit_identical(resumed, full)
     assert_bit_identical(final_weights(part, base.federated_arms), full)

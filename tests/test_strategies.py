@@ -3,7 +3,6 @@ term, and the resume refusal for server optimiser state."""
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 
 import numpy as np
@@ -15,9 +14,10 @@ from flwr.serverapp.strategy import FedAvg
 from inproc_grid import InProcessGrid
 from torch import nn
 
-from fl_sim.config import RunConfig
 from fl_sim.federation.client_app import app as client_app
 from fl_sim.federation.client_app import client_update
+from fl_sim.federation.resume import check_resumable
+from fl_sim.federation.run_config import RunConfig
 from fl_sim.federation.server_app import build_strategy, initial_model
 from fl_sim.federation.strategies import STRATEGIES, parse_strategy_options
 from fl_sim.federation.strategy import (
@@ -27,7 +27,6 @@ from fl_sim.federation.strategy import (
 )
 from fl_sim.federation.task import private_batch
 from fl_sim.federation.training import local_sgd, sgd_step
-from fl_sim.results.resume import check_resumable
 
 CLIENTS, ROUNDS = 5, 3
 # options that make each strategy do more than FedAvg (server state, robust selection)
@@ -96,7 +95,7 @@ def as_weights(replies: list[Message], sent: ArrayRecord, kind: str, lr: float) 
 def config(strategy: str, kind: str) -> RunConfig:
     protocol = "fedsgd" if kind == "gradient" else "fedavg"
     update = "weights" if kind == "gradient" else kind
-    return RunConfig(
+    return RunConfig.of(
         clients=CLIENTS, attacks=(), protocol=protocol, fedavg_update=update, lr=0.1,
         strategy=strategy, strategy_options=OPTIONS.get(strategy, ""),
     )  # fmt: skip
@@ -110,7 +109,7 @@ def run_rounds(strategy, cfg: RunConfig, kind: str, convert: bool) -> list[Array
         messages = list(strategy.configure_train(rnd, arrays, ConfigRecord({}), grid))
         replies = replies_to(messages, rnd, kind)
         if convert:
-            replies = as_weights(replies, arrays, kind, cfg.lr)
+            replies = as_weights(replies, arrays, kind, cfg.federation.lr)
         new, _ = strategy.aggregate_train(rnd, replies)
         arrays = arrays if new is None else new
         models.append(arrays)
@@ -139,7 +138,7 @@ def test_tapped_strategy_gives_flowers_global_models_bit_for_bit(name: str, kind
     cfg = config(name, kind)
     if name == "fedavg" and kind != "weights":  # today's FedSGD server step, unchanged
         reference = FedAvg(fraction_evaluate=0.0, min_available_nodes=CLIENTS)
-        step = -1.0 if kind == "delta" else cfg.lr
+        step = -1.0 if kind == "delta" else cfg.federation.lr
         expected, arrays = [], start_arrays()
         grid = InProcessGrid(None, CLIENTS, {})
         for rnd in range(1, ROUNDS + 1):
@@ -149,13 +148,13 @@ def test_tapped_strategy_gives_flowers_global_models_bit_for_bit(name: str, kind
             arrays = ArrayRecord(sgd_step(state, mean.to_torch_state_dict(), step))
             expected.append(arrays)
     else:
-        options = parse_strategy_options(name, cfg.strategy_options)
+        options = parse_strategy_options(name, cfg.federation.strategy_options)
         reference = STRATEGIES[name](
             fraction_evaluate=0.0, min_train_nodes=CLIENTS, min_available_nodes=CLIENTS, **options
         )
         expected = run_rounds(reference, cfg, kind, convert=True)
     tap = Recorder()
-    strategy = build_strategy(cfg, tap, lambda *a: pytest.fail(f"fault {a}"))
+    strategy = build_strategy(cfg.federation, tap, lambda *a: pytest.fail(f"fault {a}"))
     assert type(strategy).__name__ == f"Eavesdropping{STRATEGIES[name].__name__}" or (
         name == "fedavg" and isinstance(strategy, EavesdroppingFedSGD)
     )
@@ -209,7 +208,7 @@ def test_tapped_returns_one_class_per_strategy() -> None:
 )  # fmt: skip
 def test_strategy_option_errors_name_the_value_and_the_valid_ones(changes, words) -> None:
     with pytest.raises(ValueError) as err:
-        RunConfig(attacks=(), **changes)
+        RunConfig.of(attacks=(), **changes)
     message = str(err.value)
     assert "\n" not in message
     for word in words:
@@ -226,12 +225,12 @@ def test_strategy_options_are_read_as_the_arguments_types() -> None:
 
 def test_resume_refuses_server_optimiser_state_only() -> None:
     for strategy, options in [("fedadam", ""), ("fedavgm", "server_momentum=0.9")]:
-        cfg = RunConfig(attacks=(), strategy=strategy, strategy_options=options)
+        cfg = RunConfig.of(attacks=(), strategy=strategy, strategy_options=options)
         with pytest.raises(ValueError, match=f"cannot resume a run with strategy {strategy}"):
-            check_resumable(cfg, dataclasses.replace(cfg, resume=True))
+            check_resumable(cfg, cfg.replace(resume=True))
     for strategy, options in [("fedavgm", "server_learning_rate=0.5"), ("fedmedian", "")]:
-        cfg = RunConfig(attacks=(), strategy=strategy, strategy_options=options)
-        check_resumable(cfg, dataclasses.replace(cfg, resume=True))
+        cfg = RunConfig.of(attacks=(), strategy=strategy, strategy_options=options)
+        check_resumable(cfg, cfg.replace(resume=True))
 
 
 def test_fedprox_term_in_local_sgd_is_exact(float64: None) -> None:
@@ -261,20 +260,24 @@ def test_fedprox_term_in_local_sgd_is_exact(float64: None) -> None:
 
 def test_fedprox_mu_reaches_the_client(small_cfg: RunConfig) -> None:
     """Flower's FedProx sends ``proximal-mu`` in the train config; the client applies it."""
-    cfg = dataclasses.replace(
-        small_cfg, attacks=(), arms=("ann",), protocol="fedavg", local_steps=2,
+    cfg = small_cfg.replace(attacks=(), arms=("ann",), protocol="fedavg", local_steps=2,
         strategy="fedprox", strategy_options="proximal_mu=0.5",
     )  # fmt: skip
-    strategy = build_strategy(cfg, None, lambda *a: None)
-    grid = InProcessGrid(client_app, cfg.clients, cfg.to_flower())
-    model = initial_model(cfg, "ann")
+    strategy = build_strategy(cfg.federation, None, lambda *a: None)
+    grid = InProcessGrid(client_app, cfg.federation.clients, cfg.to_flower())
+    model = initial_model(cfg.federation, cfg.data, "ann")
     sent = ArrayRecord(model.state_dict())
     (msg, *_) = strategy.configure_train(1, sent, ConfigRecord({"arm": "ann"}), grid)
     assert msg.content["config"]["proximal-mu"] == 0.5
     reply = grid._deliver(msg).content["arrays"].to_torch_state_dict()
-    images, labels = private_batch(cfg, msg.metadata.dst_node_id - 100, cfg.clients, 1)
+    images, labels = private_batch(
+        cfg.federation, cfg.data, msg.metadata.dst_node_id - 100, cfg.federation.clients, 1
+    )
     want = {
-        mu: client_update(cfg, initial_model(cfg, "ann"), images, labels, mu) for mu in (0, 0.5)
+        mu: client_update(
+            cfg.federation, initial_model(cfg.federation, cfg.data, "ann"), images, labels, mu
+        )
+        for mu in (0, 0.5)
     }
     assert all(torch.equal(reply[k], want[0.5][k]) for k in reply)
     assert any(not torch.equal(want[0][k], want[0.5][k]) for k in reply)

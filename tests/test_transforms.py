@@ -13,8 +13,10 @@ from flwr.clientapp import ClientApp
 from flwr.supercore.task_identity import TaskIdentity
 
 import fl_sim.federation.transforms.faults as fault_mod
-from fl_sim.config import RunConfig
+from fl_sim.data.config import DataConfig
 from fl_sim.federation.client_app import app as client_app
+from fl_sim.federation.config import FederationConfig
+from fl_sim.federation.run_config import RunConfig
 from fl_sim.federation.task import public_info
 from fl_sim.federation.transforms import (
     TRANSFORMS,
@@ -149,7 +151,7 @@ def test_parameters_are_typed_and_canonical(registered: None) -> None:
 )
 def test_config_rejects_bad_transforms(registered: None, spec: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        RunConfig(transforms=(spec,))
+        RunConfig.of(transforms=(spec,))
     with pytest.raises(ValueError, match=message):
         RunConfig.load(overrides=[f"transforms={spec}"])
 
@@ -189,10 +191,10 @@ def test_only_public_transforms_are_exposed(registered: None) -> None:
 
 
 def test_public_info_carries_public_transforms(registered: None) -> None:
-    cfg = RunConfig(transforms=("shift:by=1", "scale:factor=0.5"), faults=("nan@1",))
-    public = public_info(cfg, "ann")
+    cfg = RunConfig.of(transforms=("shift:by=1", "scale:factor=0.5"), faults=("nan@1",))
+    public = public_info(cfg.federation, cfg.data, "ann")
     assert public.transforms == ("scale:factor=0.5",)
-    assert public_info(RunConfig(faults=("nan@1",)), "ann").transforms == ()
+    assert public_info(FederationConfig(faults=("nan@1",)), DataConfig(), "ann").transforms == ()
     # what an attacker can do with them: parse them back
     assert TransformSpec.parse(public.transforms[0]).params == (("factor", "0.5"),)
     with pytest.raises(ValueError, match="is not NAME"):
@@ -213,7 +215,7 @@ def test_fault_spec_semantics_unchanged() -> None:
     assert parse_fault_spec(["nan@1", "shape@1"]) == {1: "shape"}  # the last one wins
     for bad in ("nan", "boom@1", "nan@x"):
         with pytest.raises(ValueError, match="faults: fault .* is not KIND@PARTITION"):
-            RunConfig(faults=(bad,))
+            RunConfig.of(faults=(bad,))
 
 
 def test_faults_corrupt_the_update_of_their_partition(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -274,7 +276,7 @@ def echo_app() -> ClientApp:
 
 
 def test_mod_transforms_the_reply(registered: None, task_identity: None) -> None:
-    cfg = RunConfig(transforms=("scale:factor=3", "shift:by=1@1"))
+    cfg = RunConfig.of(transforms=("scale:factor=3", "shift:by=1@1"))
     app = echo_app()
     zero = call(app, cfg, 0).content
     assert torch.all(zero["arrays"].to_torch_state_dict()["a"] == 3)
@@ -284,21 +286,21 @@ def test_mod_transforms_the_reply(registered: None, task_identity: None) -> None
 
 
 def test_mod_leaves_untransformed_replies_alone(task_identity: None) -> None:
-    reply = call(echo_app(), RunConfig(faults=("nan@1",)), 0)
+    reply = call(echo_app(), RunConfig.of(faults=("nan@1",)), 0)
     assert torch.equal(reply.content["arrays"].to_torch_state_dict()["a"], torch.ones(2, 3))
 
 
 def test_client_app_injects_faults_through_the_mod(task_identity: None) -> None:
-    cfg = RunConfig(clients=2, faults=("nan@1",))
+    cfg = RunConfig.of(clients=2, faults=("nan@1",))
     torch.manual_seed(0)
-    arrays = ArrayRecord(model_for(public_info(cfg, "ann")).state_dict())
+    arrays = ArrayRecord(model_for(public_info(cfg.federation, cfg.data, "ann")).state_dict())
 
     def update(cfg: RunConfig, partition: int) -> Update:
         return call(client_app, cfg, partition, arrays).content["arrays"].to_torch_state_dict()
 
-    clean, sound, faulty = update(RunConfig(clients=2), 1), update(cfg, 0), update(cfg, 1)
+    clean, sound, faulty = update(RunConfig.of(clients=2), 1), update(cfg, 0), update(cfg, 1)
     first, *rest = clean
     assert torch.isnan(faulty[first]).all() and not torch.isnan(sound[first]).any()
     assert all(torch.equal(faulty[k], clean[k]) for k in rest)
     with pytest.raises(RuntimeError, match="injected client failure"):
-        update(RunConfig(clients=2, faults=("error@0",)), 0)
+        update(RunConfig.of(clients=2, faults=("error@0",)), 0)

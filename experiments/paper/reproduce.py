@@ -21,7 +21,8 @@ import numpy as np
 
 from experiments.cells import Job, run_cells, slug
 from experiments.trials import attack_trial
-from fl_sim.config import RunConfig, parse_overrides
+from fl_sim.config import parse_overrides
+from fl_sim.federation.run_config import RunConfig
 from fl_sim.ops.ray_tasks import RaySettings
 from fl_sim.results.trial_store import TRIALS_DB, TrialStore
 
@@ -119,9 +120,9 @@ class Context:
         for cell in cells:
             cfg = self.config(cell.dataset, cell.settings)
             if cell.dataset not in picks:
-                ensure_judge(cfg, log=self.log)
+                ensure_judge(cfg.data, cfg.judge, cfg.runtime.device, log=self.log)
                 picks[cell.dataset] = sample_indices(
-                    len(dataset_split(cfg, "train")), self.samples, cfg.seed
+                    len(dataset_split(cfg.data, "train")), self.samples, cfg.federation.seed
                 )
             done = self.store.finished(cell.key)
             for position, index in enumerate(picks[cell.dataset]):
@@ -137,11 +138,11 @@ class Context:
         for cell in cells:
             cfg = self.config(cell.dataset, cell.settings)
             indices = picks[cell.dataset]
-            judge = ensure_judge(cfg, log=lambda _: None)
+            judge = ensure_judge(cfg.data, cfg.judge, cfg.runtime.device, log=lambda _: None)
             rows = self.store.rows(cell.key, indices)
             result = CellResult(
                 cell, cfg, rows, len(self.store.finished(cell.key) & set(indices)),
-                self.store.seconds(cell.key), 1.0 / dataset_split(cfg, "test").num_classes,
+                self.store.seconds(cell.key), 1.0 / dataset_split(cfg.data, "test").num_classes,
                 describe(judge),
             )  # fmt: skip
             if cell.grid:
@@ -157,7 +158,7 @@ class Context:
         if not jobs:
             return
         cells = [Job(cell.key, index, (cfg, index, keep)) for cell, cfg, index, keep in jobs]
-        ray = RaySettings.of(jobs[0][1])
+        ray = RaySettings.of(jobs[0][1].runtime)
         failed = run_cells(
             self.store, attack_trial, cells, self.workers, ray, self.name, self.log, False
         )  # run_cells() said how many are stored
@@ -197,12 +198,12 @@ def sample_indices(size: int, samples: int, seed: int) -> list[int]:
 
 
 def available(cfg: RunConfig, split: str) -> str | None:
-    """None when ``split`` of ``cfg.dataset`` loads here, else why not (the loader's own
+    """None when ``split`` of ``cfg.data.dataset`` loads here, else why not (the loader's own
     message)."""
     from fl_sim.federation.task import dataset_split
 
     try:
-        dataset_split(cfg, split)
+        dataset_split(cfg.data, split)
     except FileNotFoundError as err:
         return str(err)
     return None
@@ -249,10 +250,10 @@ def reproduce(
     base = RunConfig.load(overrides=[*PAPER_PROTOCOL, *overrides])
     for dataset in asked:  # names and kinds before anything is loaded
         cfg = RunConfig.from_mapping({"dataset": dataset}, base)
-        if cfg.data_kind not in repro.kinds:
+        if cfg.data.kind not in repro.kinds:
             raise ValueError(
                 f"{name} takes {' or '.join(KIND_WORDS[k] for k in repro.kinds)} datasets; "
-                f"{dataset} is {KIND_WORDS[cfg.data_kind]} data"
+                f"{dataset} is {KIND_WORDS[cfg.data.kind]} data"
             )
     if samples < 1:
         raise ValueError(f"--samples must be >= 1, got {samples}")

@@ -53,10 +53,12 @@ class Table4:
         cfg = results[0].cfg
         table.notes += [
             f"Protocol: each sample attacked on its own freshly initialised victim (U(-0.5, 0.5) "
-            f"weights, seed per sample), batch 1, {cfg.iterations} L-BFGS steps (DLG/iDLG), "
-            f"{cfg.grnn_iterations} GRNN iterations, victim family {cfg.victim}, SNN "
-            f"{cfg.neuron.upper()} neurons with T = {cfg.T}, the paper's free dummies per time "
-            "step. The paper attacked 1,000 samples per row.",
+            f"weights, seed per sample), batch 1, {cfg.attack.iterations} L-BFGS steps (DLG/iDLG), "
+            f"{cfg.attack.grnn_iterations} GRNN iterations, victim family "
+            f"{cfg.federation.victim}, SNN "
+            f"{cfg.federation.neuron.upper()} neurons with T = {cfg.federation.T}, the paper's "
+            "free "
+            "dummies per time step. The paper attacked 1,000 samples per row.",
             "Intervals: Wilson for ASR, Student t for the means; PSNR is the mean over finite "
             "values (an exact reconstruction has infinite PSNR).",
             f"Settings beyond the paper's protocol (--set): {ctx.deviations()}.",

@@ -65,8 +65,9 @@ def threshold_notes(table: ReproTable, ctx: Context, results: Sequence[CellResul
     cfg = results[0].cfg
     table.notes += [
         f"Protocol: each recording attacked on its own freshly initialised SNN-LeNet "
-        f"({cfg.neuron.upper()}, T = {cfg.frames} frames), batch 1, {cfg.iterations} L-BFGS "
-        f"steps, dummies |N(0, {cfg.sigma})| per frame, unclamped (the paper's Table III). "
+        f"({cfg.federation.neuron.upper()}, T = {cfg.data.frames} frames), batch 1, "
+        f"{cfg.attack.iterations} L-BFGS steps, dummies |N(0, {cfg.attack.sigma})| per frame, "
+        "unclamped (the paper's Table III). "
         "The paper's Table V is on DVS128 Gesture (11 classes, chance 9.1%).",
         "Intervals: Wilson for ASR, Student t for mean l2.",
         f"Settings beyond the paper's protocol (--set): {ctx.deviations()}.",

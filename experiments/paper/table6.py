@@ -31,7 +31,8 @@ class Table6:
         table = ReproTable(self.name, self.title, [*columns, "paper outside our CI"])
         for dataset in ctx.datasets:
             ctx.log(f"{self.name}: l2 distances of {dataset} ({SPLIT} split)")
-            result = reference_l2_for_config(ctx.config(dataset), SPLIT)
+            cfg = ctx.config(dataset)
+            result = reference_l2_for_config(cfg.data, cfg.federation.seed, SPLIT)
             for kind in ("intra", "inter"):
                 per_class = [getattr(k, kind) for k in result.classes if getattr(k, kind)]
                 pooled = getattr(result, f"{kind}_pooled")

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from fl_sim.config import RunConfig
+from fl_sim.federation.run_config import RunConfig
 
 
 def cmd_attack(cfg: RunConfig, paths: list[Path]) -> int:
@@ -15,12 +15,12 @@ def cmd_attack(cfg: RunConfig, paths: list[Path]) -> int:
     code 1 if any capture's attack or scoring failed (its rows record it)."""
     from fl_sim.results.preflight import check_out_dir
 
-    out = Path(cfg.out)
+    out = Path(cfg.results.out)
     check_out_dir(out)
     csv = out / "attack.csv"
     if csv.is_dir():
         raise ValueError(f"{csv} is a directory where the attack writes a file: move it away")
-    if csv.exists() and not cfg.overwrite:
+    if csv.exists() and not cfg.results.overwrite:
         raise FileExistsError(f"{csv} exists; choose another --out or set overwrite=true")
     # Every input is checked and read before the judge is prepared (possibly trained).
     for path in paths:
@@ -37,20 +37,20 @@ def cmd_attack(cfg: RunConfig, paths: list[Path]) -> int:
 
     captures = [(path, load_capture(path)) for path in paths]
     for path, capture in captures:  # fail before any (long) attack runs
-        if capture.public.input_kind != cfg.data_kind:
+        if capture.public.input_kind != cfg.data.kind:
             raise ValueError(
                 f"{path} holds {capture.public.input_kind} data "
-                f"{capture.public.input_shape}, but the judge of dataset {cfg.dataset!r} takes "
-                f"{cfg.data_kind} data: pass the run's dataset, e.g. --set dataset=NAME"
+                f"{capture.public.input_shape}, but the judge of dataset {cfg.data.dataset!r} "
+                f"takes {cfg.data.kind} data: pass the run's dataset, e.g. --set dataset=NAME"
             )
     truths = {}
     for path, _ in captures:
         if truth_path(path).exists():
             check_readable(truth_path(path), "ground-truth file")
             truths[path] = load_truth(truth_path(path))
-    attacks = cfg.build_attacks()
+    attacks = cfg.attack.build_attacks()
     csv.unlink(missing_ok=True)
-    judge = ensure_judge(cfg)
+    judge = ensure_judge(cfg.data, cfg.judge, cfg.runtime.device)
     targets = [
         Target("snn" if capture.public.arch in SPIKING else "ann", capture, truths.get(path))
         for path, capture in captures
@@ -59,9 +59,9 @@ def cmd_attack(cfg: RunConfig, paths: list[Path]) -> int:
         targets,
         attacks,
         judge,
-        batched=cfg.batched,
+        batched=cfg.attack.batched,
         log=lambda line: print(line, flush=True),
-        execution=Execution.of(cfg),
+        execution=Execution.of(cfg.runtime),
     )
     all_rows: list[dict[str, object]] = []
     (out / "reconstructions").mkdir(parents=True, exist_ok=True)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fl_sim.config import RunConfig
+from fl_sim.federation.run_config import RunConfig
 
 if TYPE_CHECKING:
     from fl_sim.ops.console import Console
@@ -21,7 +20,7 @@ def cmd_run(cfg: RunConfig, keep_temp: bool = False, verbose: bool = False) -> i
     from fl_sim.ops.outlock import run_lock
 
     preflight(cfg)
-    with run_lock(cfg.out, "fl-sim run"):
+    with run_lock(cfg.results.out, "fl-sim run"):
         return _run_locked(cfg, keep_temp, verbose)
 
 
@@ -32,18 +31,21 @@ def preflight(cfg: RunConfig) -> None:
     from fl_sim.federation.server_app import initial_model
     from fl_sim.results import preflight as check
 
-    out = Path(cfg.out)
+    out = Path(cfg.results.out)
     check.check_out_dir(out)
     if out.is_dir():
         check.check_outputs(out)
     # a warm start's checkpoint fits
-    states = {arm: initial_model(cfg, arm).state_dict() for arm in cfg.federated_arms}
+    states = {
+        arm: initial_model(cfg.federation, cfg.data, arm).state_dict() for arm in cfg.federated_arms
+    }
     done = {arm: 0 for arm in states}
-    if cfg.resume:  # its store passed check_store when the config was read from it
+    if cfg.results.resume:  # its store passed check_store when the config was read from it
         done = check.check_checkpoints(out, states)
-    left = {arm: max(0, cfg.rounds - n) for arm, n in done.items()}
+    left = {arm: max(0, cfg.federation.rounds - n) for arm, n in done.items()}
     check.check_free_space(
-        out, check.expected_write_bytes(left, states, cfg.clients, cfg.save_captures)
+        out,
+        check.expected_write_bytes(left, states, cfg.federation.clients, cfg.results.save_captures),
     )
 
 
@@ -52,11 +54,11 @@ def _run_locked(cfg: RunConfig, keep_temp: bool, verbose: bool) -> int:
     from fl_sim.federation.server_app import finish_from_store, prepare_out_dir
     from fl_sim.results.store import ResultsStore
 
-    out = prepare_out_dir(cfg)  # fail fast, before Flower starts
-    if cfg.resume:
+    out = prepare_out_dir(cfg.results)  # fail fast, before Flower starts
+    if cfg.results.resume:
         with ResultsStore.open_existing(out) as store:
             done = {arm: store.last_round(arm) for arm in cfg.federated_arms}
-            if all(n >= cfg.rounds for n in done.values()):  # nothing to run: report again
+            if all(n >= cfg.federation.rounds for n in done.values()):  # report again
                 summary = finish_from_store(store, cfg)
                 print(f"fl-sim: {out} has every round of {', '.join(cfg.federated_arms)} finished")
                 print(summary or "fl-sim: no reconstruction rows")
@@ -65,13 +67,9 @@ def _run_locked(cfg: RunConfig, keep_temp: bool, verbose: bool) -> int:
             "fl-sim: resuming " + ", ".join(f"{arm} after round {n}" for arm, n in done.items()),
             flush=True,
         )
-    ensure_judge(cfg)
+    ensure_judge(cfg.data, cfg.judge, cfg.runtime.device)
     preload_data(cfg)
-    print(
-        f"fl-sim: {len(cfg.federated_arms)} arm(s) x {cfg.clients} clients x {cfg.rounds} rounds, "
-        f"attacks {', '.join(cfg.attacks) or 'none'}; results in {out}",
-        flush=True,
-    )
+    print(f"fl-sim: {plan_line(cfg, 'clients')}; results in {out}", flush=True)
     code, console = simulate(cfg, verbose, keep_temp)
     if code != 0:
         hint = console.failure_hint()
@@ -93,7 +91,7 @@ def check_results(out: Path, cfg: RunConfig, hint: str = "see the log above") ->
         advice = resume_advice(out)
         print(f"fl-sim: the run stopped early ({unfinished}): {hint}. {advice}", file=sys.stderr)
         return 1
-    if cfg.attacks and not (out / LEAKAGE_CSV).exists():
+    if cfg.attack.attacks and not (out / LEAKAGE_CSV).exists():
         print(f"fl-sim: the run wrote no {out / LEAKAGE_CSV}: {hint}", file=sys.stderr)
         return 1
     names = sorted(  # not the locks, nor SQLite's side files
@@ -125,11 +123,13 @@ def simulate(
 
     if run is None:
         from fl_sim.ops.launcher import run_simulation as run
-    out = Path(cfg.out)
+    out = Path(cfg.results.out)
     attempt = 1
     while True:
-        with Console(out / FLOWER_LOG, verbose, append=cfg.resume or attempt > 1) as console:
-            code = run(cfg, console, keep_temp=keep_temp)
+        with Console(
+            out / FLOWER_LOG, verbose, append=cfg.results.resume or attempt > 1
+        ) as console:
+            code = run(cfg.flower_run(), console, keep_temp=keep_temp)
         if attempt == ENGINE_START_TRIES or not engine_start_failed(console.error_lines):
             return code, console
         wait = ENGINE_RETRY_WAIT_S[min(attempt, len(ENGINE_RETRY_WAIT_S)) - 1]
@@ -140,8 +140,8 @@ def simulate(
             flush=True,
         )
         sleep(wait)
-        if (out / DB_NAME).is_file() and not cfg.resume:  # the failed try recorded the run
-            cfg = dataclasses.replace(cfg, resume=True, overwrite=False)
+        if (out / DB_NAME).is_file() and not cfg.results.resume:  # the failed try recorded the run
+            cfg = cfg.replace(resume=True, overwrite=False)
         attempt += 1
 
 
@@ -151,7 +151,7 @@ def resume_advice(out: Path) -> str:
     place or a full disk), so the advice never repeats the failure it follows."""
     import sqlite3
 
-    from fl_sim.results.resume import resume_config
+    from fl_sim.federation.resume import resume_config
     from fl_sim.results.store import DB_NAME
 
     if not (out / DB_NAME).is_file():
@@ -163,13 +163,23 @@ def resume_advice(out: Path) -> str:
     return f"Finished rounds are kept: continue with `fl-sim run --resume {out}`"
 
 
+def plan_line(cfg: RunConfig, clients: str) -> str:
+    """What a run is about to do, e.g. "2 arm(s) x 4 clients x 3 rounds, attacks dlg"."""
+    attacks = ", ".join(cfg.attack.attacks) or "none"
+    fed = cfg.federation
+    return (
+        f"{len(cfg.federated_arms)} arm(s) x {fed.clients} {clients} x {fed.rounds} rounds, "
+        f"attacks {attacks}"
+    )
+
+
 def preload_data(cfg: RunConfig) -> None:
     """Load (and, for derived data, build and cache) both splits here, with progress, rather
     than in every client process at once."""
     from fl_sim.federation.task import dataset_split
 
     for split in ("train", "test"):
-        dataset_split(cfg, split)
+        dataset_split(cfg.data, split)
 
 
 def unfinished_arms(out: Path, cfg: RunConfig) -> str:
@@ -180,7 +190,11 @@ def unfinished_arms(out: Path, cfg: RunConfig) -> str:
         return "no results store was written"
     with ResultsStore.open_existing(out) as store:
         done = {arm: store.last_round(arm) for arm in cfg.federated_arms}
-    return ", ".join(f"{a}: {n} of {cfg.rounds} rounds" for a, n in done.items() if n < cfg.rounds)
+    return ", ".join(
+        f"{a}: {n} of {cfg.federation.rounds} rounds"
+        for a, n in done.items()
+        if n < cfg.federation.rounds
+    )
 
 
 def cmd_deploy(cfg: RunConfig, args: argparse.Namespace) -> int:
@@ -188,7 +202,7 @@ def cmd_deploy(cfg: RunConfig, args: argparse.Namespace) -> int:
     from fl_sim.ops.outlock import run_lock
 
     preflight(cfg)
-    with run_lock(cfg.out, "fl-sim deploy"):
+    with run_lock(cfg.results.out, "fl-sim deploy"):
         return _deploy_locked(cfg, args)
 
 
@@ -197,19 +211,15 @@ def _deploy_locked(cfg: RunConfig, args: argparse.Namespace) -> int:
     from fl_sim.federation.server_app import prepare_out_dir
     from fl_sim.ops.deploy import DeployOptions, deploy
 
-    out = prepare_out_dir(cfg)  # fail fast, before any process starts
-    ensure_judge(cfg)  # train it here, not while the federation waits
+    out = prepare_out_dir(cfg.results)  # fail fast, before any process starts
+    ensure_judge(cfg.data, cfg.judge, cfg.runtime.device)  # not while the federation waits
     preload_data(cfg)
-    print(
-        f"fl-sim deploy: {len(cfg.federated_arms)} arm(s) x {cfg.clients} SuperNodes x "
-        f"{cfg.rounds} rounds, attacks {', '.join(cfg.attacks) or 'none'}; results in {out}",
-        flush=True,
-    )
+    print(f"fl-sim deploy: {plan_line(cfg, 'SuperNodes')}; results in {out}", flush=True)
     options = DeployOptions(
         netns=args.netns, tls=args.tls, workdir=args.workdir, keep_temp=args.keep_temp,
         verbose=args.verbose,
     )  # fmt: skip
-    deploy(cfg, options)
+    deploy(cfg.flower_run(), options)
     return check_results(out, cfg)
 
 
@@ -220,7 +230,7 @@ def cmd_submit(cfg: RunConfig, args: argparse.Namespace) -> int:
 
     with watching(), temp_dir("fl-sim-submit-", "the flwr run log", print) as work:
         result = submit(
-            cfg, args.superlink, args.root_certificates, work, wait_s=args.wait,
+            cfg.flower_run(), args.superlink, args.root_certificates, work, wait_s=args.wait,
             verbose=args.verbose,
         )  # fmt: skip
     if not result.ok:

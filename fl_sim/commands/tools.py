@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from fl_sim.config import RunConfig
+from fl_sim.federation.run_config import RunConfig
 
 
 def cmd_judge(cfg: RunConfig, retrain: bool) -> int:
-    from fl_sim.evaluation.judge import describe, ensure_judge, train_judge
+    from fl_sim.evaluation.judge import config_spec, describe, ensure_judge, train_judge
 
-    judge = train_judge(cfg) if retrain else ensure_judge(cfg)
+    if retrain:
+        spec = config_spec(cfg.judge, cfg.data.dataset)
+        judge = train_judge(cfg.data, spec, cfg.runtime.device)
+    else:
+        judge = ensure_judge(cfg.data, cfg.judge, cfg.runtime.device)
     print(f"judge: {describe(judge)}; {judge.train_size} train / {judge.test_size} test")
     print(f"judge: {judge.path}")
     return 0
@@ -25,7 +29,7 @@ def cmd_l2_stats(args: argparse.Namespace) -> int:
 
     cfg = RunConfig.load(args.config, args.overrides)
     start = time.perf_counter()
-    result = reference_l2_for_config(cfg, args.split, args.per_class)
+    result = reference_l2_for_config(cfg.data, cfg.federation.seed, args.split, args.per_class)
     loaded = time.perf_counter() - start - result.seconds
     print(format_table(result))
     intra = result.intra_pooled.pairs if result.intra_pooled else 0

@@ -22,7 +22,7 @@ import torch
 from fl_sim.data.loaders.base import SPLITS, DataSplit
 
 if TYPE_CHECKING:
-    from fl_sim.config import RunConfig
+    from fl_sim.data.config import DataConfig
 
 CHUNK_BYTES: int = 256 * 2**20
 """Memory budget of one float64 row block when ``chunk_size`` is not given."""
@@ -323,16 +323,20 @@ def _average(stats: list[L2Stats | None]) -> AveragedL2Stats | None:
 
 
 def reference_l2_for_config(
-    cfg: RunConfig, split: str, per_class: int | None = None, chunk_size: int | None = None
+    data: DataConfig,
+    seed: int,
+    split: str,
+    per_class: int | None = None,
+    chunk_size: int | None = None,
 ) -> ReferenceL2:
-    """:func:`reference_l2` of a run config's dataset split (its data options; its seed for
-    the subsample)."""
+    """:func:`reference_l2` of a run config's dataset split (its data options; ``seed``, the
+    run's, draws the subsample)."""
     from fl_sim.data.splits import dataset_split
 
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; allowed splits: {list(SPLITS)}")
     check_per_class(per_class)
-    return reference_l2(dataset_split(cfg, split), per_class, cfg.seed, chunk_size, split)
+    return reference_l2(dataset_split(data, split), per_class, seed, chunk_size, split)
 
 
 def format_table(result: ReferenceL2, per_class_rows: bool = True) -> str:

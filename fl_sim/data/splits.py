@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 from fl_sim.data.registry import DataSplit, load_dataset
 
 if TYPE_CHECKING:
-    from fl_sim.config import RunConfig
+    from fl_sim.data.config import DataConfig
 
 
-def dataset_split(cfg: RunConfig, split: str) -> DataSplit:
+def dataset_split(data: DataConfig, split: str) -> DataSplit:
     """The run's dataset split, loaded with the run's data options (cached)."""
-    return load_dataset(cfg.dataset, split, cfg.data_root or None, cfg.data_options)
+    return load_dataset(data.dataset, split, data.data_root or None, data.options)

@@ -23,7 +23,7 @@ from fl_sim.ops.ray_tasks import RayPool, RaySettings, ensure_ray
 from models.device import resolve_device
 
 if TYPE_CHECKING:
-    from fl_sim.config import RunConfig
+    from fl_sim.ops.runtime_config import RuntimeConfig
 
 Result = Reconstruction | Exception
 Log = Callable[[str], None]
@@ -38,9 +38,9 @@ class Execution:
     ray: RaySettings = field(default_factory=RaySettings)
 
     @classmethod
-    def of(cls, cfg: RunConfig) -> Execution:
-        """The execution a :class:`fl_sim.config.RunConfig` asks for."""
-        return cls(cfg.device, cfg.attack_runner, RaySettings.of(cfg))
+    def of(cls, runtime: RuntimeConfig) -> Execution:
+        """The execution a run's runtime section asks for."""
+        return cls(runtime.device, runtime.attack_runner, RaySettings.of(runtime))
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,16 @@ the ids the client reports, so no private data travels in any FL message.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from attacks.capture_io import load_private, write_private
-from fl_sim.config import RunConfig
-from fl_sim.federation.task import private_batch
+
+# (partition_id, num_partitions, server_round) -> the images and labels that client trained on
+BatchOf = Callable[[int, int, int], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -25,15 +27,16 @@ class GroundTruth:
 
 
 class ReplayAudit:
-    """Ground truth of (round, partition) by replaying the client's batch selection."""
+    """Ground truth of (round, partition) by replaying the client's batch selection
+    (``batch_of``: the federation's own, e.g. ``fl_sim.federation.task.private_batch``)."""
 
-    def __init__(self, cfg: RunConfig) -> None:
-        self.cfg = cfg
+    def __init__(self, batch_of: BatchOf) -> None:
+        self.batch_of = batch_of
 
     def ground_truth(
         self, server_round: int, partition_id: int, num_partitions: int
     ) -> GroundTruth:
-        images, labels = private_batch(self.cfg, partition_id, num_partitions, server_round)
+        images, labels = self.batch_of(partition_id, num_partitions, server_round)
         return GroundTruth(images=images, labels=labels)
 
 

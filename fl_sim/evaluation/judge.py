@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fl_sim.config import RunConfig
+from fl_sim.data.config import DataConfig
 from fl_sim.data.registry import load_dataset
+from fl_sim.evaluation.judge_config import JudgeConfig
 from fl_sim.evaluation.judge_specs import (
     DATASET_SPECS,
     EVENT_JUDGES,
@@ -40,6 +41,7 @@ from fl_sim.evaluation.judge_store import (
     split_accuracy,
 )
 from fl_sim.evaluation.judge_training import JUDGE_SEED, fit_judge
+from models.device import resolve_device
 
 __all__ = [
     "BLOB_FORMAT",
@@ -71,30 +73,35 @@ __all__ = [
 
 
 def ensure_judge(
-    cfg: RunConfig, log: Callable[[str], None] = print, spec: JudgeSpec | None = None
+    data: DataConfig,
+    settings: JudgeConfig | None = None,
+    device: str = "cpu",
+    log: Callable[[str], None] = print,
+    spec: JudgeSpec | None = None,
 ) -> Judge:
-    """Load the cached judge of this dataset, training and caching it first if needed; it
-    predicts on the run's device."""
-    path = judge_path(cfg, spec)
+    """Load the cached judge of ``data``'s dataset (recipe: ``spec``, else its default with
+    ``settings``' overrides), training and caching it first if needed; it predicts on
+    ``device`` (a device spec, e.g. the run's ``device``)."""
+    spec = spec or config_spec(settings or JudgeConfig(), data.dataset)
+    path = judge_path(data, spec)
     if path.exists():
         judge = load_judge(path)
         log(f"judge: {describe(judge)} ({path})")
     else:
-        judge = train_judge(cfg, log, spec)
-    judge.model.to(cfg.torch_device)
+        judge = train_judge(data, spec, device, log)
+    judge.model.to(resolve_device(device))
     return judge
 
 
 def train_judge(
-    cfg: RunConfig, log: Callable[[str], None] = print, spec: JudgeSpec | None = None
+    data: DataConfig, spec: JudgeSpec, device: str = "cpu", log: Callable[[str], None] = print
 ) -> Judge:
-    """Train ``cfg.dataset``'s judge on its train split (test accuracy per epoch) and cache it."""
-    spec = spec or config_spec(cfg)
-    root = cfg.data_root or None
-    options = cfg.data_options
-    train = load_dataset(cfg.dataset, "train", root, options)
-    test = load_dataset(cfg.dataset, "test", root, options)
+    """Train the judge of ``data``'s dataset on its train split (test accuracy per epoch)
+    and cache it."""
+    root = data.data_root or None
+    train = load_dataset(data.dataset, "train", root, data.options)
+    test = load_dataset(data.dataset, "test", root, data.options)
     return fit_judge(
-        train, test, spec, judge_path(cfg, spec), options, log, cfg.dataset,
-        device=cfg.torch_device,
+        train, test, spec, judge_path(data, spec), data.options, log, data.dataset,
+        device=resolve_device(device),
     )  # fmt: skip

@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from fl_sim.config import RunConfig
 from fl_sim.data.registry import judge_arch
+from fl_sim.evaluation.judge_config import JudgeConfig
 
 OPTIMIZERS = ("adam", "sgd")
 EVENT_JUDGES = frozenset({"dvs-gesture-snn"})
@@ -121,18 +121,18 @@ DATASET_SPECS: dict[str, dict[str, int]] = {
 """Per-dataset changes to the judge's default recipe (the architecture stays)."""
 
 
-def config_spec(cfg: RunConfig) -> JudgeSpec:
-    """The spec of ``cfg.dataset``'s judge: the architecture's recipe, the dataset's changes
-    to it, then ``cfg.judge_epochs`` / ``cfg.judge_width`` where not 0."""
-    spec = judge_spec(judge_arch(cfg.dataset))
-    spec = dataclasses.replace(spec, **DATASET_SPECS.get(cfg.dataset, {}))
-    if cfg.judge_epochs:
-        spec = dataclasses.replace(spec, epochs=cfg.judge_epochs)
-    if cfg.judge_width:
+def config_spec(judge: JudgeConfig, dataset: str) -> JudgeSpec:
+    """The spec of ``dataset``'s judge: the architecture's recipe, the dataset's changes to
+    it, then ``judge_epochs`` / ``judge_width`` where not 0."""
+    spec = judge_spec(judge_arch(dataset))
+    spec = dataclasses.replace(spec, **DATASET_SPECS.get(dataset, {}))
+    if judge.judge_epochs:
+        spec = dataclasses.replace(spec, epochs=judge.judge_epochs)
+    if judge.judge_width:
         if spec.width is None:
             raise ValueError(
-                f"judge_width applies to the dvs-gesture-snn judge; {cfg.dataset}'s judge is "
+                f"judge_width applies to the dvs-gesture-snn judge; {dataset}'s judge is "
                 f"{spec.arch}: leave judge_width at 0"
             )
-        spec = dataclasses.replace(spec, width=cfg.judge_width)
+        spec = dataclasses.replace(spec, width=judge.judge_width)
     return spec

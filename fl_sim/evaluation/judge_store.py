@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 from fl_sim.atomic_file import atomic_write
-from fl_sim.config import RunConfig
+from fl_sim.data.config import DataConfig
 from fl_sim.data.loaders.base import time_major
 from fl_sim.data.registry import DataOptions, DataSplit, dataset_kind
-from fl_sim.evaluation.judge_specs import JUDGE_SPECS, JudgeSpec, config_spec
+from fl_sim.evaluation.judge_specs import JUDGE_SPECS, JudgeSpec
 from models import build_model
 from models.resnet_arcface import ResNetArcFace, imagenet_checkpoint
 from models.safe_load import load_weights
@@ -67,17 +67,16 @@ class Judge:
         return predict_labels(self.model, inputs)
 
 
-def judge_path(cfg: RunConfig, spec: JudgeSpec | None = None) -> Path:
-    """Cache file of ``cfg.dataset``'s judge trained with ``spec`` (default: config_spec)."""
-    spec = spec or config_spec(cfg)
-    name = f"{cfg.dataset}-{spec.arch}-e{spec.epochs}-v{spec.version}"
+def judge_path(data: DataConfig, spec: JudgeSpec) -> Path:
+    """Cache file of the judge of ``data``'s dataset trained with ``spec``."""
+    name = f"{data.dataset}-{spec.arch}-e{spec.epochs}-v{spec.version}"
     if spec.width is not None:
         name += f"-w{spec.width}"
     if spec.arch == "resnet50-arcface":  # a later download of the weights means a new judge
         name += "-imagenet" if spec.imagenet and imagenet_checkpoint().is_file() else "-scratch"
-    if dataset_kind(cfg.dataset) == "events":
-        name += f"-f{cfg.frames}-d{cfg.downsample}"
-    return cfg.judge_cache / "judges" / f"{name}.pt"
+    if dataset_kind(data.dataset) == "events":
+        name += f"-f{data.frames}-d{data.downsample}"
+    return data.cache_path / "judges" / f"{name}.pt"
 
 
 def describe(judge: Judge) -> str:

@@ -9,20 +9,22 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 
-from fl_sim.config import RunConfig
+from fl_sim.data.config import DataConfig
 from fl_sim.data.loaders.base import time_major
+from fl_sim.federation.config import FederationConfig
 from fl_sim.federation.faults import tag_client_error
 from fl_sim.federation.secagg import secagg_client_mod
 from fl_sim.federation.task import partition_of, private_batch, public_info
 from fl_sim.federation.training import local_sgd, loss_gradient
 from fl_sim.federation.transforms.mod import update_transforms_mod
+from fl_sim.ops.runtime_config import RuntimeConfig
 from models.public import model_for
 
 app = ClientApp()
 
 
 def client_update(
-    cfg: RunConfig,
+    fed: FederationConfig,
     model: torch.nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -31,14 +33,14 @@ def client_update(
     """What the client sends: FedSGD's gradient, or FedAvg's new weights or delta.
     ``proximal_mu`` (FedProx) acts on FedAvg's local steps only: a FedSGD gradient is taken
     at the global weights, where the proximal term's gradient is zero."""
-    if cfg.protocol == "fedsgd":
+    if fed.protocol == "fedsgd":
         return loss_gradient(model, images, labels)
     start = {k: v.detach().clone() for k, v in model.state_dict().items()}
     new = local_sgd(
-        model, images, labels, cfg.batch_size, cfg.local_steps, cfg.local_epochs, cfg.lr,
+        model, images, labels, fed.batch_size, fed.local_steps, fed.local_epochs, fed.lr,
         proximal_mu,
     )  # fmt: skip
-    if cfg.fedavg_update == "weights":
+    if fed.fedavg_update == "weights":
         return new
     return {k: new[k] - start[k] for k in new}
 
@@ -62,20 +64,22 @@ def report_errors_mod(msg: Message, context: Context, call_next: ClientAppCallab
 def train(msg: Message, context: Context) -> Message:
     """Reply with this round's update of the private data at the received global model
     (``update_transforms_mod`` then applies the run's transforms and faults to it)."""
-    cfg = RunConfig.from_mapping(context.run_config)
-    torch.set_num_threads(cfg.threads)
+    fed = FederationConfig.of_run(context.run_config)
+    data = DataConfig.of_run(context.run_config)
+    runtime = RuntimeConfig.of_run(context.run_config)
+    torch.set_num_threads(runtime.threads)
     partition_id, num_partitions = partition_of(context)
     config = msg.content["config"]
     server_round, arm = int(config["server-round"]), str(config["arm"])
-    public = public_info(cfg, arm)
-    device = cfg.torch_device
+    public = public_info(fed, data, arm)
+    device = runtime.torch_device
     model = model_for(public).to(device)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-    inputs, labels = private_batch(cfg, partition_id, num_partitions, server_round)
+    inputs, labels = private_batch(fed, data, partition_id, num_partitions, server_round)
     # FedProx's weight of the proximal term, sent in the train config (Flower's FedProx)
     mu = float(config["proximal-mu"]) if "proximal-mu" in config else 0.0
     inputs, labels = time_major(inputs).to(device), labels.to(device)
-    update = {k: v.cpu() for k, v in client_update(cfg, model, inputs, labels, mu).items()}
+    update = {k: v.cpu() for k, v in client_update(fed, model, inputs, labels, mu).items()}
     meta = ConfigRecord(
         {
             "partition-id": partition_id,

@@ -328,9 +328,9 @@ def secagg_client_mod(msg: Message, context: Context, call_next: ClientAppCallab
     stage = msg.content.config_records[RECORD_KEY_CONFIGS].get(Key.STAGE)
     if stage != Stage.COLLECT_MASKED_VECTORS:
         return secaggplus_mod(msg, context, call_next)
-    from fl_sim.config import RunConfig
+    from fl_sim.federation.config import FederationConfig
 
-    seed = RunConfig.from_mapping(context.run_config).seed
+    seed = FederationConfig.of_run(context.run_config).seed
     server_round = int(msg.content["fitins.config"]["server-round"])
     partition = partition_of(context)[0]
     with numpy_seeded((seed, server_round, partition)):

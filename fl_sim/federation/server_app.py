@@ -3,8 +3,6 @@ seeds and batches, each under a Flower strategy with the eavesdropping tap."""
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import importlib.metadata
 import json
 import shutil
@@ -16,27 +14,27 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
-from fl_sim.config import RunConfig
+from fl_sim.data.config import DataConfig
 from fl_sim.data.registry import DataSplit
 from fl_sim.evaluation.attack_work import Execution
-from fl_sim.evaluation.audit import ReplayAudit
 from fl_sim.evaluation.judge import Judge, ensure_judge, judge_record, split_accuracy
+from fl_sim.federation.config import FederationConfig
 from fl_sim.federation.eavesdropper import LEAKAGE_CSV, Eavesdropper
 from fl_sim.federation.privacy import privacy_record
+from fl_sim.federation.resume import check_resumable, stored_config
+from fl_sim.federation.run_config import RunConfig
 from fl_sim.federation.secagg import SecAggPlusGrid, SecAggSpec
 from fl_sim.federation.strategies import STRATEGIES, parse_strategy_options
 from fl_sim.federation.strategy import Eavesdropping, EavesdroppingFedSGD, Tap, tapped
-from fl_sim.federation.task import dataset_split, public_info
+from fl_sim.federation.task import dataset_split, public_info, replay_audit
+from fl_sim.federation.warm_start import init_record, initial_model
 from fl_sim.ops.outlock import supervisor_gone
 from fl_sim.ops.progress import Eta
+from fl_sim.results.config import ResultsConfig
 from fl_sim.results.html_report import REPORT_HTML
 from fl_sim.results.live_report import LiveReport
-from fl_sim.results.preflight import state_mismatch
 from fl_sim.results.report import write_report
-from fl_sim.results.resume import check_resumable, stored_config
 from fl_sim.results.store import CHECKPOINTS, DB_NAME, ResultsStore, save_atomic
-from models.public import model_for
-from models.safe_load import load_weights
 
 app = ServerApp()
 
@@ -136,7 +134,7 @@ def export_results(store: ResultsStore) -> None:
         store.export_faults_csv(store.out_dir / FAULTS_CSV)
 
 
-def write_outputs(store: ResultsStore, cfg: RunConfig) -> str | None:
+def write_outputs(store: ResultsStore, data: DataConfig) -> str | None:
     """Export the CSVs and write the report (plot with the judge's chance level and each
     arm's test accuracy per round, summary) from the store; returns the summary, or None when
     there are no reconstruction rows."""
@@ -144,7 +142,7 @@ def write_outputs(store: ResultsStore, cfg: RunConfig) -> str | None:
     rows = store.reconstruction_rows()
     if not rows:
         return None
-    chance = 1.0 / dataset_split(cfg, "test").num_classes
+    chance = 1.0 / dataset_split(data, "test").num_classes
     accuracy: dict[str, list[tuple[int, float]]] = {}
     for r in store.rounds():
         if r["accuracy"] is not None:
@@ -161,24 +159,24 @@ def finish_from_store(store: ResultsStore, cfg: RunConfig) -> str | None:
     (latest checkpoints), the CSV exports and the reports; returns the summary."""
     for arm in cfg.federated_arms:
         save_atomic(store.load_checkpoint(arm), store.out_dir / f"final_model_{arm}.pt")
-    summary = write_outputs(store, cfg)
+    summary = write_outputs(store, cfg.data)
     LiveReport(store.out_dir, say).update(force=True)
     return summary
 
 
-def prepare_out_dir(cfg: RunConfig) -> Path:
-    """Create ``cfg.out``; refuse to mix with an earlier run's results unless overwrite (or
+def prepare_out_dir(results: ResultsConfig) -> Path:
+    """Create ``out``; refuse to mix with an earlier run's results unless overwrite (or
     resume, which needs the earlier run's results store)."""
-    out = Path(cfg.out).expanduser().resolve()
-    if cfg.resume:
-        if cfg.overwrite:
+    out = Path(results.out).expanduser().resolve()
+    if results.resume:
+        if results.overwrite:
             raise ValueError("resume and overwrite=true contradict each other")
         if not (out / DB_NAME).is_file():
             raise FileNotFoundError(f"{out} holds no {DB_NAME}: nothing to resume")
         return out
     out.mkdir(parents=True, exist_ok=True)
     old = [name for name in RESULT_FILES if (out / name).exists()]
-    if old and not cfg.overwrite:
+    if old and not results.overwrite:
         raise FileExistsError(
             f"{out} already holds results ({', '.join(old)}); choose another out directory "
             "or set overwrite=true"
@@ -187,61 +185,6 @@ def prepare_out_dir(cfg: RunConfig) -> Path:
         path = out / name
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     return out
-
-
-def initial_model(cfg: RunConfig, arm: str) -> torch.nn.Module:
-    """Seeded init: both arms start from the same weights (same parameter names/shapes);
-    or, with ``init_checkpoint``, the weights saved there (a warm start)."""
-    pub = public_info(cfg, arm)
-    torch.manual_seed(cfg.seed)
-    model = model_for(pub)
-    if cfg.init_checkpoint:
-        model.load_state_dict(load_init_checkpoint(cfg, arm, model))
-    return model
-
-
-def init_checkpoint_path(cfg: RunConfig, arm: str) -> Path:
-    """``init_checkpoint`` for ``arm`` (``{arm}`` in the path is replaced by the arm)."""
-    return Path(cfg.init_checkpoint.replace("{arm}", arm)).expanduser().resolve()
-
-
-def load_init_checkpoint(
-    cfg: RunConfig, arm: str, model: torch.nn.Module
-) -> dict[str, torch.Tensor]:
-    """The state dict of ``arm``'s warm start, loaded with ``weights_only=True`` and checked
-    against ``model``: a clear error names a missing file, a file that is not a state dict,
-    or the parameters that are missing, extra or of another shape."""
-    path = init_checkpoint_path(cfg, arm)
-    if not path.is_file():
-        raise FileNotFoundError(f"init_checkpoint: {path} (arm {arm}) is not a file")
-    try:
-        state = load_weights(path)
-    except Exception as err:
-        raise ValueError(
-            f"init_checkpoint: {path} is not a PyTorch state dict ({type(err).__name__})"
-        ) from err
-    expected = model.state_dict()
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"init_checkpoint: {path} is not a state dict of tensors")
-    wrong = state_mismatch(state, expected)
-    if wrong:
-        raise ValueError(
-            f"init_checkpoint: {path} does not fit arm {arm}'s {type(model).__name__}: "
-            f"missing, extra or reshaped {', '.join(wrong[:6])}"
-            + (f" and {len(wrong) - 6} more" if len(wrong) > 6 else "")
-        )
-    return {k: v.to(expected[k].dtype) for k, v in state.items()}
-
-
-def init_record(cfg: RunConfig) -> dict[str, dict[str, str]]:
-    """Per arm, the warm start's path and SHA-256 (for run.json); {} without one."""
-    if not cfg.init_checkpoint:
-        return {}
-    record = {}
-    for arm in cfg.federated_arms:
-        path = init_checkpoint_path(cfg, arm)
-        record[arm] = {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-    return record
 
 
 def write_run_record(
@@ -254,10 +197,10 @@ def write_run_record(
     if num_classes is not None:
         judge_info["num_classes"] = num_classes
     record = {
-        "config": dataclasses.asdict(cfg.resolved()),
+        "config": cfg.resolved().flat(),
         "judge": judge_info,
-        "init_checkpoints": init_record(cfg),
-        "privacy": privacy_record(cfg.transforms, cfg.rounds),
+        "init_checkpoints": init_record(cfg.federation, cfg.federated_arms),
+        "privacy": privacy_record(cfg.federation.transforms, cfg.federation.rounds),
         "versions": library_versions(),
     }
     (out / "run.json").write_text(json.dumps(record, indent=2))
@@ -284,42 +227,42 @@ def library_versions() -> dict[str, str]:
 
 
 def build_strategy(
-    cfg: RunConfig,
+    fed: FederationConfig,
     tap: Tap | None,
     on_fault: FaultLog,
     round_offset: int = 0,
     node_partitions: dict[int, int] | None = None,
 ) -> Eavesdropping:
-    """Flower's ``cfg.strategy`` (with ``cfg.strategy_options``) under the tap, with seeded
-    client sampling of ``cfg.fraction`` of the clients (all must be connected) and no
-    client-side evaluation. Gradient and delta replies: under fedavg, one server step on the
-    mean (EavesdroppingFedSGD, as before strategies existed); under any other strategy, each
+    """Flower's ``strategy`` (with ``strategy_options``) under the tap, with seeded client
+    sampling of ``fraction`` of the clients (all must be connected) and no client-side
+    evaluation. Gradient and delta replies: under fedavg, one server step on the mean
+    (EavesdroppingFedSGD, as before strategies existed); under any other strategy, each
     reply becomes the weights it stands for before the strategy aggregates them.
     ``node_partitions`` (node id -> partition id) is shared by the arms of a run."""
     kwargs = dict(
         tap=tap,
         on_fault=on_fault,
         node_partitions=node_partitions,
-        sampling_seed=cfg.seed,
+        sampling_seed=fed.seed,
         round_offset=round_offset,
-        fraction_train=cfg.fraction,
+        fraction_train=fed.fraction,
         fraction_evaluate=0.0,
-        min_train_nodes=max(1, int(cfg.clients * cfg.fraction)),
-        min_available_nodes=cfg.clients,
+        min_train_nodes=fed.sampled_clients,
+        min_available_nodes=fed.clients,
     )
-    if cfg.strategy == "fedavg" and cfg.update_kind == "gradient":
-        return EavesdroppingFedSGD(lr=cfg.lr, **kwargs)  # type: ignore[arg-type]
-    if cfg.strategy == "fedavg" and cfg.update_kind == "delta":
+    if fed.strategy == "fedavg" and fed.update_kind == "gradient":
+        return EavesdroppingFedSGD(lr=fed.lr, **kwargs)  # type: ignore[arg-type]
+    if fed.strategy == "fedavg" and fed.update_kind == "delta":
         return EavesdroppingFedSGD(lr=-1.0, **kwargs)  # type: ignore[arg-type]
-    options = parse_strategy_options(cfg.strategy, cfg.strategy_options)
-    strategy_cls = tapped(STRATEGIES[cfg.strategy])
-    return strategy_cls(update_kind=cfg.update_kind, gradient_lr=cfg.lr, **options, **kwargs)
+    options = parse_strategy_options(fed.strategy, fed.strategy_options)
+    strategy_cls = tapped(STRATEGIES[fed.strategy])
+    return strategy_cls(update_kind=fed.update_kind, gradient_lr=fed.lr, **options, **kwargs)
 
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     cfg = RunConfig.from_mapping(context.run_config)
-    torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(cfg.runtime.threads)
     run_federation(grid, cfg)
 
 
@@ -328,71 +271,73 @@ def run_federation(grid: Grid, cfg: RunConfig) -> dict[str, dict[str, torch.Tens
     writer lock meanwhile: one ServerApp writes a directory at a time (``fl_sim.ops.outlock``)."""
     from fl_sim.ops.outlock import writer_lock
 
-    with writer_lock(cfg.out):
+    with writer_lock(cfg.results.out):
         return _run_federation(grid, cfg)
 
 
 def _run_federation(grid: Grid, cfg: RunConfig) -> dict[str, dict[str, torch.Tensor]]:
-    out = prepare_out_dir(cfg)
+    out = prepare_out_dir(cfg.results)
     say(f"fl-sim: results go to {out}")
     store = ResultsStore(out)
-    if cfg.resume:
+    if cfg.results.resume:
         check_resumable(stored_config(store), cfg)
-    judge = ensure_judge(cfg, say)
-    test = dataset_split(cfg, "test")
+    judge = ensure_judge(cfg.data, cfg.judge, cfg.runtime.device, say)
+    test = dataset_split(cfg.data, "test")
     record = write_run_record(out, cfg, judge, test.num_classes)
-    store.start_run(record, resumed=cfg.resume)
+    store.start_run(record, resumed=cfg.results.resume)
     for dp in record["privacy"]:  # type: ignore[attr-defined]
         say(
             f"fl-sim: {dp['transform']}: epsilon {dp['epsilon']} at delta {dp['delta']} after "
             f"{dp['releases_per_client']} rounds per client ({dp['accountant']})"
         )
-    audit = ReplayAudit(cfg)
-    secagg = SecAggSpec.parse(cfg.secagg)
+    audit = replay_audit(cfg.federation, cfg.data)
+    secagg = SecAggSpec.parse(cfg.federation.secagg)
     if secagg is not None:  # the strategy's train rounds run Flower's SecAgg+ protocol
-        grid = SecAggPlusGrid(grid, secagg, max_weight=cfg.samples_per_round)
+        grid = SecAggPlusGrid(grid, secagg, max_weight=cfg.federation.samples_per_round)
         say(f"fl-sim: {secagg}: the server receives masked updates only")
     report = LiveReport(out, say)
     finals: dict[str, dict[str, torch.Tensor]] = {}
     node_partitions: dict[int, int] = {}  # the same nodes serve every arm
     for arm in cfg.federated_arms:
         start = time.perf_counter()
-        public = public_info(cfg, arm)
+        public = public_info(cfg.federation, cfg.data, arm)
         done = store.last_round(arm)
-        if done >= cfg.rounds:
-            say(f"=== arm {arm}: all {cfg.rounds} rounds already finished ===")
+        if done >= cfg.federation.rounds:
+            say(f"=== arm {arm}: all {cfg.federation.rounds} rounds already finished ===")
             finals[arm] = store.load_checkpoint(arm)
             save_atomic(finals[arm], out / f"final_model_{arm}.pt")
             continue
-        model = initial_model(cfg, arm)
+        model = initial_model(cfg.federation, cfg.data, arm)
         if done:
             model.load_state_dict(store.load_checkpoint(arm))
             say(f"=== arm {arm}: resuming after round {done} (checkpoint) ===")
         tap = None
-        if cfg.attacks:
-            attacks = cfg.build_attacks()
+        if cfg.attack.attacks:
+            plan, results = cfg.attack, cfg.results
             tap = Eavesdropper(
-                arm, public, attacks, judge, audit, out, cfg.grids, say, cfg.save_captures,
-                cfg.batched, sink=store, budget=cfg.attack_budget, attack_seed=cfg.attack_seed,
-                schedule=cfg.attack_schedule, execution=Execution.of(cfg),
+                arm, public, plan.build_attacks(), judge, audit, out, results.grids, say,
+                results.save_captures, plan.batched, sink=store, budget=plan.attack_budget,
+                attack_seed=plan.attack_seed, schedule=cfg.attack_schedule,
+                execution=Execution.of(cfg.runtime),
             )  # fmt: skip
-        recorder = RoundRecorder(store, arm, model, test, done, tap, cfg.rounds, report)
-        say(f"=== arm {arm}: {public.arch}, {cfg.clients} clients, {cfg.rounds} rounds ===")
+        recorder = RoundRecorder(store, arm, model, test, done, tap, cfg.federation.rounds, report)
+        fed = cfg.federation
+        say(f"=== arm {arm}: {public.arch}, {fed.clients} clients, {fed.rounds} rounds ===")
         strategy = build_strategy(
-            cfg, recorder.tap, FaultLog(store, arm, say), done, node_partitions
+            cfg.federation, recorder.tap, FaultLog(store, arm, say), done, node_partitions
         )
         result = strategy.start(
             grid=grid,
             initial_arrays=ArrayRecord(model.state_dict()),
-            num_rounds=cfg.rounds - done,
-            timeout=cfg.round_timeout,
+            num_rounds=cfg.federation.rounds - done,
+            timeout=cfg.federation.round_timeout,
             train_config=ConfigRecord({"arm": arm}),
             evaluate_fn=recorder.evaluate,
         )
         finals[arm] = result.arrays.to_torch_state_dict()
         save_atomic(finals[arm], out / f"final_model_{arm}.pt")
         say(f"=== arm {arm} done in {time.perf_counter() - start:.1f}s ===")
-    summary = write_outputs(store, cfg)
+    summary = write_outputs(store, cfg.data)
     if summary is not None:
         say(f"judge {judge.arch}: test accuracy {judge.accuracy:.2%} on {judge.dataset}\n{summary}")
     store.finish_run()

@@ -8,9 +8,11 @@ import numpy as np
 import torch
 from flwr.app import Context
 
-from fl_sim.config import RunConfig
+from fl_sim.data.config import DataConfig
 from fl_sim.data.registry import DataOptions, DataSplit, load_dataset
 from fl_sim.data.splits import dataset_split as dataset_split  # re-exported for its callers
+from fl_sim.evaluation.audit import ReplayAudit
+from fl_sim.federation.config import FederationConfig
 from fl_sim.federation.partition import partition_indices, sample_batch
 from fl_sim.federation.transforms import update_chain
 from models import victim_model_name
@@ -28,8 +30,8 @@ def partition_of(context: Context) -> tuple[int, int]:
         ) from err
 
 
-def train_data(cfg: RunConfig) -> DataSplit:
-    return dataset_split(cfg, "train")
+def train_data(data: DataConfig) -> DataSplit:
+    return dataset_split(data, "train")
 
 
 @functools.lru_cache(maxsize=8)
@@ -48,47 +50,51 @@ def client_partitions(
 
 
 def private_batch(
-    cfg: RunConfig, partition_id: int, num_partitions: int, server_round: int
+    fed: FederationConfig,
+    data: DataConfig,
+    partition_id: int,
+    num_partitions: int,
+    server_round: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Images [N,C,H,W] and labels [N] client ``partition_id`` trains on in ``server_round``
-    (N = ``cfg.samples_per_round``: one batch for FedSGD, local_steps batches for FedAvg).
+    (N = ``fed.samples_per_round``: one batch for FedSGD, local_steps batches for FedAvg).
 
     A pure function of the config and these ids, so both arms see the same batches.
     """
-    data = train_data(cfg)
+    split = train_data(data)
     parts = client_partitions(
-        cfg.dataset,
-        cfg.data_root,
-        num_partitions,
-        cfg.partition,
-        cfg.alpha,
-        cfg.seed,
-        cfg.data_options,
-    )
+        data.dataset, data.data_root, num_partitions, fed.partition, fed.alpha, fed.seed,
+        data.options,
+    )  # fmt: skip
     if not 0 <= partition_id < num_partitions:
         raise ValueError(f"partition id {partition_id} is not in [0, {num_partitions})")
     idx = sample_batch(
-        parts[partition_id], cfg.samples_per_round, cfg.seed, server_round, partition_id
+        parts[partition_id], fed.samples_per_round, fed.seed, server_round, partition_id
     )
     index = torch.as_tensor(idx, dtype=torch.long)
-    return data.take(index), data.labels[index]
+    return split.take(index), split.labels[index]
 
 
-def public_info(cfg: RunConfig, arm: str) -> PublicInfo:
+def replay_audit(fed: FederationConfig, data: DataConfig) -> ReplayAudit:
+    """The evaluator's ground truth of this federation: its clients' batch choice replayed."""
+    return ReplayAudit(functools.partial(private_batch, fed, data))
+
+
+def public_info(fed: FederationConfig, data: DataConfig, arm: str) -> PublicInfo:
     """Hyperparameters every participant of the federation knows, with the public update
     transforms (a fault is not public, so it never appears)."""
-    data = train_data(cfg)
+    split = train_data(data)
     return PublicInfo(
-        arch=victim_model_name(cfg.victim, arm),
-        input_shape=data.input_shape,
-        num_classes=data.num_classes,
-        batch_size=cfg.batch_size,
-        T=cfg.time_steps,
-        neuron=cfg.neuron,
-        input_kind=data.kind,
-        update=cfg.update_kind,
-        local_steps=cfg.local_steps,
-        local_epochs=cfg.local_epochs,
-        local_lr=cfg.lr if cfg.protocol == "fedavg" else 0.0,
-        transforms=update_chain(cfg.transforms, cfg.faults).public_specs,
+        arch=victim_model_name(fed.victim, arm),
+        input_shape=split.input_shape,
+        num_classes=split.num_classes,
+        batch_size=fed.batch_size,
+        T=fed.time_steps(data),
+        neuron=fed.neuron,
+        input_kind=split.kind,
+        update=fed.update_kind,
+        local_steps=fed.local_steps,
+        local_epochs=fed.local_epochs,
+        local_lr=fed.lr if fed.protocol == "fedavg" else 0.0,
+        transforms=update_chain(fed.transforms, fed.faults).public_specs,
     )

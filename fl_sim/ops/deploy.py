@@ -28,7 +28,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from fl_sim.config import RunConfig
 from fl_sim.ops import watchdog
 from fl_sim.ops.certs import DEFAULT_SANS, write_certs
 from fl_sim.ops.console import FLOWER_LOG
@@ -38,6 +37,7 @@ from fl_sim.ops.roles import (
     CONNECTION,
     NODE_RUNTIME_PORT,
     SUPERLINK_PORT,
+    FlowerRun,
     serverapp_command,
     submit_command,
     superlink_command,
@@ -100,11 +100,11 @@ def _workdir(options: DeployOptions) -> Iterator[Path]:
         yield path
 
 
-def deploy(cfg: RunConfig, options: DeployOptions) -> int:
-    """Bring up the federation, run ``cfg`` on it, stop everything; returns the exit code."""
+def deploy(run: FlowerRun, options: DeployOptions) -> int:
+    """Bring up the federation, submit ``run`` to it, stop everything; returns the exit code."""
     if options.netns:
         NetnsNetwork.check_available()
-    n = cfg.clients
+    n = run.clients
     hosts = ["link", *[f"node{i}" for i in range(n)]]
     with watchdog.watching(), _workdir(options) as work, contextlib.ExitStack() as stack:
         say(f"work dir (logs, pids) {work}")
@@ -156,16 +156,16 @@ def deploy(cfg: RunConfig, options: DeployOptions) -> int:
                     "DROP, as on Docker hosts)"
                 )
             start(f"supernode-{i}", host, supernode_command(superlink, i, n, node_ports[i], ca))
-        arms = ",".join(cfg.federated_arms)
-        say(f"submitting the run: {n} clients x {cfg.rounds} rounds, arms {arms}")
+        arms = ",".join(run.arms)
+        say(f"submitting the run: {n} clients x {run.rounds} rounds, arms {arms}")
         start_t = time.monotonic()
         result = submit(
-            cfg, superlink, ca, work, watch=procs, wait_s=options.startup_timeout,
-            verbose=options.verbose, flower_log=flower_log(cfg),
+            run, superlink, ca, work, watch=procs, wait_s=options.startup_timeout,
+            verbose=options.verbose, flower_log=flower_log(run),
         )  # fmt: skip
         total = time.monotonic() - start_t
         if result.arm_seconds:
-            per_round = sum(result.arm_seconds) / (len(result.arm_seconds) * cfg.rounds)
+            per_round = sum(result.arm_seconds) / (len(result.arm_seconds) * run.rounds)
             say(f"flwr run took {total:.1f}s; {per_round:.1f}s per FL round on average")
         if not result.ok:
             raise DeployError(
@@ -190,8 +190,7 @@ def _shutdown(procs: list[ManagedProcess], work: Path) -> None:
     say(f"stopped {len(procs)} process groups ({work / 'pids.json'})")
 
 
-def flower_log(cfg: RunConfig) -> Path | None:
+def flower_log(run: FlowerRun) -> Path | None:
     """``flower.log`` in the out dir, where that dir exists on this host (the ServerApp may
     run elsewhere, or fail on a bad out path: its error then says why, not ours)."""
-    out = Path(cfg.out).expanduser()
-    return out / FLOWER_LOG if out.is_dir() else None
+    return run.out / FLOWER_LOG if run.out.is_dir() else None

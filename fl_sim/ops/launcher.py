@@ -21,10 +21,10 @@ from types import TracebackType
 
 import httpx
 
-from fl_sim.config import RunConfig
 from fl_sim.ops import proctree, watchdog
 from fl_sim.ops.console import FLOWER_LOG, Console
 from fl_sim.ops.outlock import SUPERVISED_ENV
+from fl_sim.ops.roles import FlowerRun
 from fl_sim.ops.tempdirs import temp_dir
 
 CONNECTION = "fl-sim"
@@ -269,18 +269,18 @@ def connection_toml(name: str, address: str, root_certificates: Path | None) -> 
     return f'[superlink]\ndefault = "{name}"\n\n[superlink.{name}]\naddress = "{address}"\n{tls}'
 
 
-def federation_config(cfg: RunConfig) -> str:
+def federation_config(run: FlowerRun) -> str:
     """Simulation engine settings: one virtual SuperNode per client with the configured Ray
     resources (``client_cpus``, fractional ``client_gpus``), quiet Ray."""
     return (
-        f"num-supernodes={cfg.clients} client-resources-num-cpus={cfg.client_cpus} "
-        f"client-resources-num-gpus={cfg.client_gpus} "
+        f"num-supernodes={run.clients} client-resources-num-cpus={run.runtime.client_cpus} "
+        f"client-resources-num-gpus={run.runtime.client_gpus} "
         "init-args-log-to-driver=false init-args-logging-level='ERROR'"
     )
 
 
 def run_simulation(
-    cfg: RunConfig,
+    run: FlowerRun,
     console: Console | None = None,
     flwr_home: Path | None = None,
     keep_temp: bool = False,
@@ -300,11 +300,11 @@ def run_simulation(
         link = stack.enter_context(LocalSuperLink(home))
         cmd = [
             flwr_cli(), "run", str(project_dir()), CONNECTION, "--stream",
-            "--run-config", cfg.flower_run_config_arg(),
-            "--federation-config", federation_config(cfg),
+            "--run-config", run.run_config_arg,
+            "--federation-config", federation_config(run),
         ]  # fmt: skip
         if console is None:
-            console = stack.enter_context(Console(Path(cfg.out).expanduser() / FLOWER_LOG))
+            console = stack.enter_context(Console(run.out / FLOWER_LOG))
         with subprocess.Popen(
             cmd, env=flower_env(link.flwr_home), stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, errors="replace",

@@ -26,7 +26,7 @@ import torch
 from fl_sim.ops import watchdog
 
 if TYPE_CHECKING:
-    from fl_sim.config import RunConfig
+    from fl_sim.ops.runtime_config import RuntimeConfig
 
 # environment of local Ray processes: quiet, no runtime installs, GPUs left as they are
 RAY_ENV = {"RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0", "RAY_DEDUP_LOGS": "0"}
@@ -42,9 +42,9 @@ class RaySettings:
     gpus: float = 0.0
 
     @classmethod
-    def of(cls, cfg: RunConfig) -> RaySettings:
-        """The settings of a :class:`fl_sim.config.RunConfig`."""
-        return cls(cfg.ray_address, cfg.attack_cpus, cfg.attack_gpus)
+    def of(cls, runtime: RuntimeConfig) -> RaySettings:
+        """The settings of a run's runtime section."""
+        return cls(runtime.ray_address, runtime.attack_cpus, runtime.attack_gpus)
 
 
 _OWN_RAY: list[bool] = []  # [True] once this module has started or connected this process's Ray

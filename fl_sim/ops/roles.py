@@ -7,14 +7,49 @@ processes, ``docker-compose.yml`` repeats them and ``tests/test_compose.py`` che
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
-from fl_sim.config import RunConfig
 from fl_sim.ops.certs import TlsFiles
+from fl_sim.ops.runtime_config import RuntimeConfig
 
 CONNECTION = "fl-sim-deploy"
 SUPERLINK_PORT = 8000  # Flower's default: every SuperLink API is HTTP(S) on this port
 NODE_RUNTIME_PORT = 9094  # a SuperNode's Runtime API (ClientAppIo), local to its host
+
+FlowerValue = bool | int | float | str
+
+
+@dataclass(frozen=True)
+class FlowerRun:
+    """What starting a run on Flower needs of it: its run config (flat keys, as Flower takes
+    them), the federation's size and the runtime settings."""
+
+    run_config: Mapping[str, FlowerValue]
+    clients: int
+    rounds: int
+    arms: tuple[str, ...]
+    runtime: RuntimeConfig
+    out: Path
+
+    @property
+    def run_config_arg(self) -> str:
+        """The ``--run-config`` string for ``flwr run``."""
+        return run_config_arg(self.run_config)
+
+
+def run_config_arg(values: Mapping[str, FlowerValue]) -> str:
+    """``--run-config`` of ``flwr run``: TOML ``key=value`` pairs separated by spaces."""
+    parts = []
+    for k, v in values.items():
+        if isinstance(v, bool):
+            parts.append(f"{k}={str(v).lower()}")
+        elif isinstance(v, str):
+            parts.append(f'{k}="{v}"')
+        else:
+            parts.append(f"{k}={v!r}")
+    return " ".join(parts)
 
 
 def superlink_command(host: str, port: int, tls: TlsFiles | None) -> list[str]:
@@ -54,9 +89,9 @@ def supernode_command(
     ]  # fmt: skip
 
 
-def submit_command(project: Path | str, connection: str, cfg: RunConfig) -> list[str]:
+def submit_command(project: Path | str, connection: str, run: FlowerRun) -> list[str]:
     """``flwr run`` of this project with the run config, streaming the ServerApp's log."""
     return [
         "flwr", "run", str(project), connection, "--stream",
-        "--run-config", cfg.flower_run_config_arg(),
+        "--run-config", run.run_config_arg,
     ]  # fmt: skip

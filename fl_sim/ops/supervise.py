@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fl_sim.config import RunConfig
 from fl_sim.ops import watchdog
 from fl_sim.ops.console import Console
 from fl_sim.ops.launcher import (
@@ -29,7 +28,7 @@ from fl_sim.ops.launcher import (
     project_dir,
     wait_healthy,
 )
-from fl_sim.ops.roles import CONNECTION, submit_command
+from fl_sim.ops.roles import CONNECTION, FlowerRun, submit_command
 
 
 class DeployError(SuperLinkError):
@@ -181,7 +180,7 @@ def write_connection(flwr_home: Path, address: str, ca: Path | None) -> None:
 
 
 def submit(
-    cfg: RunConfig,
+    run: FlowerRun,
     superlink: str,
     ca: Path | None,
     workdir: Path,
@@ -195,7 +194,7 @@ def submit(
     home = workdir / "flwr-cli"
     write_connection(home, superlink, ca)
     wait_healthy(health_url(superlink, ca), watch or [], wait_s, tls_context(ca))
-    cmd = submit_command(project_dir(), CONNECTION, cfg)
+    cmd = submit_command(project_dir(), CONNECTION, run)
     env = flower_env(home)
     with watchdog.watching():
         result = stream_submit(cmd, env, workdir / "flwr-run.log", watch or [], verbose, flower_log)

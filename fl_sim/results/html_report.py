@@ -114,10 +114,12 @@ def _num_classes(store: ResultsStore, judge: Mapping[str, object]) -> tuple[int 
     if judge.get("num_classes"):
         return whole(judge["num_classes"]), ""
     try:
+        from fl_sim.data.config import DataConfig
         from fl_sim.data.splits import dataset_split
-        from fl_sim.results.resume import stored_config
 
-        return dataset_split(stored_config(store), "test").num_classes, ""
+        stored = store.run_config()
+        data = DataConfig.from_mapping({k: stored[k] for k in DataConfig.keys() if k in stored})  # noqa: SIM118
+        return dataset_split(data, "test").num_classes, ""
     except Exception as err:  # an old or foreign store: the page says so, no chance line
         return None, f"chance level unknown ({type(err).__name__}: {err})"
 

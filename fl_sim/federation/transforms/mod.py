@@ -12,7 +12,7 @@ from __future__ import annotations
 from flwr.app import ArrayRecord, Context, Message
 from flwr.clientapp.typing import ClientAppCallable
 
-from fl_sim.config import RunConfig
+from fl_sim.federation.config import FederationConfig
 from fl_sim.federation.task import partition_of
 from fl_sim.federation.transforms.base import TransformContext
 from fl_sim.federation.transforms.chain import update_chain
@@ -24,9 +24,9 @@ def update_transforms_mod(msg: Message, context: Context, call_next: ClientAppCa
     reply = call_next(msg, context)
     if reply.has_error():
         return reply
-    cfg = RunConfig.from_mapping(context.run_config)
+    fed = FederationConfig.of_run(context.run_config)
     partition_id, num_partitions = partition_of(context)
-    chain = update_chain(cfg.transforms, cfg.faults).for_partition(partition_id)
+    chain = update_chain(fed.transforms, fed.faults).for_partition(partition_id)
     if not chain:
         return reply
     records = reply.content.array_records
@@ -37,9 +37,9 @@ def update_transforms_mod(msg: Message, context: Context, call_next: ClientAppCa
         partition_id=partition_id,
         num_partitions=num_partitions,
         server_round=int(msg.content["config"]["server-round"]),
-        seed=cfg.seed,
-        update_kind=cfg.update_kind,
-        round_timeout=cfg.round_timeout,
+        seed=fed.seed,
+        update_kind=fed.update_kind,
+        round_timeout=fed.round_timeout,
     )
     reply.content[key] = ArrayRecord(chain(arrays.to_torch_state_dict(), ctx))
     return reply

@@ -10,35 +10,25 @@ momentum, FedAdam/FedYogi/FedAdagrad's moments) is refused: checkpoints hold the
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fl_sim.config import RunConfig
+from fl_sim.federation.run_config import RunConfig
 from fl_sim.federation.strategies import parse_strategy_options, server_state
+from fl_sim.ops.runtime_config import RuntimeConfig
+from fl_sim.results.config import ResultsConfig
 from fl_sim.results.store import ResultsStore
 
-# Keys a resume may change: how the run executes, not what it computes. Any other key (a
-# new one included) must equal the stored value.
+# Keys a resume may change: how the run executes, not what it computes (every runtime and
+# results key, and these few). Any other key (a new one included) must equal the stored value.
 RESUMABLE = frozenset(
     {
+        *RuntimeConfig.keys(),
+        *ResultsConfig.keys(),
         "rounds",  # raise it to extend a run
-        "out",
-        "overwrite",
-        "resume",
         "cache_dir",
-        "threads",
-        "device",
-        "attack_runner",
-        "attack_cpus",
-        "attack_gpus",
-        "ray_address",
         "batched",
-        "grids",
-        "save_captures",
-        "client_cpus",
-        "client_gpus",
         "round_timeout",
     }
 )
@@ -56,30 +46,30 @@ def stored_config(store: ResultsStore) -> RunConfig:
 def check_resumable(stored: RunConfig, cfg: RunConfig) -> None:
     """Raise ValueError if ``cfg`` would change the stored federation (or lower ``rounds``).
     Both are compared resolved: ``arms=`` (every supported arm) equals those arms spelled out."""
-    stored, cfg = stored.resolved(), cfg.resolved()
+    old, new = stored.resolved().flat(), cfg.resolved().flat()
     changed = [
-        f"{key} {getattr(stored, key)!r} -> {getattr(cfg, key)!r}"
-        for key in (f.name for f in dataclasses.fields(RunConfig))
-        if key not in RESUMABLE and getattr(cfg, key) != getattr(stored, key)
+        f"{key} {old[key]!r} -> {new[key]!r}"
+        for key in new
+        if key not in RESUMABLE and new[key] != old[key]
     ]
     if changed:
         raise ValueError(
             f"a resumed run continues the stored federation; these settings would change it: "
             f"{'; '.join(changed)} (a resume may change only: {', '.join(sorted(RESUMABLE))})"
         )
-    options = parse_strategy_options(stored.strategy, stored.strategy_options)
-    state = server_state(stored.strategy, options)
+    fed = stored.federation
+    state = server_state(fed.strategy, parse_strategy_options(fed.strategy, fed.strategy_options))
     if state is not None:
         raise ValueError(
-            f"cannot resume a run with strategy {stored.strategy} "
-            f"({stored.strategy_options or 'default options'}): the server keeps {state} from "
+            f"cannot resume a run with strategy {fed.strategy} "
+            f"({fed.strategy_options or 'default options'}): the server keeps {state} from "
             "round to round and checkpoints hold only the global model, so a resumed run would "
             "not continue it bit-identically; rerun it from the start (overwrite=true)"
         )
-    if cfg.rounds < stored.rounds:
+    if cfg.federation.rounds < stored.federation.rounds:
         raise ValueError(
-            f"rounds can only be kept or raised on resume (stored {stored.rounds}, "
-            f"asked {cfg.rounds})"
+            f"rounds can only be kept or raised on resume (stored {stored.federation.rounds}, "
+            f"asked {cfg.federation.rounds})"
         )
 
 
@@ -93,8 +83,8 @@ def resume_config(out_dir: str | Path, changes: Mapping[str, Any] = {}) -> RunCo
     with ResultsStore.open_existing(out) as store:
         stored = stored_config(store)
     cfg = RunConfig.from_mapping(changes, stored)
-    cfg = dataclasses.replace(cfg, out=str(out), resume=True)
-    if cfg.overwrite:
+    cfg = cfg.replace(out=str(out), resume=True)
+    if cfg.results.overwrite:
         raise ValueError("--resume and overwrite=true contradict each other")
     check_resumable(stored, cfg)
     return cfg
