@@ -1,6 +1,6 @@
 """One Table IV cell end to end: ``--samples`` mnist5k digits (the paper: 1000), one attack,
 one arm, each digit on its own freshly initialised victim (Experiment 1), under the paper's
-protocol (``experiments.paper.reproduce.PAPER_PROTOCOL``) on ``--device``.
+protocol (``experiments.paper.protocol.PAPER_PROTOCOL``) on ``--device``.
 
 Times the three stages separately: building the captures (victim init + the client's
 gradient), attacking them with the batched engine in chunks of ``--batch`` (the device's
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from experiments.paper.reproduce import PAPER_PROTOCOL, sample_indices
+from experiments.paper.protocol import PAPER_PROTOCOL, sample_indices
 from experiments.paper.summary import asr, mean_of
 from experiments.trials import fresh_capture
 from fl_sim.evaluation.attack_work import Execution

@@ -3,8 +3,11 @@ interrupted one resumed, so a long experiment can be stopped and started again."
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
+from fl_sim.ops import watchdog
 from fl_sim.results.store import DB_NAME, ResultsStore
 
 
@@ -20,8 +23,6 @@ def finished(out: Path) -> bool:
 def run_or_reuse(out: Path, args: list[str], label: str) -> None:
     """``fl-sim run --out OUT ARGS`` (``args``: --config/--set options), unless ``out``
     holds it finished (reused) or interrupted (resumed); exits with fl-sim's code on failure."""
-    from fl_sim.cli import main as fl_sim
-
     if finished(out):
         print(f"{label}: finished run in {out} reused", flush=True)
         return
@@ -33,3 +34,20 @@ def run_or_reuse(out: Path, args: list[str], label: str) -> None:
     code = fl_sim(argv)
     if code:
         raise SystemExit(code)
+
+
+def fl_sim(argv: list[str]) -> int:
+    """``fl-sim ARGV`` in a child process, as a user runs it (the CLI sits above the
+    experiments in the layers); the watchdog ends it, and all it started, if we die. A Ctrl-C
+    reaches it too (same process group): we wait for it to stop, then stop ourselves."""
+    with watchdog.watching(), subprocess.Popen([sys.executable, "-m", "fl_sim", *argv]) as proc:
+        watchdog.watch(proc.pid)
+        try:
+            return proc.wait()
+        except BaseException:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise

@@ -1,6 +1,6 @@
 """What each run config key means, for the generated configuration reference of the docs
-(``scripts/gen_docs_reference.py``; types, defaults and allowed values come from ``RunConfig``
-itself). ``tests/test_docs.py`` keeps it in step with ``RunConfig``'s fields."""
+(``scripts/gen_docs_reference.py``; types, defaults, allowed values and roles come from the
+role sections themselves). ``tests/test_docs.py`` keeps it in step with ``RunConfig.keys()``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,12 @@ KEY_DOCS: dict[str, str] = {
         "`mnist`, `cifar100`, `lfw`, `dvsgesture` (see Data)"
     ),
     "data_root": "folder holding the files of a real dataset (see Data)",
+    "frames": "event data: time bins per recording (the SNN's time steps on the frames)",
+    "downsample": "event data: integer spatial downsampling factor of the sensor",
+    "cache_dir": (
+        'cache of judges and derived data (emulated events); "" = `$FL_SIM_CACHE` or '
+        "`~/.cache/fl-sim`"
+    ),
     "clients": "virtual SuperNodes, one partition each",
     "rounds": "FL rounds per arm",
     "batch_size": "private batch per client per round (iDLG needs 1)",
@@ -24,17 +30,8 @@ KEY_DOCS: dict[str, str] = {
         " and its twin); see Models and attacks"
     ),
     "neuron": "spiking neuron of the SNN arm: `if` or `lif` (tau 2)",
-    "attacks": (
-        "comma list of `dlg`, `idlg`, `grnn`, `ig` (Inverting Gradients), `rates` (rate leak + "
-        "feature inversion); empty (`attacks=`) turns the eavesdropper off"
-    ),
     "T": "SNN time steps on images (each image replicated over T)",
-    "frames": "event data: time bins per recording (the SNN's time steps on the frames)",
-    "downsample": "event data: integer spatial downsampling factor of the sensor",
     "seed": "partitions, private batches, client sampling, model init (never given to an attack)",
-    "attack_seed": (
-        "the attacker's own seed: dummies, restarts, GRNN's noise, the attack-budget draw"
-    ),
     "lr": (
         "SGD learning rate: the server's step under FedSGD, the clients' local steps under FedAvg"
     ),
@@ -60,6 +57,36 @@ KEY_DOCS: dict[str, str] = {
         "fraction of the clients sampled per round (seeded per round: both arms sample the same"
         " nodes)"
     ),
+    "init_checkpoint": (
+        "warm start: start every arm from this state dict instead of the seeded init (`{arm}` "
+        "in the path is replaced by the arm, e.g. `results/train/final_model_{arm}.pt`; loaded "
+        "with `weights_only=True`, checked against the model; path and SHA-256 in `run.json`)"
+    ),
+    "round_timeout": (
+        "seconds the server waits for a round's replies; late clients are left out and recorded"
+    ),
+    "faults": (
+        "fault injection, e.g. `nan@1,shape@2,error@3,timeout@0` (client partition 1 sends NaN,"
+        " 2 a wrongly shaped array, 3 crashes, 0 replies only after `round_timeout`); applied "
+        "after `transforms`, never public"
+    ),
+    "transforms": (
+        "client update transforms applied before an update is sent, in order: comma list of "
+        "`NAME[:KEY=VALUE...][@PARTITION]` (see Client update transforms)"
+    ),
+    "secagg": (
+        "secure aggregation: `none` or Flower's SecAgg+, "
+        "`secaggplus[:shares=S:threshold=R:clip=C]` (counts, or fractions with a dot; defaults "
+        "1.0, 0.5, 8); needs >= 3 clients per round and an averaging strategy; the eavesdropper"
+        " then captures masked updates (see Secure aggregation)"
+    ),
+    "attacks": (
+        "comma list of `dlg`, `idlg`, `grnn`, `ig` (Inverting Gradients), `rates` (rate leak + "
+        "feature inversion); empty (`attacks=`) turns the eavesdropper off"
+    ),
+    "attack_seed": (
+        "the attacker's own seed: dummies, restarts, GRNN's noise, the attack-budget draw"
+    ),
     "attack_budget": (
         "attack at most this many captures per round, a seeded draw the same for every arm (0: all)"
     ),
@@ -67,18 +94,6 @@ KEY_DOCS: dict[str, str] = {
         "rounds the eavesdropper attacks, comma-separated terms: `all`, a round number, "
         "`every:N` (N, 2N, ...), `first`, `last`; e.g. `first,every:10,last`. Other rounds are "
         "captured (recorded as not attacked) and their test accuracy recorded"
-    ),
-    "init_checkpoint": (
-        "warm start: start every arm from this state dict instead of the seeded init (`{arm}` "
-        "in the path is replaced by the arm, e.g. `results/train/final_model_{arm}.pt`; loaded "
-        "with `weights_only=True`, checked against the model; path and SHA-256 in `run.json`)"
-    ),
-    "client_cpus": (
-        "Ray CPUs per virtual client (whole CPUs: Flower's federation config takes an integer)"
-    ),
-    "client_gpus": "Ray GPU fraction per virtual client",
-    "round_timeout": (
-        "seconds the server waits for a round's replies; late clients are left out and recorded"
     ),
     "iterations": (
         "optimiser steps per gradient-matching attack (published DLG/iDLG budget: 300 L-BFGS "
@@ -121,44 +136,22 @@ KEY_DOCS: dict[str, str] = {
     "tau": "the threshold of that binarisation",
     "restarts": "independent dummies per capture; the lowest final gradient loss is kept",
     "tolerance": "stop an attack once its gradient-matching loss is at or below this",
-    "judge_epochs": "judge training epochs; 0 = the judge's default (see Judges)",
-    "judge_width": "DVSGestureSNN judge channel width; 0 = the default (Table I: 64)",
-    "cache_dir": (
-        'cache of judges and derived data (emulated events); "" = `$FL_SIM_CACHE` or '
-        "`~/.cache/fl-sim`"
-    ),
-    "out": "output directory",
-    "overwrite": "replace results already in `out`",
-    "resume": "continue the run in `out` (what `--resume DIR` sets)",
-    "grids": "write image grids",
-    "save_captures": (
-        "store every captured update and its ground truth under `out/captures/` (owner-only files)"
-    ),
     "batched": (
         "attack a round's captures of one public architecture together (batched engine); "
         "`false`: one at a time"
     ),
-    "faults": (
-        "fault injection, e.g. `nan@1,shape@2,error@3,timeout@0` (client partition 1 sends NaN,"
-        " 2 a wrongly shaped array, 3 crashes, 0 replies only after `round_timeout`); applied "
-        "after `transforms`, never public"
-    ),
-    "transforms": (
-        "client update transforms applied before an update is sent, in order: comma list of "
-        "`NAME[:KEY=VALUE...][@PARTITION]` (see Client update transforms)"
-    ),
-    "secagg": (
-        "secure aggregation: `none` or Flower's SecAgg+, "
-        "`secaggplus[:shares=S:threshold=R:clip=C]` (counts, or fractions with a dot; defaults "
-        "1.0, 0.5, 8); needs >= 3 clients per round and an averaging strategy; the eavesdropper"
-        " then captures masked updates (see Secure aggregation)"
-    ),
+    "judge_epochs": "judge training epochs; 0 = the judge's default (see Judges)",
+    "judge_width": "DVSGestureSNN judge channel width; 0 = the default (Table I: 64)",
     "threads": "torch threads per process (see Batched attack engine)",
     "device": (
         "where models run: attacks, judges, clients (`auto`: cuda if there is one, else the "
         "CPU, said once; `cpu`; `cuda`; `cuda:N`); `cuda` without one is an error. See GPUs and"
         " Ray"
     ),
+    "client_cpus": (
+        "Ray CPUs per virtual client (whole CPUs: Flower's federation config takes an integer)"
+    ),
+    "client_gpus": "Ray GPU fraction per virtual client",
     "attack_runner": (
         "where a round's captures are attacked: `local` (the ServerApp's process) or `ray` (Ray"
         " tasks)"
@@ -168,5 +161,12 @@ KEY_DOCS: dict[str, str] = {
     "ray_address": (
         'Ray for attack tasks and experiments: "" = the simulation\'s own Ray or a local one; '
         "`auto`, `HOST:PORT` or `ray://HOST:10001` = a running cluster"
+    ),
+    "out": "output directory",
+    "overwrite": "replace results already in `out`",
+    "resume": "continue the run in `out` (what `--resume DIR` sets)",
+    "grids": "write image grids",
+    "save_captures": (
+        "store every captured update and its ground truth under `out/captures/` (owner-only files)"
     ),
 }

@@ -21,7 +21,7 @@ os.environ["COLUMNS"] = "100"  # argparse wraps help at the terminal's width: fi
 
 from fl_sim.cli import build_parser  # noqa: E402
 from fl_sim.config_docs import KEY_DOCS  # noqa: E402
-from fl_sim.federation.run_config import RunConfig  # noqa: E402
+from fl_sim.federation.run_config import SECTIONS, RunConfig, section_fields  # noqa: E402
 
 
 def subcommands(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.ArgumentParser]]:
@@ -65,15 +65,18 @@ def config_page() -> str:
     lines = [
         "# Configuration keys",
         "",
-        "Generated from `fl_sim.config.RunConfig` when the site is built: every key is a "
+        "Generated from the typed config sections when the site is built: every key is a "
         "`--set KEY=VALUE` item, a key of a `--config` TOML file and of the Flower run config "
-        "(`[tool.flwr.app.config]` in pyproject.toml). Allowed values are what the config "
-        "itself answers to a bad value.",
+        "(`[tool.flwr.app.config]` in pyproject.toml). Each key belongs to the section of the "
+        "role that uses it (the *role* column; sections: "
+        + ", ".join(f"`{cls.__module__}.{cls.__name__}`" for cls in SECTIONS.values())
+        + "), composed by `fl_sim.federation.run_config.RunConfig`. Allowed values are what "
+        "the config itself answers to a bad value.",
         "",
-        "| key | type | default | meaning | allowed |",
-        "|---|---|---|---|---|",
+        "| key | role | type | default | meaning | allowed |",
+        "|---|---|---|---|---|---|",
     ]
-    for f in dataclasses.fields(RunConfig):
+    for role, f in section_fields():
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         if isinstance(default, tuple):
             default = ",".join(map(str, default)) or "(none)"
@@ -83,7 +86,7 @@ def config_page() -> str:
         if f.type in ("str", "tuple[str, ...]"):
             allowed = allowed_values(f.name, lambda v, k=f.name: RunConfig.from_mapping({k: v}))
         lines.append(
-            f"| `{f.name}` | `{cell(f.type)}` | `{cell(default)}` | "
+            f"| `{f.name}` | {role} | `{cell(f.type)}` | `{cell(default)}` | "
             f"{cell(KEY_DOCS[f.name])} | {cell(allowed)} |"
         )
     return "\n".join(lines) + "\n"

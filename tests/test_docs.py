@@ -40,12 +40,15 @@ def test_reference_pages_are_generated_from_the_code(
     monkeypatch.setattr(sys, "argv", ["gen", "--out", str(tmp_path)])
     runpy.run_path(str(ROOT / "scripts" / "gen_docs_reference.py"), run_name="__main__")
     config = (tmp_path / "reference" / "config.md").read_text()
-    rows = re.findall(r"^\| `(\w+)` \| `([^`]*)` \| `([^`]*)` \|", config, re.M)
-    assert [name for name, _, _ in rows] == RunConfig.keys()
-    defaults = {name: default for name, _, default in rows}
-    assert defaults["clients"] == str(
-        RunConfig().federation.clients
-    )  # from the dataclass, not a copy
+    rows = re.findall(r"^\| `(\w+)` \| (\w+) \| `([^`]*)` \| `([^`]*)` \|", config, re.M)
+    assert [name for name, _, _, _ in rows] == RunConfig.keys()
+    defaults = {name: default for name, _, _, default in rows}
+    assert defaults["clients"] == str(RunConfig().federation.clients)  # not a copy
+    roles = {name: role for name, role, _, _ in rows}  # the section that owns each key
+    assert roles == {name: RunConfig.role_of(name) for name in defaults}
+    want = {"dataset": "data", "clients": "federation", "attacks": "attack"}
+    want |= {"judge_epochs": "judge", "device": "runtime", "out": "results"}
+    assert {k: roles[k] for k in want} == want
     assert "dlg, grnn, idlg" in config  # allowed values: what the config answers a bad one
     cli = (tmp_path / "reference" / "cli.md").read_text()
     commands = next(

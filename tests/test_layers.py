@@ -1,54 +1,108 @@
 """The layers of the code (docs/explanation/architecture.md): a package imports only from the
-layers below it. The upward imports still there are listed by name and must shrink, never
-grow: a new one fails, and one that is gone must be struck from the list (issue 28 item 4,
-config by role, removes the rest)."""
+layers below it or from itself, and no modules import each other in a circle. Every import
+counts: lazy ones inside functions and ``TYPE_CHECKING`` ones too (``imports_of``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from test_boundaries import ROOT, imports_of
+from test_boundaries import ROOT, imports_of, module_name
 
 # Lowest first. "fl_sim" is the package's own top-level modules (config, names, atomic_file,
-# ...); fl_sim.cli, the entry point, sits on top.
+# ...); fl_sim.cli (and ``python -m fl_sim``), the entry point, sits on top.
 LAYERS = (
     "models", "attacks", "fl_sim", "fl_sim.ops", "fl_sim.data", "fl_sim.results",
     "fl_sim.evaluation", "fl_sim.federation", "experiments", "fl_sim.commands", "fl_sim.cli",
 )  # fmt: skip
 PACKAGES = ("models", "attacks", "fl_sim", "experiments")
-KNOWN_UPWARD = {
-    ("experiments/runs.py", "fl_sim.cli"),  # runs `fl-sim run` in process
-    ("fl_sim/config.py", "fl_sim.data"),  # the one RunConfig validates every role's keys
-    ("fl_sim/config.py", "fl_sim.federation"),
-    ("fl_sim/evaluation/audit.py", "fl_sim.federation"),  # private_batch, for ground truth
-    ("fl_sim/results/resume.py", "fl_sim.federation"),  # strategy state on resume
-}
+ENTRY_POINTS = ("cli", "__main__")  # fl_sim's modules in the top layer
 
 
-def layer(module: str) -> str | None:
+def layer(module: str, root: Path = ROOT) -> str | None:
     """The layer of a dotted module name of the project; None outside it."""
     parts = module.split(".")
     if parts[0] not in PACKAGES:
         return None
     if parts[0] != "fl_sim" or len(parts) == 1:
         return parts[0]
-    if parts[1] == "cli":
+    if parts[1] in ENTRY_POINTS:
         return "fl_sim.cli"
-    return f"fl_sim.{parts[1]}" if (ROOT / "fl_sim" / parts[1]).is_dir() else "fl_sim"
+    return f"fl_sim.{parts[1]}" if (root / "fl_sim" / parts[1]).is_dir() else "fl_sim"
+
+
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """Module -> the project modules it imports (a ``from package import name`` counts as
+    importing ``package.name`` when that is a module, else ``package``)."""
+    files = {
+        module_name(p, root): p for pkg in PACKAGES for p in sorted((root / pkg).rglob("*.py"))
+    }
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        graph[name] = set()
+        for _, target, _ in imports_of(path, root):
+            while target and target not in files:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                graph[name].add(target)
+    return graph
 
 
 def upward_imports(root: Path) -> set[tuple[str, str]]:
-    """(file, layer imported) for every import of a higher layer under ``root``."""
+    """(module, layer imported) for every import of a higher layer under ``root``."""
     found = set()
-    for package in PACKAGES:
-        for path in sorted((root / package).rglob("*.py")):
-            rel = path.relative_to(root)
-            src = layer(".".join(rel.with_suffix("").parts))
-            for _, target, _ in imports_of(path, root):
-                dst = layer(target)
-                if src and dst and LAYERS.index(dst) > LAYERS.index(src):
-                    found.add((rel.as_posix(), dst))
+    for module, targets in import_graph(root).items():
+        src = layer(module, root)
+        for target in targets:
+            dst = layer(target, root)
+            if src and dst and LAYERS.index(dst) > LAYERS.index(src):
+                found.add((module, dst))
     return found
+
+
+def cycles(graph: Mapping[str, Iterable[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one node (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in list(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def package_graph(root: Path) -> dict[str, set[str]]:
+    """The import graph with each package (a layer: ``fl_sim/federation/`` with its
+    sub-folders, ``attacks/``, ``experiments/``, ...) as one node."""
+    graph: dict[str, set[str]] = {}
+    for module, targets in import_graph(root).items():
+        src = layer(module, root)
+        if src is not None:
+            graph.setdefault(src, set()).update(
+                dst for t in targets if (dst := layer(t, root)) not in (None, src)
+            )
+    return graph
 
 
 def test_every_package_has_a_layer() -> None:
@@ -56,14 +110,26 @@ def test_every_package_has_a_layer() -> None:
     assert dirs <= set(LAYERS), sorted(dirs - set(LAYERS))
 
 
-def test_no_layer_imports_from_above_but_the_known_few() -> None:
-    assert upward_imports(ROOT) == KNOWN_UPWARD
+def test_no_layer_imports_from_above() -> None:
+    assert upward_imports(ROOT) == set()
 
 
-def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
-    (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "__init__.py").write_text("")
-    (tmp_path / "models" / "bad.py").write_text("def f():\n    from fl_sim.cli import main\n")
-    for package in PACKAGES[1:]:
+def test_no_modules_and_no_packages_import_each_other_in_a_circle() -> None:
+    assert cycles(import_graph(ROOT)) == []
+    assert cycles(package_graph(ROOT)) == []
+
+
+def test_the_checks_see_an_upward_import_and_a_circle(tmp_path: Path) -> None:
+    for package in PACKAGES:
         (tmp_path / package).mkdir()
-    assert upward_imports(tmp_path) == {("models/bad.py", "fl_sim.cli")}
+        (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / "models" / "bad.py").write_text("def f():\n    from fl_sim.cli import main\n")
+    (tmp_path / "attacks" / "a.py").write_text("from attacks import b\n")
+    (tmp_path / "attacks" / "b.py").write_text("def g():\n    import attacks.a\n")
+    (tmp_path / "fl_sim" / "cli.py").write_text("import models.bad\n")
+    assert upward_imports(tmp_path) == {("models.bad", "fl_sim.cli")}
+    assert sorted(cycles(import_graph(tmp_path))) == [
+        ["attacks.a", "attacks.b"],
+        ["fl_sim.cli", "models.bad"],
+    ]
+    assert cycles(package_graph(tmp_path)) == [["fl_sim.cli", "models"]]

@@ -12,8 +12,9 @@ import pytest
 from test_cli_errors import fl_sim, one_error_line
 
 import experiments.paper.table4 as table4
+from experiments.paper.protocol import Cell, sample_indices
 from experiments.paper.published import published, published_values
-from experiments.paper.reproduce import Cell, reproduce, sample_indices
+from experiments.paper.reproduce import reproduce
 from experiments.paper.summary import asr, mean_of
 from experiments.paper.table5 import TAUS, threshold_cell
 from fl_sim.cli import main as cli_main
@@ -117,7 +118,7 @@ def test_table5_and_fig5_from_stored_trials_share_cells(tmp_path: Path, tiny_dig
     sets = ["judge_epochs=1"]
     indices = sample_indices(12, 2, 0)
     with TrialStore(out) as store:
-        from experiments.paper.reproduce import PAPER_PROTOCOL
+        from experiments.paper.protocol import PAPER_PROTOCOL
 
         store.claim({"protocol": list(PAPER_PROTOCOL), "overrides": sets})
         for algorithm in ("post", "in"):

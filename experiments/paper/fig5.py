@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
+from experiments.paper.protocol import CellResult, Context
 from experiments.paper.published import published
-from experiments.paper.reproduce import CellResult, Context
 from experiments.paper.summary import ReproTable, asr, mean_of
 from experiments.paper.table5 import (
     ATTACKS,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from experiments.paper.protocol import Context
 from experiments.paper.published import pairing_note, published
-from experiments.paper.reproduce import Context
 from experiments.paper.summary import ReproTable, asr, mean_of, versus
 
 ATTACKS = ("dlg", "idlg", "grnn")
@@ -29,7 +29,7 @@ class Table4:
     split: ClassVar[str] = "train"  # the split its samples are drawn from
 
     def run(self, ctx: Context) -> ReproTable:
-        from experiments.paper.reproduce import Cell, fmt_seconds
+        from experiments.paper.protocol import Cell, fmt_seconds
 
         cells = [Cell(d, (f"attacks={','.join(ATTACKS)}",), grid=True) for d in ctx.datasets]
         results = ctx.run_cells(cells)

@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
+from experiments.paper.protocol import Cell, CellResult, Context, fmt_seconds
 from experiments.paper.published import STAND_INS, pairing_note, published
-from experiments.paper.reproduce import Cell, CellResult, Context, fmt_seconds
 from experiments.paper.summary import ReproTable, asr, mean_of, versus
 
 ATTACKS = ("dlg", "idlg")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from experiments.paper.protocol import Context, fmt_seconds
 from experiments.paper.published import STAND_INS, pairing_note, published
-from experiments.paper.reproduce import Context, fmt_seconds
 from experiments.paper.summary import Estimate, ReproTable, versus
 from fl_sim.results.stats import t_interval
 

@@ -13,8 +13,9 @@ from fl_sim.data.config import DataConfig
 from fl_sim.data.loaders.base import time_major
 from fl_sim.federation.config import FederationConfig
 from fl_sim.federation.faults import tag_client_error
+from fl_sim.federation.node_config import partition_of
 from fl_sim.federation.secagg import secagg_client_mod
-from fl_sim.federation.task import partition_of, private_batch, public_info
+from fl_sim.federation.task import private_batch, public_info
 from fl_sim.federation.training import local_sgd, loss_gradient
 from fl_sim.federation.transforms.mod import update_transforms_mod
 from fl_sim.ops.runtime_config import RuntimeConfig

@@ -91,22 +91,6 @@ class FederationConfig(Section):
             check_choice("arms", arm, known(ARM_NAMES, "models.registry", "ARMS"))
         _check_transform_names(self.transforms, self.faults)
 
-    def check_components(self) -> None:
-        """What only the components themselves can check (they import torch or flwr):
-        strategy options, transform parameters and SecAgg+'s fit to the federation."""
-        from fl_sim.federation.secagg import SecAggSpec
-        from fl_sim.federation.transforms import update_chain
-
-        if self.strategy_options.strip():
-            from fl_sim.federation.strategies import parse_strategy_options
-
-            parse_strategy_options(self.strategy, self.strategy_options)  # names, types
-        # names, parameters and faults are valid, and fit the updates the clients send
-        update_chain(self.transforms, self.faults).check_update_kind(self.update_kind)
-        secagg = SecAggSpec.parse(self.secagg)
-        if secagg is not None:
-            secagg.check_federation(self.sampled_clients, self.strategy)
-
     @property
     def sampled_clients(self) -> int:
         """Clients the server samples per round (``fraction`` of them, at least one)."""

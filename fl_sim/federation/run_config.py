@@ -51,7 +51,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         self._check_across_roles()
-        self.federation.check_components()
+        self._check_federation_components()
         self.attack.check_components()
         self.runtime.check_components()
 
@@ -85,6 +85,22 @@ class RunConfig:
                 f"rule): batch_size=1 and local_steps=1, got batch_size={fed.batch_size}, "
                 f"local_steps={fed.local_steps}"
             )
+
+    def _check_federation_components(self) -> None:
+        """What only the federation's components can check (they import torch or flwr):
+        strategy options, transform parameters and SecAgg+'s fit to the federation."""
+        from fl_sim.federation.secagg import SecAggSpec
+        from fl_sim.federation.strategies import parse_strategy_options
+        from fl_sim.federation.transforms import update_chain
+
+        fed = self.federation
+        if fed.strategy_options.strip():
+            parse_strategy_options(fed.strategy, fed.strategy_options)  # names, types
+        # names, parameters and faults are valid, and fit the updates the clients send
+        update_chain(fed.transforms, fed.faults).check_update_kind(fed.update_kind)
+        secagg = SecAggSpec.parse(fed.secagg)
+        if secagg is not None:
+            secagg.check_federation(fed.sampled_clients, fed.strategy)
 
     @property
     def attack_schedule(self) -> AttackSchedule:

@@ -56,7 +56,7 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECOR
 from flwr.server.workflow.constant import Key as WfKey
 from flwr.serverapp import Grid
 
-from fl_sim.federation.task import partition_of
+from fl_sim.federation.node_config import partition_of
 
 SECAGG_NAMES = ("none", "secaggplus")
 # Record of a reply handed to the strategy that holds the client's update as the server

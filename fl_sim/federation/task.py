@@ -6,7 +6,6 @@ import functools
 
 import numpy as np
 import torch
-from flwr.app import Context
 
 from fl_sim.data.config import DataConfig
 from fl_sim.data.registry import DataOptions, DataSplit, load_dataset
@@ -17,17 +16,6 @@ from fl_sim.federation.partition import partition_indices, sample_batch
 from fl_sim.federation.transforms import update_chain
 from models import victim_model_name
 from models.public import PublicInfo
-
-
-def partition_of(context: Context) -> tuple[int, int]:
-    """(partition id, number of partitions) from the node config (simulation or SuperNode)."""
-    try:
-        return int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
-    except KeyError as err:
-        raise ValueError(
-            "node config needs partition-id and num-partitions, e.g. "
-            '--node-config "partition-id=0 num-partitions=4"'
-        ) from err
 
 
 def train_data(data: DataConfig) -> DataSplit:

@@ -13,7 +13,7 @@ from flwr.app import ArrayRecord, Context, Message
 from flwr.clientapp.typing import ClientAppCallable
 
 from fl_sim.federation.config import FederationConfig
-from fl_sim.federation.task import partition_of
+from fl_sim.federation.node_config import partition_of
 from fl_sim.federation.transforms.base import TransformContext
 from fl_sim.federation.transforms.chain import update_chain
 
