@@ -1,7 +1,7 @@
 # One image for every role of the Flower deployment in docker-compose.yml: SuperLink,
 # ServerApp SuperExec, SuperNodes (ClientApps in subprocesses) and the one-shot `submit`.
 #
-# Built and run end to end by scripts/compose-e2e.sh (README "Containers"). Standard use:
+# Built and run end to end by scripts/compose-e2e.sh (docs: how-to/deploy.md). Standard use:
 #   DOCKER_BUILDKIT=1 docker build -t fl-sim:local .
 # Where no registry is reachable (our CI machines), a Debian base made with debootstrap and
 # the default package index only (the PyTorch CPU index is unreachable there):

@@ -8,6 +8,7 @@ from pathlib import Path
 from fl_sim.commands.run import ENGINE_RETRY_WAIT_S, ENGINE_START_TRIES, simulate
 from fl_sim.federation.run_config import RunConfig
 from fl_sim.ops.console import Console
+from fl_sim.ops.roles import FlowerRun
 from fl_sim.results.store import DB_NAME
 
 RAY_TIMEOUT = [
@@ -33,9 +34,9 @@ class FakeEngine:
     def __init__(self, failures: list[list[str]]) -> None:
         self.failures, self.configs = failures, []
 
-    def __call__(self, cfg: RunConfig, console: Console, keep_temp: bool = False) -> int:
-        self.configs.append(cfg)
-        (Path(cfg.results.out) / DB_NAME).touch()
+    def __call__(self, run: FlowerRun, console: Console, keep_temp: bool = False) -> int:
+        self.configs.append(run)
+        (run.out / DB_NAME).touch()
         if len(self.configs) > len(self.failures):
             return 0
         for line in self.failures[len(self.configs) - 1]:
@@ -49,7 +50,10 @@ def test_a_ray_start_timeout_is_retried_then_resumed(tmp_path: Path) -> None:
     code, console = simulate(cfg, run=engine, sleep=waits.append)
     assert code == 0 and console.root_cause() is None  # the second try's console
     assert waits == [ENGINE_RETRY_WAIT_S[0]]
-    assert [c.resume for c in engine.configs] == [False, True]  # continues what try 1 stored
+    assert [c.run_config["resume"] for c in engine.configs] == [
+        False,
+        True,
+    ]  # continues what try 1 stored
     log = (tmp_path / "flower.log").read_text()
     assert "timed out during startup" in log  # the first try's records are kept (appended)
 

@@ -4,7 +4,6 @@ store, faults, reproduction tables, comparisons, `fl-sim report` errors, the rat
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import math
 import re
@@ -18,6 +17,7 @@ from tiny_store import ATTACKS, CLIENTS, FAULT_REASON, SAMPLES, make_run
 
 import fl_sim.results.live_report as live_report
 from fl_sim.cli import main as cli_main
+from fl_sim.data.config import DataConfig
 from fl_sim.federation.run_config import RunConfig
 from fl_sim.results.html_report import REPORT_HTML, render_report, write_html_report
 from fl_sim.results.html_sections import evenly, grids_section
@@ -193,12 +193,12 @@ def test_chance_level_from_the_dataset_when_the_judge_record_lacks_it(
 
     asked: list[str] = []
 
-    def split(cfg: RunConfig, name: str) -> SimpleNamespace:
-        asked.append(f"{cfg.data.dataset}/{name}")
+    def split(data: DataConfig, name: str) -> SimpleNamespace:
+        asked.append(f"{data.dataset}/{name}")
         return SimpleNamespace(num_classes=4)
 
     monkeypatch.setattr(splits, "dataset_split", split)
-    config = dataclasses.asdict(RunConfig.of(clients=2, rounds=2, dataset="mnist5k").resolved())
+    config = RunConfig.of(clients=2, rounds=2, dataset="mnist5k").resolved().flat()
     out = make_run(tmp_path / "old", num_classes=None, config=config)
     text = render_report([out])
     assert asked == ["mnist5k/test"] and "chance 25%" in text and "0.25 (1/4 classes)" in text
