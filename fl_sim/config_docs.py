@@ -82,7 +82,8 @@ KEY_DOCS: dict[str, str] = {
     ),
     "attacks": (
         "comma list of `dlg`, `idlg`, `grnn`, `ig` (Inverting Gradients), `rates` (rate leak + "
-        "feature inversion); empty (`attacks=`) turns the eavesdropper off"
+        "feature inversion; the strongest on spiking victims, in the default with the paper's "
+        "`dlg`, `idlg`); empty (`attacks=`) turns the eavesdropper off"
     ),
     "attack_seed": (
         "the attacker's own seed: dummies, restarts, GRNN's noise, the attack-budget draw"

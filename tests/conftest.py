@@ -59,6 +59,7 @@ def flower_run(tmp_path_factory: pytest.TempPathFactory, judge_cache: str) -> Cl
     cmd = [
         sys.executable, "-m", "fl_sim.cli", "run", "--out", str(out),
         "--set", "clients=2", "--set", "rounds=2", "--set", "iterations=10",
+        "--set", "rates_iterations=50",
         "--set", f"cache_dir={judge_cache}", "--set", "attack_runner=ray",
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
@@ -69,8 +70,9 @@ def flower_run(tmp_path_factory: pytest.TempPathFactory, judge_cache: str) -> Cl
 def small_cfg(tmp_path: Path, judge_cache: str) -> RunConfig:
     """2 clients, 2 rounds, a short attack budget: the federation logic at test speed."""
     return RunConfig.of(
-        clients=2, rounds=2, iterations=20, out=str(tmp_path / "out"), cache_dir=judge_cache
-    )
+        clients=2, rounds=2, iterations=20, rates_iterations=20, out=str(tmp_path / "out"),
+        cache_dir=judge_cache,
+    )  # fmt: skip
 
 
 @pytest.fixture

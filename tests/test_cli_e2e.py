@@ -24,18 +24,18 @@ def test_fl_sim_run_through_flower_simulation(flower_run: CliRun) -> None:
     out, log = flower_run.out, flower_run.log
     assert flower_run.returncode == 0, log[-4000:]
     rows = read_rows(out / "leakage.csv")
-    assert len(rows) == 2 * 2 * 2 * 2  # arms x rounds x clients x attacks
+    assert len(rows) == 2 * 2 * 2 * 3  # arms x rounds x clients x attacks (dlg, idlg, rates)
     # attacked as Ray tasks on the simulation's Ray (attack_runner=ray): none lost or failed
     assert not {r["status"] for r in rows} & {ATTACK_FAILED, SCORE_FAILED}
     assert "batched engine" not in log  # no fallback
     assert {(r["arm"], r["round"]) for r in rows} == {
         (a, r) for a in ("ann", "snn") for r in (1, 2)
     }
-    for line in ("[ann r1 c0] idlg:", "[snn r2 c1] dlg:", "=== arm snn done"):
+    for line in ("[ann r1 c0] idlg:", "[snn r2 c1] dlg:", "[snn r1 c0] rates:", "=== arm snn done"):
         assert line in log, f"missing progress line {line!r}"
     assert "ASR %" in log  # the summary table reached the console
     # Progress with ETA; Flower's records in flower.log, none on the console; no ANSI codes.
-    assert "[snn] rounds 2/2, " in log and "[ann r2] attacks 4/4, " in log
+    assert "[snn] rounds 2/2, " in log and "[ann r2] attacks 6/6, " in log
     assert "\x1b" not in log and "INFO :" not in log and "Traceback" not in log
     flower_log = (out / "flower.log").read_text()
     assert "Starting Flower Simulation" in flower_log and "\x1b" not in flower_log

@@ -100,3 +100,20 @@ def test_the_documented_commands_parse_as_written() -> None:
         RunConfig.from_mapping(parse_overrides(list(overrides)))
         checked += 1
     assert checked >= 10
+
+
+QUICK = ("compose-file",)  # documented subcommands that finish in a second: run as written
+
+
+def test_the_quick_documented_commands_run_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fl_sim.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    quick = [(where, argv) for where, argv in documented_commands() if argv[1:2][0] in QUICK]
+    assert quick, "no quick command documented any more: update QUICK"
+    for where, argv in quick:
+        assert main(argv[1:]) == 0, f"{where}: {' '.join(argv)}"
+        written = Path(argv[argv.index("-o") + 1]) if "-o" in argv else None
+        assert written is None or written.stat().st_size > 0, f"{where}: {written} not written"

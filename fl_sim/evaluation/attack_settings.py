@@ -22,7 +22,8 @@ class AttackSettings(Section):
 
     ROLE: ClassVar[str] = "attack"
 
-    attacks: tuple[str, ...] = ("dlg", "idlg")
+    # the paper's attacks and the strongest on spiking victims (the rate leak)
+    attacks: tuple[str, ...] = ("dlg", "idlg", "rates")
     # seed of the attacks' dummies, restarts and attack-budget draws; never the run seed, which
     # with a partition id would let an attack replay the client's private batch choice
     attack_seed: int = 0
