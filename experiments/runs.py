@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from fl_sim.ops import watchdog
+from fl_sim.ops.launcher import stop_child
 from fl_sim.results.store import DB_NAME, ResultsStore
 
 
@@ -45,9 +46,5 @@ def fl_sim(argv: list[str]) -> int:
         try:
             return proc.wait()
         except BaseException:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_child(proc, timeout=30)
             raise

@@ -40,7 +40,7 @@ def test_unknown_key_lists_valid_keys() -> None:
         ("attacks=dlg,zzz", "attacks: unknown value .zzz.; valid: dlg, "),
         ("dataset=cifar", "dataset: unknown value 'cifar'; valid: cifar100, dvsgesture, lfw, "),
         ("arms=ann,cnn", "arms: unknown value 'cnn'"),
-        ("batch_size=4", "need one private sample per round"),
+        ("batch_size=4", "the rate leak .* needs the gradient of one sample: batch_size=1"),
         ("rounds", "not of the form key=value"),
         ("restarts=0", "restarts must be >= 1, got 0"),
         ("grnn_iterations=0", "grnn_iterations must be >= 1, got 0"),
@@ -87,3 +87,47 @@ def test_cli_reports_bad_key_and_exits_2(capsys: pytest.CaptureFixture[str]) -> 
 def test_shipped_config_files_load(path: Path) -> None:
     cfg = RunConfig.load(path)
     assert cfg != RunConfig()
+
+
+def test_each_key_belongs_to_one_role_section() -> None:
+    from fl_sim.federation.run_config import SECTIONS
+
+    owned = [key for cls in SECTIONS.values() for key in cls.keys()]  # noqa: SIM118
+    assert sorted(owned) == sorted(RunConfig.keys()) and len(owned) == len(set(owned))
+    cfg = RunConfig.of(clients=3, dataset="lfw-subset", device="cpu", judge_epochs=2)
+    assert (cfg.federation.clients, cfg.data.dataset, cfg.judge.judge_epochs) == (
+        3,
+        "lfw-subset",
+        2,
+    )
+    assert (
+        RunConfig.from_mapping(cfg.flat()) == cfg and cfg.replace(clients=4).federation.clients == 4
+    )
+    assert {RunConfig.role_of(k) for k in ("T", "frames", "attack_rounds", "threads", "grids")} == {
+        "federation", "data", "attack", "runtime", "results",
+    }  # fmt: skip
+
+
+def test_a_section_checks_its_own_keys_and_reads_only_them() -> None:
+    from fl_sim.data.config import DataConfig
+    from fl_sim.federation.config import FederationConfig
+    from fl_sim.ops.runtime_config import RuntimeConfig
+
+    with pytest.raises(ValueError, match="unknown config key.s. rounds; valid keys: dataset, "):
+        DataConfig.from_mapping({"rounds": "2"})
+    with pytest.raises(ValueError, match="clients must be >= 1, got 0"):
+        FederationConfig.from_mapping({"clients": "0"})
+    with pytest.raises(ValueError, match="device: 'tpu' is not one of auto, cpu, cuda"):
+        RuntimeConfig(device="tpu")
+    flower = RunConfig.of(clients=5, threads=2).to_flower()  # a ClientApp's run config
+    assert FederationConfig.of_run(flower) == RunConfig.of(clients=5).federation
+    assert RuntimeConfig.of_run(flower).threads == 2
+
+
+def test_what_a_resume_may_change_follows_the_roles() -> None:
+    from fl_sim.federation.resume import RESUMABLE
+    from fl_sim.ops.runtime_config import RuntimeConfig
+    from fl_sim.results.config import ResultsConfig
+
+    assert set(RuntimeConfig.keys()) | set(ResultsConfig.keys()) <= RESUMABLE
+    assert not RESUMABLE & {"seed", "attack_seed", "attacks", "dataset", "clients", "lr"}

@@ -316,12 +316,17 @@ def run_simulation(
                     console.feed(line)
                 return proc.wait()
             except BaseException:  # Ctrl-C (it got the SIGINT too) or SIGTERM: stop it
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                stop_child(proc, timeout=10)
                 raise
+
+
+def stop_child(proc: subprocess.Popen[str] | subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM ``proc``, then SIGKILL it if it has not ended within ``timeout`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def _say(text: str) -> None:
