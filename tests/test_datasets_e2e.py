@@ -38,7 +38,7 @@ def test_event_federation_attacks_the_snn_on_frames(tiny_digits, tmp_path: Path)
     assert list(finals) == ["snn"]  # event data: no ANN arm
     rows = read_rows(Path(cfg.results.out) / "leakage.csv")
     assert {r["arm"] for r in rows} == {"snn"}
-    assert len(rows) == 2 * 2 * 2  # rounds x clients x attacks, one sample each
+    assert len(rows) == 2 * 2 * 3  # rounds x clients x attacks (dlg, idlg, rates), one sample each
     for r in rows:
         # l2 of the raw (unclamped) dummy: finite, and a few L-BFGS steps leave it far off.
         assert math.isfinite(r["l2"]) and r["l2"] > 1.0

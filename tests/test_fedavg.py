@@ -128,7 +128,7 @@ def test_fedavg_server_averages_weights_or_adds_the_mean_delta(small_cfg: RunCon
         finals[update] = run_federation(
             InProcessGrid(client_app, cfg.federation.clients, cfg.to_flower()), cfg
         )["ann"]
-    cfg = fedavg(small_cfg, local_epochs=2)
+    cfg = fedavg(small_cfg, local_epochs=2, attacks=())
     expected = {}
     for pid in range(cfg.federation.clients):
         model = initial_model(cfg.federation, cfg.data, "ann")
@@ -143,7 +143,9 @@ def test_fedavg_server_averages_weights_or_adds_the_mean_delta(small_cfg: RunCon
 @pytest.mark.slow
 def test_attacks_on_fedavg_updates_produce_rows(small_cfg: RunConfig) -> None:
     """iDLG (one sample, 3 local epochs) and DLG on both arms, through the federation."""
-    cfg = fedavg(small_cfg, rounds=1, local_epochs=3, iterations=2, grids=False)
+    cfg = fedavg(
+        small_cfg, rounds=1, local_epochs=3, iterations=2, grids=False, attacks=("dlg", "idlg")
+    )
     run_federation(InProcessGrid(client_app, cfg.federation.clients, cfg.to_flower()), cfg)
     rows = read_rows(Path(cfg.results.out) / "leakage.csv")
     assert len(rows) == len(cfg.federated_arms) * cfg.federation.clients * 2

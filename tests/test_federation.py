@@ -84,8 +84,8 @@ def test_leakage_rows_grids_plot_and_summary(small_cfg: RunConfig) -> None:
     federate(small_cfg)
     out = small_cfg.results.out
     rows = read_rows(Path(out) / "leakage.csv")
-    assert (
-        len(rows) == 2 * small_cfg.federation.rounds * small_cfg.federation.clients * 2
+    assert len(rows) == 2 * small_cfg.federation.rounds * small_cfg.federation.clients * len(
+        small_cfg.attack.attacks
     )  # arms x rounds x clients x attacks
     assert set(rows[0]) == set(LEAKAGE_COLUMNS)
     keys = {(r["arm"], r["round"], r["client"], r["attack"], r["sample"]) for r in rows}
