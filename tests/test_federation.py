@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Error, Message
+from flwr.app import ArrayRecord, Error, Message
 from inproc_grid import InProcessGrid
-from tests_helpers import captures_and_truth
+from tests_helpers import captures_and_truth, tapped_fedsgd
 
 from attacks import AttackConfig, Capture, Reconstruction
 from attacks.idlg import IDLG
@@ -21,7 +21,6 @@ from fl_sim.federation.client_app import app as client_app
 from fl_sim.federation.eavesdropper import Eavesdropper
 from fl_sim.federation.run_config import RunConfig
 from fl_sim.federation.server_app import init_record, initial_model, run_federation
-from fl_sim.federation.strategy import EavesdroppingFedSGD
 from fl_sim.federation.task import private_batch, public_info, replay_audit
 from fl_sim.federation.training import loss_gradient, sgd_step
 from fl_sim.results.report import LEAKAGE_COLUMNS, read_rows
@@ -62,20 +61,7 @@ def test_captured_update_equals_gradient_of_audit_ground_truth(small_cfg: RunCon
 
     for arm in cfg.federated_arms:
         public = public_info(cfg.federation, cfg.data, arm)
-        strategy = EavesdroppingFedSGD(
-            lr=cfg.federation.lr,
-            tap=tap,
-            fraction_evaluate=0.0,
-            min_train_nodes=2,
-            min_available_nodes=2,
-        )
-        grid = InProcessGrid(client_app, cfg.federation.clients, cfg.to_flower())
-        strategy.start(
-            grid=grid,
-            initial_arrays=ArrayRecord(initial_model(cfg.federation, cfg.data, arm).state_dict()),
-            num_rounds=2,
-            train_config=ConfigRecord({"arm": arm}),
-        )
+        tapped_fedsgd(cfg, tap, arm, rounds=2)
     assert len(checked) == 2 * 2 * 2
 
 
@@ -233,20 +219,7 @@ def test_a_failing_attack_or_scoring_costs_only_its_own_capture(small_cfg: RunCo
         grids=True,
         log=logs.append,
     )
-    strategy = EavesdroppingFedSGD(
-        lr=cfg.federation.lr,
-        tap=spy,
-        fraction_evaluate=0.0,
-        min_train_nodes=3,
-        min_available_nodes=3,
-    )
-    grid = InProcessGrid(client_app, cfg.federation.clients, cfg.to_flower())
-    strategy.start(
-        grid=grid,
-        initial_arrays=ArrayRecord(initial_model(cfg.federation, cfg.data, "ann").state_dict()),
-        num_rounds=1,
-        train_config=ConfigRecord({"arm": "ann"}),
-    )
+    tapped_fedsgd(cfg, spy, "ann", rounds=1)
     rows = read_rows(out / "leakage.csv")
     assert [r["client"] for r in rows] == [0, 1, 2]
     assert [r["status"] for r in rows][1:] == ["attack-failed", "score-failed"]

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.app import ArrayRecord, Message
 from inproc_grid import InProcessGrid
-from tests_helpers import captures_and_truth
+from tests_helpers import captures_and_truth, tapped_fedsgd
 
 from fl_sim.cli import main
 from fl_sim.federation.client_app import app as client_app
 from fl_sim.federation.run_config import RunConfig
 from fl_sim.federation.secagg import SecAggPlusGrid, SecAggSpec
 from fl_sim.federation.server_app import initial_model, run_federation
-from fl_sim.federation.strategy import EavesdroppingFedSGD
 from fl_sim.federation.task import public_info, replay_audit
 from fl_sim.results.store import ResultsStore
 
@@ -66,20 +65,7 @@ def test_captures_are_masked_and_attacks_score_at_chance(small_cfg: RunConfig) -
             seen = torch.cat([capture.update[k].flatten() for k in grad])
             correlations.append(float(torch.corrcoef(torch.stack([true, seen]))[0, 1]))
 
-    strategy = EavesdroppingFedSGD(
-        lr=cfg.federation.lr,
-        tap=tap,
-        fraction_evaluate=0.0,
-        min_train_nodes=3,
-        min_available_nodes=3,
-    )
-    grid = InProcessGrid(client_app, cfg.federation.clients, cfg.to_flower())
-    strategy.start(
-        grid=SecAggPlusGrid(grid, SecAggSpec(), max_weight=1),
-        initial_arrays=ArrayRecord(initial_model(cfg.federation, cfg.data, "ann").state_dict()),
-        num_rounds=2,
-        train_config=ConfigRecord({"arm": "ann"}),
-    )
+    tapped_fedsgd(cfg, tap, "ann", 2, wrap=lambda grid: SecAggPlusGrid(grid, SecAggSpec(), 1))
     assert len(correlations) == 2 * 3
     # independent of the gradient: |r| ~ 1/sqrt(#parameters) ~ 0.01; the plain capture: r = 1
     assert max(abs(c) for c in correlations) < 0.1, correlations

@@ -6,8 +6,9 @@ import contextlib
 import math
 import sqlite3
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
@@ -18,6 +19,11 @@ from fl_sim.federation.training import loss_gradient
 from fl_sim.results.report import LEAKAGE_COLUMNS
 from fl_sim.results.store import DB_NAME
 from models import build_model
+
+if TYPE_CHECKING:
+    from flwr.serverapp import Grid
+
+    from fl_sim.federation.run_config import RunConfig
 
 
 def ann_capture(index: int = 0) -> Capture:
@@ -86,3 +92,33 @@ def tmpfs(mnt: Path, options: str) -> Iterator[Path]:
         yield mnt
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def tapped_fedsgd(
+    cfg: RunConfig,
+    tap: Callable[..., None],
+    arm: str,
+    rounds: int,
+    wrap: Callable[[Grid], Grid] = lambda grid: grid,
+) -> None:
+    """``rounds`` FedSGD rounds of ``arm`` on an in-process grid of every client of ``cfg``
+    (each sampled every round), ``tap`` seeing each round's replies; ``wrap`` the grid (e.g.
+    in SecAgg+)."""
+    from flwr.app import ArrayRecord, ConfigRecord
+    from inproc_grid import InProcessGrid
+
+    from fl_sim.federation.client_app import app as client_app
+    from fl_sim.federation.strategy import EavesdroppingFedSGD
+    from fl_sim.federation.warm_start import initial_model
+
+    n = cfg.federation.clients
+    strategy = EavesdroppingFedSGD(
+        lr=cfg.federation.lr, tap=tap, fraction_evaluate=0.0, min_train_nodes=n,
+        min_available_nodes=n,
+    )  # fmt: skip
+    strategy.start(
+        grid=wrap(InProcessGrid(client_app, n, cfg.to_flower())),
+        initial_arrays=ArrayRecord(initial_model(cfg.federation, cfg.data, arm).state_dict()),
+        num_rounds=rounds,
+        train_config=ConfigRecord({"arm": arm}),
+    )
