@@ -71,16 +71,6 @@ ATTACKS: dict[str, Callable[..., Attack]] = {
 }
 
 
-def needs(name: str) -> dict[str, bool]:
-    """What attack ``name`` needs of the update (any of its stages): ``rate_leak`` (the
-    gradient of one sample and one step), ``one_sample`` (iDLG's label rule: one sample)."""
-    recipes = [RECIPES[s] for s in CHAINS.get(name, (name,)) if s in RECIPES]
-    return {
-        "rate_leak": any(r.objective == "features" for r in recipes),
-        "one_sample": any(r.label == "idlg" for r in recipes),
-    }
-
-
 def build_attack(
     name: str,
     config: AttackConfig | GRNNConfig | None = None,

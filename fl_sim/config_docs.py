@@ -18,7 +18,7 @@ KEY_DOCS: dict[str, str] = {
     ),
     "clients": "virtual SuperNodes, one partition each",
     "rounds": "FL rounds per arm",
-    "batch_size": "private batch per client per round (iDLG needs 1)",
+    "batch_size": "private batch per client per round (every attack takes batches)",
     "partition": "`iid` or `dirichlet` (label skew with concentration `alpha`), via flwr-datasets",
     "alpha": "Dirichlet concentration of `partition=dirichlet` (smaller: more skewed)",
     "arms": (
@@ -108,7 +108,7 @@ KEY_DOCS: dict[str, str] = {
     ),
     "feature_weight": (
         "weight of the rate-leak feature term added to the gradient loss of `dlg`, `idlg`, `ig`"
-        " (0: none; needs batch 1, see `rates`)"
+        " (0: none; see `rates`)"
     ),
     "attack_dummy": (
         "dummy parametrisation: `auto` = the attack's own (`free` for DLG/iDLG, `tied` for IG "

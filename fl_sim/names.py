@@ -17,10 +17,6 @@ AUTO = "auto"  # attacks.config.AUTO: "the attack's own choice"
 
 # attacks.registry.ATTACKS
 ATTACK_NAMES = ("dlg", "idlg", "ig", "rates", "rates-ig", "rates-idlg", "grnn")
-# attacks.registry.needs(name): attacks that need the gradient of one sample and one step
-# (the rate leak), and those that need one private sample per round (iDLG's label rule)
-RATE_LEAK_ATTACKS = ("rates", "rates-ig", "rates-idlg")
-ONE_SAMPLE_ATTACKS = ("idlg", "ig", "rates", "rates-ig", "rates-idlg")
 # fl_sim.data.registry.DATASETS: name -> kind of data ("image" or "events")
 DATASET_KINDS = {
     "mnist": "image",
@@ -70,12 +66,3 @@ def dataset_kinds() -> dict[str, str]:
     ``DATASET_KINDS``."""
     live = getattr(sys.modules.get("fl_sim.data.registry"), "DATASETS", None)
     return DATASET_KINDS if live is None else {name: cls.kind for name, cls in live.items()}
-
-
-def attack_needs(name: str) -> dict[str, bool]:
-    """``attacks.registry.needs(name)`` if the registry is imported, else from the plain
-    lists: ``rate_leak`` and ``one_sample``."""
-    live = sys.modules.get("attacks.registry")
-    if live is not None:
-        return live.needs(name)
-    return {"rate_leak": name in RATE_LEAK_ATTACKS, "one_sample": name in ONE_SAMPLE_ATTACKS}

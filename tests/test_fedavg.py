@@ -178,9 +178,9 @@ def test_public_info_rejects_an_unusable_fedavg_description() -> None:
         PublicInfo("lenet", (1, 28, 28), 10, 1, update="grads")
 
 
-def test_config_rejects_idlg_on_several_samples_per_round() -> None:
-    with pytest.raises(ValueError, match="need one private sample per round"):
-        RunConfig.of(protocol="fedavg", local_steps=2, attacks=("idlg",))
+def test_config_takes_every_attack_on_several_samples_per_round() -> None:
+    cfg = RunConfig.of(protocol="fedavg", local_steps=2, attacks=("idlg", "rates"))
+    assert cfg.federation.samples_per_round == 2
     with pytest.raises(ValueError, match="protocol: unknown value 'fedprox'"):
         RunConfig.of(protocol="fedprox")
 

@@ -7,7 +7,7 @@ import pytest
 import attacks.components.dummies
 import attacks.config
 import attacks.spike_domain
-from attacks.registry import ATTACKS, needs
+from attacks.registry import ATTACKS
 from fl_sim import names
 from fl_sim.data.registry import DATASETS
 from fl_sim.federation.partition import PARTITION_SCHEMES
@@ -33,12 +33,6 @@ def test_name_lists_equal_their_registries() -> None:
     assert names.CLAMPS == attacks.config.CLAMPS
     assert names.AUTO == attacks.config.AUTO
     assert (names.DEVICE_PATTERN, names.DEVICE_CHOICES) == (DEVICE_PATTERN, DEVICE_CHOICES)
-    for name in ATTACKS:
-        plain = {
-            "rate_leak": name in names.RATE_LEAK_ATTACKS,
-            "one_sample": name in names.ONE_SAMPLE_ATTACKS,
-        }
-        assert plain == needs(name), name
 
 
 def test_an_imported_registry_is_used_with_its_run_time_entries(

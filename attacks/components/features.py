@@ -3,9 +3,11 @@
 A classifier whose logits are ``W r + b`` (the ANN LeNets: ``r`` = penultimate activations; the
 SNN twins average ``W s_t + b`` over T, so ``r`` = the mean spike rate of the classifier input)
 has, for one sample, ``dL/dW = delta r^T`` and ``dL/db = delta``: every row j with
-``db[j] != 0`` gives ``dW[j] / db[j] == r`` exactly. :func:`recovered_features` reads ``r``
-off a captured update; :func:`classifier_input` computes ``r(x)`` for a dummy through the
-victim's own forward (a hook on its last ``nn.Linear``), so an attack can invert it.
+``db[j] != 0`` gives ``dW[j] / db[j] == r`` exactly. For a batch the gradient is a sum of such
+terms, split into per-sample inputs and labels by :func:`attacks.components.batch_leak.decompose`
+(:func:`batch_leak`). :func:`recovered_features` reads ``r`` off a captured update;
+:func:`classifier_input` computes ``r(x)`` for a dummy through the victim's own forward (a hook
+on its last ``nn.Linear``), so an attack can invert it.
 """
 
 from __future__ import annotations
@@ -15,31 +17,26 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from attacks.components.batch_leak import BatchLeak, decompose
 from attacks.types import PublicInfo
 from attacks.victim import last_linear
 
+_LEAKS: dict[tuple[object, ...], BatchLeak] = {}  # decompositions by gradient content
+_KEPT = 32
 
-def recovered_features(
-    model: nn.Module, update: Mapping[str, torch.Tensor], public: PublicInfo
-) -> torch.Tensor:
-    """The classifier input ``r`` [1, F] of the one private sample behind a FedSGD gradient
-    ``update`` (or a FedAvg update of one local step, in gradient form): the least-squares
-    solution of ``dW[j] = db[j] r`` over the rows, i.e. ``sum_j db[j] dW[j] / sum_j db[j]^2``,
-    which weights rows by ``db[j]^2`` so that rows with tiny bias gradients barely count; per
-    feature over the rows whose entry is nonzero (the adaptive read of pruned updates).
 
-    Raises ValueError naming what is missing: a last linear layer with bias, its gradients in
-    the update, one sample and one local step per update, a row with ``db[j] != 0``.
-    """
-    if public.samples != 1 or (
-        public.update != "gradient" and public.local_steps * public.local_epochs != 1
-    ):
-        raise ValueError(
-            "the rate leak dW[j]/db[j] needs the gradient of one sample: one private sample and "
-            f"one local step per update, got {public.samples} sample(s), update "
-            f"{public.update!r}, local_steps={public.local_steps}, "
-            f"local_epochs={public.local_epochs}"
-        )
+def local_steps(public: PublicInfo) -> int:
+    """SGD steps behind one update: 1 for FedSGD, local_steps x local_epochs for FedAvg."""
+    return 1 if public.update == "gradient" else public.local_steps * public.local_epochs
+
+
+def classifier_gradients(
+    model: nn.Module, update: Mapping[str, torch.Tensor]
+) -> tuple[nn.Linear, torch.Tensor, torch.Tensor]:
+    """The classifier layer and its weight and bias gradients in ``update`` (gradient form).
+
+    Raises ValueError naming what is missing: a last linear layer with bias, its gradients
+    in the update, or gradients of the layer's shapes."""
     name, fc = last_linear(model)
     if fc.bias is None:
         raise ValueError(
@@ -56,6 +53,48 @@ def recovered_features(
             f"classifier gradients {tuple(dw.shape)}/{tuple(db.shape)} do not match "
             f"{name}'s weight {tuple(fc.weight.shape)} and bias {tuple(fc.bias.shape)}"
         )
+    return fc, dw, db
+
+
+def batch_leak(
+    model: nn.Module, update: Mapping[str, torch.Tensor], public: PublicInfo
+) -> BatchLeak:
+    """Labels and classifier inputs of the ``public.samples`` samples behind ``update``
+    (gradient form; FedAvg's E steps read as E gradients at the global weights, an
+    approximation for E > 1), by :func:`attacks.components.batch_leak.decompose`; computed once
+    per gradient (the label task and the feature objective of one attack share it)."""
+    fc, dw, db = classifier_gradients(model, update)
+    steps = local_steps(public)
+    arrays = (dw, db, fc.weight, fc.bias)
+    key = (public.samples, steps, *(hash(a.detach().cpu().numpy().tobytes()) for a in arrays))
+    if key not in _LEAKS:
+        if len(_LEAKS) >= _KEPT:
+            _LEAKS.pop(next(iter(_LEAKS)))
+        _LEAKS[key] = decompose(dw, db, fc.weight, fc.bias, public.samples, steps)  # type: ignore[arg-type]
+    leak = _LEAKS[key]
+    return BatchLeak(leak.labels.to(dw.device), leak.features.to(dw.device), leak.residual)
+
+
+def recovered_features(
+    model: nn.Module, update: Mapping[str, torch.Tensor], public: PublicInfo
+) -> torch.Tensor:
+    """The classifier inputs [N, F] of the ``N = public.samples`` private samples behind an
+    update in gradient form, in the order of :func:`batch_leak`'s labels.
+
+    One sample: the least-squares solution of ``dW[j] = db[j] r`` over the rows, i.e.
+    ``sum_j db[j] dW[j] / sum_j db[j]^2``, which weights rows by ``db[j]^2`` so that rows with
+    tiny bias gradients barely count; per feature over the rows whose entry is nonzero (the
+    adaptive read of pruned updates). Exact for one step; for a FedAvg update of E > 1 steps
+    on the one sample, the ratio of summed gradients at E weights (an approximation). More
+    samples: :func:`batch_leak`'s decomposition.
+
+    Raises ValueError naming what is missing: a last linear layer with bias, its gradients in
+    the update, a row with ``db[j] != 0``.
+    """
+    if public.samples != 1:
+        return batch_leak(model, update, public).features
+    fc, dw, db = classifier_gradients(model, update)
+    name = last_linear(model)[0]
     if not (db * db).sum() > 0:
         raise ValueError(
             f"the rate leak needs a row with a nonzero bias gradient; {name}.bias's is all zero"

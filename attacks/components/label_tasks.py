@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attacks.components.features import batch_leak
 from attacks.labels import idlg_label
 from attacks.local_update import TaskLoss, observed_update
 from attacks.types import Capture
@@ -50,18 +51,18 @@ def soft_label(model: nn.Module, capture: Capture, gen: torch.Generator) -> Labe
 
 def idlg_labels(model: nn.Module, capture: Capture, gen: torch.Generator) -> LabelTask:
     """iDLG (Zhao et al. 2020): the label read off the classifier gradient
-    (:func:`attacks.labels.idlg_label`), then cross-entropy with it; nothing optimised."""
-    if capture.public.samples != 1:
-        raise ValueError(
-            f"iDLG's label rule needs one sample per update, got {capture.public.samples} "
-            "(batch_size x FedAvg local_steps); use dlg for more"
-        )
-    # FedAvg: every local step on the one sample has the label's sign pattern, so the
-    # rule holds for the summed steps too
+    (:func:`attacks.labels.idlg_label`), then cross-entropy with it; nothing optimised.
+    Beyond iDLG, a batch's labels come from the decomposition of its classifier gradient
+    (:func:`attacks.components.features.batch_leak`, in the order of its per-sample inputs)."""
     update = observed_update(capture)
-    name, fc = last_linear(model)
-    bias = update.get(f"{name}.bias") if fc.bias is not None else None
-    label = torch.tensor([idlg_label(update[f"{name}.weight"], bias)], device=capture.device)
+    if capture.public.samples != 1:
+        label = batch_leak(model, update, capture.public).labels
+    else:
+        # FedAvg: every local step on the one sample has the label's sign pattern, so the
+        # rule holds for the summed steps too
+        name, fc = last_linear(model)
+        bias = update.get(f"{name}.bias") if fc.bias is not None else None
+        label = torch.tensor([idlg_label(update[f"{name}.weight"], bias)], device=capture.device)
     return LabelTask([], lambda logits, rows: F.cross_entropy(logits, label[rows]), lambda: label)
 
 

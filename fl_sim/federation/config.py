@@ -101,11 +101,6 @@ class FederationConfig(Section):
         """Private samples a client trains on per round (and an attack must recover)."""
         return self.batch_size * (self.local_steps if self.protocol == "fedavg" else 1)
 
-    @property
-    def one_step(self) -> bool:
-        """Whether a reply is the gradient of one sample (what the rate leak reads)."""
-        return self.samples_per_round == 1 and (self.protocol == "fedsgd" or self.local_epochs == 1)
-
     def time_steps(self, data: DataConfig) -> int:
         """Steps the SNN runs: ``frames`` on event data, ``T`` on images."""
         return data.frames if data.kind == "events" else self.T

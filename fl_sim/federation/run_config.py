@@ -20,7 +20,7 @@ from fl_sim.evaluation.attack_settings import AttackSettings
 from fl_sim.evaluation.judge_config import JudgeConfig
 from fl_sim.evaluation.schedule import AttackSchedule
 from fl_sim.federation.config import FederationConfig
-from fl_sim.names import ARM_NAMES, attack_needs
+from fl_sim.names import ARM_NAMES
 from fl_sim.ops.roles import FlowerRun, run_config_arg
 from fl_sim.ops.runtime_config import RuntimeConfig
 from fl_sim.results.config import ResultsConfig
@@ -34,7 +34,6 @@ SECTIONS: dict[str, type[Section]] = {
     "runtime": RuntimeConfig,
     "results": ResultsConfig,
 }
-BATCH_ATTACKS = "e.g. --set attacks=dlg,grnn"  # what the batch-size errors suggest
 # Key -> the section attribute that owns it.
 KEY_SECTION: dict[str, str] = {key: name for name, cls in SECTIONS.items() for key in cls.keys()}  # noqa: SIM118 (a classmethod)
 
@@ -71,21 +70,6 @@ class RunConfig:
                 f"{self.data.dataset} is event data: use auto or free"
             )
         _ = self.attack_schedule  # valid terms, rounds within the run
-        needed = [attack_needs(name) for name in attack.attacks]
-        if (any(n["rate_leak"] for n in needed) or attack.feature_weight) and not fed.one_step:
-            raise ValueError(
-                "the rate leak (attacks rates, rates-*, feature_weight) needs the gradient of one "
-                "sample: batch_size=1 and, under fedavg, local_steps=1 and local_epochs=1; got "
-                f"batch_size={fed.batch_size}, local_steps={fed.local_steps}, "
-                f"local_epochs={fed.local_epochs} (attacks that take batches: {BATCH_ATTACKS})"
-            )
-        if any(n["one_sample"] for n in needed) and fed.samples_per_round != 1:
-            which = [a for a, n in zip(attack.attacks, needed, strict=True) if n["one_sample"]]
-            raise ValueError(
-                f"attack(s) {', '.join(which)} need one private sample per round (iDLG's label "
-                f"rule): batch_size=1 and local_steps=1, got batch_size={fed.batch_size}, "
-                f"local_steps={fed.local_steps} (attacks that take batches: {BATCH_ATTACKS})"
-            )
 
     def _check_federation_components(self) -> None:
         """What only the federation's components can check (they import torch or flwr):
