@@ -203,3 +203,16 @@ def test_decomposition_needs_samples_and_steps() -> None:
     with pytest.raises(ValueError, match="need samples >= 1 and steps >= 1, got 0 and 1"):
         decompose(dw, db, torch.zeros(10, 4), torch.zeros(10), 0)
     assert EXACT < 1e-9
+
+
+def test_the_batched_engine_takes_the_rate_leak_of_fedavg_updates(float64: None) -> None:
+    """rates reads FedAvg updates without simulating them: batched == looped at one step."""
+    capture, x, y = batch_capture("snn-lenet", distinct_digits(3, start=40), seed=9)
+    model = victim_from_capture(capture)
+    after = local_sgd(model, feed("snn-lenet", x), y, 3, 1, 2, lr=0.01)
+    public = dataclasses.replace(capture.public, update="weights", local_lr=0.01, local_epochs=2)
+    captures = [Capture(0, k, after, capture.global_state, public) for k in (1, 2)]
+    attack = build_attack("rates", AttackConfig(iterations=1))
+    batched = reconstruct_batch(attack, captures)  # type: ignore[arg-type]
+    for one, rec in zip(captures, batched, strict=True):
+        torch.testing.assert_close(rec.images, attack.reconstruct(one).images, rtol=1e-9, atol=1e-9)

@@ -93,7 +93,9 @@ def check_attack(attack: object) -> None:
         raise NotImplementedError(f"batched engine has no form of optimiser {s.optimiser!r}")
 
 
-def common_public(captures: Sequence[Capture]) -> PublicInfo:
+def common_public(captures: Sequence[Capture], simulates: bool = True) -> PublicInfo:
+    """The captures' shared public info; ``simulates``: the attack simulates the client's
+    update (FedSGD only here), as every objective but the rate leak's ``features`` does."""
     public = captures[0].public
     for c in captures[1:]:
         if c.public != public:
@@ -111,7 +113,7 @@ def common_public(captures: Sequence[Capture]) -> PublicInfo:
             f"batched engine mirrors only defences every client applies, not those limited "
             f"to one client in {list(public.transforms)}: attack them one at a time"
         )
-    if public.update != "gradient":
+    if simulates and public.update != "gradient":
         raise NotImplementedError(
             f"batched engine matches FedSGD gradients only, not FedAvg {public.update!r} "
             "updates (unrolled local steps): attack them one at a time"
@@ -147,8 +149,8 @@ def prepare(attack: GradientMatchingAttack, captures: Sequence[Capture], engine:
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
     check_attack(attack)
-    public = common_public(captures)
     cfg = attack.settings
+    public = common_public(captures, simulates=cfg.objective not in FEATURE_OBJECTIVES)
     dummy_kind = attack.dummy_for(public)
     model = attack.victim(captures[0])
     uses_features = cfg.objective in FEATURE_OBJECTIVES or bool(cfg.feature_weight)
