@@ -39,6 +39,7 @@ import torch
 ALS_ITERATIONS = 60
 RESTARTS = 4
 MOVES = 4
+CANDIDATES = 4  # count vectors refined per sample (batches up to C samples)
 REFINE_STEPS = 400
 COUNT_ROUNDS = 5
 EXACT = 1e-12  # relative residual (float64) at or below which the decomposition is exact
@@ -73,14 +74,26 @@ def round_counts(expected: torch.Tensor, total: int) -> torch.Tensor:
 
 class _Fit:
     """The equations of one count vector: gradient ``g`` [C, F], bias ``h`` [C], classifier
-    ``W``, ``b``, ``n`` samples per class (groups: classes with n > 0)."""
+    ``W``, ``b``, ``n`` samples per class; one unknown input per class with n > 0 (groups),
+    or with ``per_sample`` one per sample (rows of a class in a block)."""
 
     def __init__(
-        self, g: torch.Tensor, h: torch.Tensor, W: torch.Tensor, b: torch.Tensor, n: torch.Tensor
+        self,
+        g: torch.Tensor,
+        h: torch.Tensor,
+        W: torch.Tensor,
+        b: torch.Tensor,
+        n: torch.Tensor,
+        per_sample: bool = False,
     ) -> None:
         self.g, self.h, self.W, self.b = g, h, W, b
-        self.classes = torch.nonzero(n > 0).flatten()
-        self.n = n[self.classes].to(g.dtype)
+        present = torch.nonzero(n > 0).flatten()
+        if per_sample:
+            self.classes = torch.repeat_interleave(present, n[present])
+            self.n = torch.ones(len(self.classes), dtype=g.dtype)
+        else:
+            self.classes = present
+            self.n = n[present].to(g.dtype)
         self.total = float(n.sum())
         self.onehot = torch.eye(len(h), dtype=g.dtype)[self.classes]
         self.scale = float((g * g).sum() + (h * h).sum())
@@ -184,15 +197,33 @@ def decompose(
             break
         counts = best
     residual, R = fits[tuple(counts.tolist())]
+    grouped = True
     if residual > EXACT:
-        fit = _Fit(g, h, Wd, bd, counts)
-        refined = fit.refine(R, REFINE_STEPS)
-        if (res := float(fit.residual(refined))) < residual:
-            residual, R = res, refined
+        # inputs per sample, L-BFGS on the full residual, for the best few count vectors
+        # (where a label repeats, its samples' softmax outputs differ: only a per-sample
+        # fit can be exact, and its residual tells the right counts from the wrong ones);
+        # beyond C samples, the best count vector's groups alone
+        grouped = samples > len(h)
+        ranked = sorted(fits, key=lambda k: fits[k][0])[: 1 if grouped else CANDIDATES]
+        chosen: tuple[float, torch.Tensor, torch.Tensor] | None = None
+        for key in ranked:
+            n = torch.tensor(key)
+            fit = _Fit(g, h, Wd, bd, n, per_sample=not grouped)
+            start = fits[key][1]
+            if not grouped:  # each sample at its class's input, ties broken by 1% noise
+                start = torch.repeat_interleave(start, n[n > 0], dim=0)
+                noise = torch.randn(start.shape, generator=gen, dtype=start.dtype)
+                start = start * (1 + 0.01 * noise)
+            refined = fit.refine(start, REFINE_STEPS)
+            res = float(fit.residual(refined))
+            if chosen is None or res < chosen[0]:
+                chosen = (res, n, refined)
+        assert chosen is not None
+        residual, counts, R = chosen
     classes = torch.nonzero(counts > 0).flatten()
     reps = counts[classes]
     labels = torch.repeat_interleave(classes, reps)
-    features = torch.repeat_interleave(R, reps, dim=0).to(dtype)
+    features = (torch.repeat_interleave(R, reps, dim=0) if grouped else R).to(dtype)
     return BatchLeak(labels, features, residual)
 
 
