@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,3 +217,17 @@ def test_the_batched_engine_takes_the_rate_leak_of_fedavg_updates(float64: None)
     batched = reconstruct_batch(attack, captures)  # type: ignore[arg-type]
     for one, rec in zip(captures, batched, strict=True):
         torch.testing.assert_close(rec.images, attack.reconstruct(one).images, rtol=1e-9, atol=1e-9)
+
+
+def test_the_run_summary_names_what_each_update_holds(tmp_path: Path) -> None:
+    from fl_sim.federation.server_app import update_setting
+    from fl_sim.results.report import write_report
+
+    fedsgd = update_setting(RunConfig.of(batch_size=4).federation)
+    assert fedsgd.startswith("updates: batch_size=4, 4 private sample(s) per update (FedSGD")
+    fedavg = RunConfig.of(batch_size=8, protocol="fedavg", local_steps=2, local_epochs=5)
+    assert "16 private sample(s) per update (FedAvg weights after 2 x 5 local steps)" in (
+        update_setting(fedavg.federation)
+    )
+    text = write_report(tmp_path, [], setting=fedsgd)
+    assert (tmp_path / "summary.txt").read_text().splitlines()[0] == fedsgd == text.splitlines()[0]

@@ -134,10 +134,23 @@ def export_results(store: ResultsStore) -> None:
         store.export_faults_csv(store.out_dir / FAULTS_CSV)
 
 
-def write_outputs(store: ResultsStore, data: DataConfig) -> str | None:
+def update_setting(fed: FederationConfig) -> str:
+    """What each attacked update holds, for the summary's first line."""
+    steps = (
+        "FedSGD gradient"
+        if fed.protocol == "fedsgd"
+        else f"FedAvg {fed.fedavg_update} after {fed.local_steps} x {fed.local_epochs} local steps"
+    )
+    return (
+        f"updates: batch_size={fed.batch_size}, {fed.samples_per_round} private sample(s) per "
+        f"update ({steps}); reconstructions paired with samples by least total MSE"
+    )
+
+
+def write_outputs(store: ResultsStore, data: DataConfig, fed: FederationConfig) -> str | None:
     """Export the CSVs and write the report (plot with the judge's chance level and each
-    arm's test accuracy per round, summary) from the store; returns the summary, or None when
-    there are no reconstruction rows."""
+    arm's test accuracy per round, summary headed by the update setting) from the store;
+    returns the summary, or None when there are no reconstruction rows."""
     export_results(store)
     rows = store.reconstruction_rows()
     if not rows:
@@ -147,7 +160,7 @@ def write_outputs(store: ResultsStore, data: DataConfig) -> str | None:
     for r in store.rounds():
         if r["accuracy"] is not None:
             accuracy.setdefault(str(r["arm"]), []).append((int(r["round"]), float(r["accuracy"])))
-    return write_report(store.out_dir, rows, chance, accuracy)
+    return write_report(store.out_dir, rows, chance, accuracy, update_setting(fed))
 
 
 def say(text: str) -> None:
@@ -159,7 +172,7 @@ def finish_from_store(store: ResultsStore, cfg: RunConfig) -> str | None:
     (latest checkpoints), the CSV exports and the reports; returns the summary."""
     for arm in cfg.federated_arms:
         save_atomic(store.load_checkpoint(arm), store.out_dir / f"final_model_{arm}.pt")
-    summary = write_outputs(store, cfg.data)
+    summary = write_outputs(store, cfg.data, cfg.federation)
     LiveReport(store.out_dir, say).update(force=True)
     return summary
 
@@ -337,7 +350,7 @@ def _run_federation(grid: Grid, cfg: RunConfig) -> dict[str, dict[str, torch.Ten
         finals[arm] = result.arrays.to_torch_state_dict()
         save_atomic(finals[arm], out / f"final_model_{arm}.pt")
         say(f"=== arm {arm} done in {time.perf_counter() - start:.1f}s ===")
-    summary = write_outputs(store, cfg.data)
+    summary = write_outputs(store, cfg.data, cfg.federation)
     if summary is not None:
         say(f"judge {judge.arch}: test accuracy {judge.accuracy:.2%} on {judge.dataset}\n{summary}")
     store.finish_run()

@@ -371,13 +371,14 @@ def write_report(
     rows: Iterable[Row],
     chance: float | None = None,
     accuracy: Accuracy | None = None,
+    setting: str = "",
 ) -> str:
     """Write ``leakage_per_round.png`` (see :func:`plot_rounds`) and ``summary.txt`` into
-    ``out_dir``; return the summary."""
+    ``out_dir``; return the summary (``setting``, e.g. the batch size, on a line above it)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = list(rows)
     plot_rounds(rows, out_dir / "leakage_per_round.png", chance, accuracy)
-    text = summary_table(rows)
+    text = (setting + "\n" if setting else "") + summary_table(rows)
     (out_dir / "summary.txt").write_text(text + "\n")
     return text
