@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from attacks import ATTACKS, Capture
 from experiments.attacker_strength import Victim, parse_list, parse_victim, valid_victims
 from experiments.batch_report import cell_records, final_line, write_outputs
-from experiments.cells import Job, run_experiment
+from experiments.cells import Job, identity_of, run_experiment
 from experiments.parsing import OneLineErrorParser
 from experiments.trials import add_common_args, trial_outcomes
 from fl_sim.data.loaders.base import time_major
@@ -226,13 +226,10 @@ def main(argv: list[str] | None = None) -> None:
             (cfg, v, b, e, s, math.ceil(args.samples / b), args.distinct, str(out)))
         for v, b, e, s in cells
     ]  # fmt: skip
-    identity = {
-        "experiment": "batch_leakage",
-        "config": cfg.flat(),
-        "samples": args.samples,
-        "distinct": args.distinct,
-        "train_steps": args.train_steps,
-    }
+    identity = identity_of(
+        "batch_leakage", cfg, samples=args.samples, distinct=args.distinct,
+        train_steps=args.train_steps,
+    )  # fmt: skip
     rows, _ = run_experiment(parser, args, identity, attack_cell, jobs, RaySettings.of(cfg.runtime))
     classes = dataset_split(cfg.data, "train").num_classes
     records = cell_records(rows, [(v.name, b, e, s) for v, b, e, s in cells], attacks, accuracy)

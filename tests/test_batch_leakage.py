@@ -101,3 +101,8 @@ def test_smoke_run(tmp_path: Path, judge_cache: str, capsys: pytest.CaptureFixtu
     assert (out / "batch_leakage.png").stat().st_size > 0
     assert "chance level 1/10 = 10.0%" in (out / "batch_leakage.md").read_text()
     assert (out / "victims" / "ann-trained.pt").is_file()
+    # --resume on the same settings runs nothing new and prints the same last lines
+    batch_leakage.main([*argv, "--resume"])
+    again = capsys.readouterr().out.strip().splitlines()
+    assert "batch_leakage: 16 cells, 16 stored, 0 to run" in "\n".join(again)
+    assert again[-cells:] == lines[-cells:]
