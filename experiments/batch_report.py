@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from fl_sim.atomic_file import atomic_write
+from fl_sim.results.report import cell_number
 from fl_sim.results.stats import METRIC_BOUNDS, t_interval, wilson_interval
 
 Record = dict[str, object]
@@ -19,13 +20,6 @@ COLUMNS = (
     "victim", "B", "E", "state", "attack", "n", "ssim_mean", "ssim_lo", "ssim_hi", "asr_pct",
     "asr_lo", "asr_hi", "label_acc", "failed", "victim_accuracy_pct", "seconds_per_capture",
 )  # fmt: skip
-
-
-def _number(value: object) -> float:
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def label_accuracy(rows: Sequence[Mapping[str, object]]) -> float:
@@ -58,11 +52,11 @@ def cell_records(
             got = by_key.get((f"{victim}/B{b}/E{e}/{state}", attack), [])
             if not got:
                 continue
-            ssim = [_number(r["ssim"]) for r in got]
+            ssim = [cell_number(r["ssim"]) for r in got]
             mean, lo, hi = t_interval(ssim, bounds=METRIC_BOUNDS["ssim"])
-            hits = sum(_number(r["judge_correct"]) == 1 for r in got)
+            hits = sum(cell_number(r["judge_correct"]) == 1 for r in got)
             a_lo, a_hi = wilson_interval(hits, len(got))
-            captures = {r["client"]: _number(r["seconds"]) for r in got}
+            captures = {r["client"]: cell_number(r["seconds"]) for r in got}
             records.append({
                 "victim": victim, "B": b, "E": e, "state": state, "attack": attack,
                 "n": len(got), "ssim_mean": mean, "ssim_lo": lo, "ssim_hi": hi,
@@ -82,8 +76,8 @@ def best_records(records: Sequence[Record]) -> list[Record]:
         key = (rec["victim"], rec["B"], rec["E"], rec["state"])
 
         def rank(r: Record) -> tuple[float, float]:
-            s = _number(r["ssim_mean"])
-            return (-math.inf if math.isnan(s) else s, _number(r["asr_pct"]))
+            s = cell_number(r["ssim_mean"])
+            return (-math.inf if math.isnan(s) else s, cell_number(r["asr_pct"]))
 
         if key not in best or rank(rec) > rank(best[key]):
             best[key] = rec
@@ -94,14 +88,14 @@ def final_line(records: Sequence[Record]) -> list[str]:
     """The issue's last line per cell."""
     return [
         f"victim={r['victim']} B={r['B']} E={r['E']} state={r['state']} best={r['attack']} "
-        f"ssim={_number(r['ssim_mean']):.3f} asr={_number(r['asr_pct']):.1f} "
-        f"label_acc={_number(r['label_acc']):.3f} n={r['n']}"
+        f"ssim={cell_number(r['ssim_mean']):.3f} asr={cell_number(r['asr_pct']):.1f} "
+        f"label_acc={cell_number(r['label_acc']):.3f} n={r['n']}"
         for r in best_records(records)
     ]
 
 
 def _fmt(value: object, spec: str) -> str:
-    number = _number(value)
+    number = cell_number(value)
     return "-" if math.isnan(number) else format(number, spec)
 
 
@@ -143,11 +137,11 @@ def plot(path: Path, records: Sequence[Record], chance: float) -> None:
             for row, (key, lo, hi) in enumerate(
                 (("ssim_mean", "ssim_lo", "ssim_hi"), ("asr_pct", "asr_lo", "asr_hi"))
             ):
-                ys = [_number(r[key]) for r in pts]
+                ys = [cell_number(r[key]) for r in pts]
                 err = [
-                    [max(0.0, y - _number(r[lo])) if not math.isnan(_number(r[lo])) else 0.0
+                    [max(0.0, y - cell_number(r[lo])) if not math.isnan(cell_number(r[lo])) else 0.0
                      for y, r in zip(ys, pts, strict=True)],
-                    [max(0.0, _number(r[hi]) - y) if not math.isnan(_number(r[hi])) else 0.0
+                    [max(0.0, cell_number(r[hi]) - y) if not math.isnan(cell_number(r[hi])) else 0.0
                      for y, r in zip(ys, pts, strict=True)],
                 ]  # fmt: skip
                 axes[row][col].errorbar(

@@ -19,8 +19,11 @@ inputs, rows; the SNN twins' mean-membrane readout makes ``r`` the mean spike ra
   solved by alternating least squares (fix the softmax: R is linear least squares, clamped to
   the inputs' range >= 0; fix R: the softmax), from several seeded starts, then L-BFGS on the
   full residual (weight and bias equations together, which ALS alone can miss: a wrong fixed
-  point can fit dW but not db), keeping the lowest residual. A relative residual ~1e-12 or
-  below in float64 marks an exact decomposition.
+  point can fit dW but not db), keeping the lowest residual. For batches up to C samples the
+  best few count vectors are then refitted with one input per sample (members of a class
+  differ in their softmax, so only that fit can be exact where a label repeats, and its
+  residual tells the right counts from the wrong ones). A relative residual ~1e-12 or below
+  in float64 marks an exact decomposition.
 
 Why not R-GAP's or iLRG's closed forms: both need N <= C - 1 distinct labels and solve the
 same equations; ALS + L-BFGS covers those cases exactly and degrades to class means beyond.
@@ -52,7 +55,8 @@ class BatchLeak:
     error relative to the gradient's squared norm (weight and bias equations together)."""
 
     labels: torch.Tensor  # [N] int64
-    features: torch.Tensor  # [N, F]: the class's mean input for every sample of that class
+    # [N, F]: per sample up to C samples; beyond, the class's mean input for each of its samples
+    features: torch.Tensor
     residual: float
 
     @property
@@ -168,19 +172,19 @@ def decompose(
     pbar = torch.softmax(Wd @ rbar + bd, dim=-1)
     fits: dict[tuple[int, ...], tuple[float, torch.Tensor]] = {}
 
-    def fitted(counts: torch.Tensor) -> tuple[float, torch.Tensor]:
+    def fitted(counts: torch.Tensor) -> torch.Tensor:
+        """The mean softmax of the group fit of ``counts`` (fitted once, kept in ``fits``)."""
         key = tuple(counts.tolist())
+        fit = _Fit(g, h, Wd, bd, counts)
         if key not in fits:
-            fit = _Fit(g, h, Wd, bd, counts)
             R = _best_start(fit, rbar, gen)
             fits[key] = (float(fit.residual(R)), R)
-        return fits[key]
+        return fit.mean_probs(fits[key][1])
 
     # counts and fit to a fixed point of n = N (pbar - db), pbar from the fit ...
     counts = round_counts(samples * (pbar - h), samples)
     for _ in range(COUNT_ROUNDS):
-        _, R = fitted(counts)
-        new = round_counts(samples * (_Fit(g, h, Wd, bd, counts).mean_probs(R) - h), samples)
+        new = round_counts(samples * (fitted(counts) - h), samples)
         if tuple(new.tolist()) in fits:
             break
         counts = new
