@@ -38,12 +38,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch.func import jacfwd
 
 ALS_ITERATIONS = 60
 RESTARTS = 4
 MOVES = 4
 CANDIDATES = 4  # count vectors refined per sample (batches up to C samples)
 REFINE_STEPS = 400
+LM_STARTS = 4  # starts of the subspace Levenberg-Marquardt fit per count vector (N < C)
+LM_ITERATIONS = 100
 COUNT_ROUNDS = 5
 EXACT = 1e-12  # relative residual (float64) at or below which the decomposition is exact
 
@@ -200,6 +203,9 @@ def decompose(
         if torch.equal(best, counts):
             break
         counts = best
+    if samples < len(h):
+        for signed in _sign_candidates(h, samples):
+            fitted(signed)
     residual, R = fits[tuple(counts.tolist())]
     grouped = True
     if residual > EXACT:
@@ -209,6 +215,10 @@ def decompose(
         # beyond C samples, the best count vector's groups alone
         grouped = samples > len(h)
         ranked = sorted(fits, key=lambda k: fits[k][0])[: 1 if grouped else CANDIDATES]
+        if not grouped and samples < len(h):  # the sign rule's, whatever their group fit
+            ranked += [
+                k for s in _sign_candidates(h, samples) if (k := tuple(s.tolist())) not in ranked
+            ]
         chosen: tuple[float, torch.Tensor, torch.Tensor] | None = None
         for key in ranked:
             n = torch.tensor(key)
@@ -218,10 +228,15 @@ def decompose(
                 start = torch.repeat_interleave(start, n[n > 0], dim=0)
                 noise = torch.randn(start.shape, generator=gen, dtype=start.dtype)
                 start = start * (1 + 0.01 * noise)
-            refined = fit.refine(start, REFINE_STEPS)
-            res = float(fit.residual(refined))
-            if chosen is None or res < chosen[0]:
-                chosen = (res, n, refined)
+            tried = [fit.refine(start, REFINE_STEPS)]
+            if not grouped and samples < len(h):
+                tried.append(_subspace_fit(fit, start, samples, gen))
+            for refined in tried:
+                res = float(fit.residual(refined))
+                if chosen is None or res < chosen[0]:
+                    chosen = (res, n, refined)
+            if chosen[0] <= EXACT:
+                break
         assert chosen is not None
         residual, counts, R = chosen
     classes = torch.nonzero(counts > 0).flatten()
@@ -229,6 +244,25 @@ def decompose(
     labels = torch.repeat_interleave(classes, reps)
     features = (torch.repeat_interleave(R, reps, dim=0) if grouped else R).to(dtype)
     return BatchLeak(labels, features, residual)
+
+
+def _sign_candidates(h: torch.Tensor, samples: int) -> list[torch.Tensor]:
+    """Count vectors with one sample in every class of negative bias gradient (present
+    for sure where no other sample's softmax outweighs it: a trained victim's) and at most
+    one more sample anywhere; none where more are unaccounted for."""
+    negative = h < 0
+    base = negative.long()
+    spare = samples - int(base.sum())
+    if spare == 0:
+        return [base]
+    if spare != 1:
+        return []
+    out = []
+    for c in range(len(h)):
+        moved = base.clone()
+        moved[c] += 1
+        out.append(moved)
+    return out
 
 
 def _lowest(fits: dict[tuple[int, ...], tuple[float, torch.Tensor]]) -> torch.Tensor:
@@ -270,3 +304,64 @@ def _best_start(fit: _Fit, rbar: torch.Tensor, gen: torch.Generator) -> torch.Te
             break
     assert best_r is not None
     return best_r
+
+
+def _subspace_fit(
+    fit: _Fit, start: torch.Tensor, samples: int, gen: torch.Generator
+) -> torch.Tensor:
+    """Per-sample inputs by Levenberg-Marquardt in the gradient's row space (N < C).
+
+    ``dW = D^T R`` has rank N, so every input lies in the span of dW's top N right singular
+    vectors ``V`` (R = A V^T) and ``D^T A = U S``: N x N unknowns instead of N x F, which
+    Gauss-Newton steps solve where L-BFGS in the full space stalls (the softmax of a trained
+    victim is steep in few directions). Starts: ``start`` projected, then random softmax
+    outputs with A the least-squares solution given them. Returns inputs [N, F], >= 0."""
+    U, S, Vh = torch.linalg.svd(fit.g, full_matrices=False)
+    US, Vh = U[:, :samples] * S[:samples], Vh[:samples]
+    WV = fit.W @ Vh.T
+    norm = fit.scale**0.5
+
+    def resid(A: torch.Tensor) -> torch.Tensor:
+        D = fit.errors(torch.softmax(A @ WV.T + fit.b, dim=-1))
+        return torch.cat([(D.T @ A - US).flatten(), D.sum(0) - fit.h]) / norm
+
+    best, best_loss = start @ Vh.T, float("inf")
+    for restart in range(LM_STARTS):
+        if restart:
+            logits = (1 + restart % 2) * torch.randn(
+                fit.onehot.shape, generator=gen, dtype=US.dtype
+            )
+            D = fit.errors(torch.softmax(logits + restart * fit.onehot, dim=-1))
+            a = torch.linalg.lstsq(D.T, US).solution
+        else:
+            a = start @ Vh.T
+        a, loss = _levenberg_marquardt(resid, a)
+        if loss < best_loss:
+            best, best_loss = a, loss
+        if best_loss <= EXACT:
+            break
+    return (best @ Vh).clamp_min(0)
+
+
+def _levenberg_marquardt(resid, x: torch.Tensor) -> tuple[torch.Tensor, float]:  # type: ignore[no-untyped-def]
+    """Minimise ``|resid(x)|^2`` (Marquardt's diagonal scaling); returns x and the loss."""
+    damping = 1e-2
+    r = resid(x)
+    loss = float(r @ r)
+    for _ in range(LM_ITERATIONS):
+        J = jacfwd(resid)(x).reshape(len(r), -1)
+        JTJ, grad = J.T @ J, J.T @ r
+        while True:
+            A = JTJ + damping * torch.diag(torch.diag(JTJ) + 1e-15)
+            trial = x + torch.linalg.solve(A, -grad).reshape(x.shape)
+            rt = resid(trial)
+            lt = float(rt @ rt)
+            if lt < loss:
+                x, r, loss, damping = trial, rt, lt, max(damping / 3, 1e-15)
+                break
+            damping *= 4
+            if damping > 1e15:
+                return x, loss
+        if loss <= EXACT * 1e-2:
+            break
+    return x, loss
