@@ -18,7 +18,14 @@ import torch
 
 from attacks import AttackConfig, Capture, PublicInfo, build_attack
 from attacks.batched import reconstruct_batch
-from attacks.components.batch_leak import EXACT, decompose, round_counts
+from attacks.components.batch_leak import (
+    EXACT,
+    _Fit,
+    _sign_candidates,
+    _subspace_fit,
+    decompose,
+    round_counts,
+)
 from attacks.components.features import batch_leak, classifier_input, recovered_features
 from attacks.local_update import observed_update
 from attacks.types import Reconstruction
@@ -133,6 +140,30 @@ def test_rounded_counts_are_nonnegative_and_sum_to_the_batch(
 ) -> None:
     counts = round_counts(torch.tensor(expected, dtype=torch.float64), total)
     assert int(counts.sum()) == total and bool((counts >= 0).all())
+
+
+def test_the_sign_rule_candidates_hold_every_negative_class() -> None:
+    h = torch.tensor([0.1, -0.2, 0.0, -0.1, 0.3], dtype=torch.float64)
+    assert [c.tolist() for c in _sign_candidates(h, 2)] == [[0, 1, 0, 1, 0]]
+    three = _sign_candidates(h, 3)
+    assert len(three) == 5 and all(int(c.sum()) == 3 and c[1] >= 1 and c[3] >= 1 for c in three)
+    assert _sign_candidates(h, 5) == []  # more than one sample unaccounted for
+
+
+def test_the_row_space_fit_recovers_a_confident_classifier_exactly(float64: None) -> None:
+    """A steep softmax (logits of scale ~10, as on a trained victim), four samples of three
+    labels: from inputs 20% off, the fit in dW's row space returns the true inputs."""
+    gen = torch.Generator().manual_seed(3)
+    W = 3 * torch.randn(10, 16, generator=gen, dtype=torch.float64)
+    b = torch.randn(10, generator=gen, dtype=torch.float64)
+    R = torch.rand(4, 16, generator=gen, dtype=torch.float64)
+    labels = torch.tensor([2, 5, 5, 7])
+    D = (torch.softmax(R @ W.T + b, dim=-1) - torch.eye(10, dtype=torch.float64)[labels]) / 4
+    fit = _Fit(D.T @ R, D.sum(0), W, b, torch.bincount(labels, minlength=10), per_sample=True)
+    start = R * (1 + 0.2 * torch.randn(R.shape, generator=gen, dtype=torch.float64))
+    found = _subspace_fit(fit, start, 4, gen)
+    assert float(fit.residual(found)) <= EXACT
+    assert torch.allclose(found, R, atol=1e-6)
 
 
 def test_fedavg_steps_are_read_as_steps_gradients_at_the_global_weights(float64: None) -> None:
