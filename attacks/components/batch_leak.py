@@ -22,8 +22,11 @@ inputs, rows; the SNN twins' mean-membrane readout makes ``r`` the mean spike ra
   point can fit dW but not db), keeping the lowest residual. For batches up to C samples the
   best few count vectors are then refitted with one input per sample (members of a class
   differ in their softmax, so only that fit can be exact where a label repeats, and its
-  residual tells the right counts from the wrong ones). A relative residual ~1e-12 or below
-  in float64 marks an exact decomposition.
+  residual tells the right counts from the wrong ones). Below C samples the sign rule's
+  count vectors (every class of negative ``db`` present, at most one more sample) are
+  refitted too, and each per-sample fit also runs Levenberg-Marquardt in ``dW``'s row space
+  (N x N unknowns), which converges where L-BFGS stalls on a trained victim's steep softmax.
+  A relative residual ~1e-12 or below in float64 marks an exact decomposition.
 
 Why not R-GAP's or iLRG's closed forms: both need N <= C - 1 distinct labels and solve the
 same equations; ALS + L-BFGS covers those cases exactly and degrades to class means beyond.
@@ -35,6 +38,7 @@ approximation, exact for E = 1 and good while the local steps move the weights l
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -343,7 +347,9 @@ def _subspace_fit(
     return (best @ Vh).clamp_min(0)
 
 
-def _levenberg_marquardt(resid, x: torch.Tensor) -> tuple[torch.Tensor, float]:  # type: ignore[no-untyped-def]
+def _levenberg_marquardt(
+    resid: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
+) -> tuple[torch.Tensor, float]:
     """Minimise ``|resid(x)|^2`` (Marquardt's diagonal scaling); returns x and the loss."""
     damping = 1e-2
     r = resid(x)
