@@ -161,7 +161,7 @@ def test_the_row_space_fit_recovers_a_confident_classifier_exactly(float64: None
     D = (torch.softmax(R @ W.T + b, dim=-1) - torch.eye(10, dtype=torch.float64)[labels]) / 4
     fit = _Fit(D.T @ R, D.sum(0), W, b, torch.bincount(labels, minlength=10), per_sample=True)
     start = R * (1 + 0.2 * torch.randn(R.shape, generator=gen, dtype=torch.float64))
-    found = _subspace_fit(fit, start, 4, gen)
+    found = _subspace_fit(fit, start, gen)
     assert float(fit.residual(found)) <= EXACT
     assert torch.allclose(found, R, atol=1e-6)
 

@@ -207,9 +207,9 @@ def decompose(
         if torch.equal(best, counts):
             break
         counts = best
-    if samples < len(h):
-        for signed in _sign_candidates(h, samples):
-            fitted(signed)
+    signed = [tuple(c.tolist()) for c in _sign_candidates(h, samples)] if samples < len(h) else []
+    for key in signed:
+        fitted(torch.tensor(key))
     residual, R = fits[tuple(counts.tolist())]
     grouped = True
     if residual > EXACT:
@@ -219,10 +219,8 @@ def decompose(
         # beyond C samples, the best count vector's groups alone
         grouped = samples > len(h)
         ranked = sorted(fits, key=lambda k: fits[k][0])[: 1 if grouped else CANDIDATES]
-        if not grouped and samples < len(h):  # the sign rule's, whatever their group fit
-            ranked += [
-                k for s in _sign_candidates(h, samples) if (k := tuple(s.tolist())) not in ranked
-            ]
+        if not grouped:  # the sign rule's, whatever their group fit
+            ranked += [key for key in signed if key not in ranked]
         chosen: tuple[float, torch.Tensor, torch.Tensor] | None = None
         for key in ranked:
             n = torch.tensor(key)
@@ -234,7 +232,7 @@ def decompose(
                 start = start * (1 + 0.01 * noise)
             tried = [fit.refine(start, REFINE_STEPS)]
             if not grouped and samples < len(h):
-                tried.append(_subspace_fit(fit, start, samples, gen))
+                tried.append(_subspace_fit(fit, start, gen))
             for refined in tried:
                 res = float(fit.residual(refined))
                 if chosen is None or res < chosen[0]:
@@ -254,19 +252,11 @@ def _sign_candidates(h: torch.Tensor, samples: int) -> list[torch.Tensor]:
     """Count vectors with one sample in every class of negative bias gradient (present
     for sure where no other sample's softmax outweighs it: a trained victim's) and at most
     one more sample anywhere; none where more are unaccounted for."""
-    negative = h < 0
-    base = negative.long()
+    base = (h < 0).long()
     spare = samples - int(base.sum())
     if spare == 0:
         return [base]
-    if spare != 1:
-        return []
-    out = []
-    for c in range(len(h)):
-        moved = base.clone()
-        moved[c] += 1
-        out.append(moved)
-    return out
+    return [base + one for one in torch.eye(len(h), dtype=torch.long)] if spare == 1 else []
 
 
 def _lowest(fits: dict[tuple[int, ...], tuple[float, torch.Tensor]]) -> torch.Tensor:
@@ -310,9 +300,7 @@ def _best_start(fit: _Fit, rbar: torch.Tensor, gen: torch.Generator) -> torch.Te
     return best_r
 
 
-def _subspace_fit(
-    fit: _Fit, start: torch.Tensor, samples: int, gen: torch.Generator
-) -> torch.Tensor:
+def _subspace_fit(fit: _Fit, start: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Per-sample inputs by Levenberg-Marquardt in the gradient's row space (N < C).
 
     ``dW = D^T R`` has rank N, so every input lies in the span of dW's top N right singular
@@ -320,6 +308,7 @@ def _subspace_fit(
     Gauss-Newton steps solve where L-BFGS in the full space stalls (the softmax of a trained
     victim is steep in few directions). Starts: ``start`` projected, then random softmax
     outputs with A the least-squares solution given them. Returns inputs [N, F], >= 0."""
+    samples = len(fit.classes)
     U, S, Vh = torch.linalg.svd(fit.g, full_matrices=False)
     US, Vh = U[:, :samples] * S[:samples], Vh[:samples]
     WV = fit.W @ Vh.T
