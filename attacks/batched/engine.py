@@ -95,7 +95,8 @@ def check_attack(attack: object) -> None:
 
 def common_public(captures: Sequence[Capture], simulates: bool = True) -> PublicInfo:
     """The captures' shared public info; ``simulates``: the attack simulates the client's
-    update (FedSGD only here), as every objective but the rate leak's ``features`` does."""
+    update (FedSGD, or FedAvg over one mini-batch per epoch on the vmap engine), as every
+    objective but the rate leak's ``features`` does."""
     public = captures[0].public
     for c in captures[1:]:
         if c.public != public:
@@ -113,16 +114,18 @@ def common_public(captures: Sequence[Capture], simulates: bool = True) -> Public
             f"batched engine mirrors only defences every client applies, not those limited "
             f"to one client in {list(public.transforms)}: attack them one at a time"
         )
-    if simulates and public.update != "gradient":
+    if simulates and public.update != "gradient" and public.local_steps != 1:
         raise NotImplementedError(
-            f"batched engine matches FedSGD gradients only, not FedAvg {public.update!r} "
-            "updates (unrolled local steps): attack them one at a time"
+            f"batched engine unrolls FedAvg {public.update!r} updates of one mini-batch per "
+            f"epoch, not local_steps={public.local_steps}: attack them one at a time"
         )
     return public
 
 
 def grouped_unsupported(pb: Problems) -> str | None:
     """None if the grouped engine can run ``pb``, else the reason it cannot."""
+    if pb.public.update != "gradient" and pb.objective not in FEATURE_OBJECTIVES:
+        return f"it matches FedSGD gradients only, not FedAvg {pb.public.update!r} updates"
     reason = victim_unsupported(pb.model)
     if reason is not None:
         return reason

@@ -4,9 +4,14 @@ calling the victim with its own weights through ``torch.func.functional_call``.
 Works for any model torch.func can trace (the SNN surrogate is pure torch;
 ``SNNLeNet.forward`` resets its neurons inside the traced function) and calls the looped
 objective and regularisers themselves; 1.4-2.6x slower than the grouped engine on the LeNets.
+It also simulates FedAvg updates of one mini-batch per local epoch (``local_steps == 1``):
+the client's SGD steps unrolled as :func:`attacks.local_update.simulated_update` unrolls them,
+nested ``torch.func.grad`` instead of ``create_graph``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
@@ -14,6 +19,34 @@ from attacks.batched.problems import Problems
 from attacks.components.objectives import OBJECTIVES
 from attacks.components.regularisers import REGULARISERS
 from attacks.defences import adapt
+from attacks.local_update import next_weight
+from models.public import PublicInfo
+
+Params = dict[str, torch.Tensor]
+TaskLoss = Callable[[Params], torch.Tensor]
+
+
+def _simulator(public: PublicInfo) -> Callable[[TaskLoss, Params], Params]:
+    """What a client sends as a function of its weights and task loss, in gradient form:
+    FedSGD's gradient; FedAvg's ``(w0 - w_E) / lr`` after ``local_epochs`` SGD steps on the
+    whole batch (the looped unrolling's arithmetic, ``next_weight``)."""
+    if public.update == "gradient":
+        return lambda task_loss, params: torch.func.grad(task_loss)(params)
+    if public.local_steps != 1:
+        raise NotImplementedError(
+            f"the vmap engine unrolls FedAvg over one mini-batch per epoch, not local_steps="
+            f"{public.local_steps}: attack these updates one at a time"
+        )
+    lr = public.local_lr
+
+    def fedavg(task_loss: TaskLoss, params: Params) -> Params:
+        weights = params
+        for _ in range(public.local_epochs):
+            grads = torch.func.grad(task_loss)(weights)
+            weights = {n: next_weight(w, grads[n], lr, True) for n, w in weights.items()}
+        return {n: (params[n] - weights[n]) / lr for n in params}
+
+    return fedavg
 
 
 class VmapEvaluator:
@@ -24,6 +57,7 @@ class VmapEvaluator:
         model, names = pb.model, pb.names
         objective = OBJECTIVES[pb.objective]
         regularisers = [(REGULARISERS[n], w) for n, w in pb.regularisers]
+        simulate = _simulator(pb.public)
 
         def matching_loss(x, params, buffers, targets, consts, regularised):  # type: ignore[no-untyped-def]
             dummy, variables = pb.split(x.unsqueeze(0))
@@ -34,7 +68,7 @@ class VmapEvaluator:
                 one = {c: v.unsqueeze(0) for c, v in consts.items()}
                 return pb.task(out.unsqueeze(0), variables, one)[0]
 
-            grads = torch.func.grad(task_loss)(params)
+            grads = simulate(task_loss, params)
             simulated, target = [grads[n] for n in names], [targets[n] for n in names]
             if pb.defences:  # the adaptive attacker's mirror
                 simulated = adapt(simulated, target, pb.defences)
