@@ -8,9 +8,11 @@ FedSGD's gradient for E = 1 and FedAvg's weights after E SGD steps on that batch
 federation's seeded initial model) or ``trained`` (that model after ``--train-steps`` central
 SGD steps on mean gradients of 20 training digits at the config's lr, a stand-in for a
 federation at a round where it has learnt; its test accuracy is reported). Each capture is
-attacked by every attack of ``--attacks`` (on batches: labels and per-sample classifier inputs
-from the decomposition of :mod:`attacks.components.batch_leak`), reconstructions are paired
-with the batch's digits by minimum total MSE (Hungarian), and scored per digit.
+attacked by every attack of ``--attacks`` (default per arm, :data:`DEFAULT_ATTACKS`: the
+ANN ``rates`` and ``idlg``, the SNN twins ``rates``; on batches: labels and per-sample
+classifier inputs from the decomposition of :mod:`attacks.components.batch_leak`),
+reconstructions are paired with the batch's digits by minimum total MSE (Hungarian), and
+scored per digit.
 
 Cells are committed to ``OUT/trials.sqlite`` as they finish (``--resume`` runs the missing
 ones), then ``OUT/batch_leakage.csv`` (per cell and attack: n, SSIM and judge ASR with 95%
@@ -54,7 +56,9 @@ DEFAULT_VICTIMS = ("ann", "snn-if-T4", "snn-lif-T4", "snn-if-T16")
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64)
 DEFAULT_STEPS = (1, 5)
 STATES = ("untrained", "trained")
-DEFAULT_ATTACKS = ("rates", "idlg")
+# Per arm: on the SNN twins iDLG stays at SSIM <= 0.05 at every B and E measured
+# (docs/explanation/batches.md) and costs 2-13x the rate attack, so it is not a default there.
+DEFAULT_ATTACKS = {"ann": ("rates", "idlg"), "snn": ("rates",)}
 TRAIN_BATCH = 20  # digits per central step of a trained victim (training.toml's 20 clients)
 MAX_BATCH = 256
 
@@ -175,7 +179,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--local-steps", help=f"comma list of E (default: {DEFAULT_STEPS})")
     parser.add_argument("--states", help=f"comma list of {', '.join(STATES)} (default: both)")
     parser.add_argument("--samples", type=int, default=32, help="images per cell (n)")
-    parser.add_argument("--attacks", help=f"comma list (default: {','.join(DEFAULT_ATTACKS)})")
+    parser.add_argument("--attacks", help="comma list for every victim (default: "
+                        + "; ".join(f"{a}: {','.join(v)}" for a, v in DEFAULT_ATTACKS.items())
+                        + ")")  # fmt: skip
     parser.add_argument("--distinct", action="store_true", help="batches of distinct labels")
     parser.add_argument("--train-steps", type=int, default=1000, help="central SGD steps")
     add_common_args(parser, "results/batch_leakage")
@@ -186,15 +192,18 @@ def main(argv: list[str] | None = None) -> None:
         batches = parse_ints(args.batch_sizes, DEFAULT_BATCHES, "--batch-sizes", MAX_BATCH)
         steps = parse_ints(args.local_steps, DEFAULT_STEPS, "--local-steps", 100)
         states = parse_list(args.states, STATES)
-        attacks = parse_list(args.attacks, DEFAULT_ATTACKS)
+        chosen = None if args.attacks is None else parse_list(args.attacks, [])
     except ValueError as err:
         parser.error(str(err))
     if not victims:
         parser.error(f"--victims: none given; valid: {valid_victims()}")
     if bad := [s for s in states if s not in STATES] or (not states and ["(none)"]):
         parser.error(f"--states: unknown {', '.join(bad)}; valid: {', '.join(STATES)}")
-    if bad := [a for a in attacks if a not in ATTACKS] or (not attacks and ["(none)"]):
+    if chosen is not None and (bad := [a for a in chosen if a not in ATTACKS] or
+                               (not chosen and ["(none)"])):  # fmt: skip
         parser.error(f"--attacks: unknown {', '.join(bad)}; valid: {', '.join(ATTACKS)}")
+    arm_attacks = {arm: tuple(chosen or default) for arm, default in DEFAULT_ATTACKS.items()}
+    attacks = list(dict.fromkeys(a for v in victims for a in arm_attacks[v.arm]))
     if cfg.data.kind != "image":
         parser.error(f"dataset {cfg.data.dataset!r}: this experiment takes image data")
     if args.distinct and max(batches) > (classes := dataset_split(cfg.data, "train").num_classes):
@@ -202,11 +211,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.samples < 1 or args.train_steps < 1 or args.workers < 1:
         parser.error("--samples, --train-steps and --workers must be >= 1")
     try:
-        cfg = cfg.replace(attacks=attacks)
+        configs = {v.name: cfg.replace(attacks=arm_attacks[v.arm]) for v in victims}
         for victim in victims:
             for b in batches:
                 for e in steps:
-                    cell_config(cfg, victim, b, e)  # each cell's settings validate
+                    cell_config(configs[victim.name], victim, b, e)  # each cell validates
     except ValueError as err:
         parser.error(str(err))
     out: Path = args.out
@@ -223,12 +232,12 @@ def main(argv: list[str] | None = None) -> None:
     cells = [(v, b, e, s) for s in states for v in victims for b in batches for e in steps]
     jobs = [
         Job(cell_name(v.name, b, e, s), 0,
-            (cfg, v, b, e, s, math.ceil(args.samples / b), args.distinct, str(out)))
+            (configs[v.name], v, b, e, s, math.ceil(args.samples / b), args.distinct, str(out)))
         for v, b, e, s in cells
     ]  # fmt: skip
     identity = identity_of(
         "batch_leakage", cfg, samples=args.samples, distinct=args.distinct,
-        train_steps=args.train_steps,
+        train_steps=args.train_steps, attacks={v.name: list(arm_attacks[v.arm]) for v in victims},
     )  # fmt: skip
     rows, _ = run_experiment(parser, args, identity, attack_cell, jobs, RaySettings.of(cfg.runtime))
     classes = dataset_split(cfg.data, "train").num_classes
