@@ -114,6 +114,30 @@ def markdown(records: Sequence[Record], header: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def best_table(records: Sequence[Record]) -> str:
+    """Per E, one row per victim and state, one column per B: the best attack's
+    ``attack SSIM / ASR % / label acc`` ("-" where the cell has no record)."""
+    best = best_records(records)
+    by_cell = {(r["victim"], r["state"], r["B"], r["E"]): r for r in best}
+    batches = sorted({int(r["B"]) for r in best})  # type: ignore[call-overload]
+    rows = list(dict.fromkeys((r["victim"], r["state"]) for r in best))
+    out = []
+    for e in sorted({int(r["E"]) for r in best}):  # type: ignore[call-overload]
+        out += ["", f"Best attack per cell, E = {e}: attack SSIM / ASR % / label acc", "",
+                "| victim | state | " + " | ".join(f"B = {b}" for b in batches) + " |",
+                "|" + "---|" * (2 + len(batches))]  # fmt: skip
+        for victim, state in rows:
+            cells = []
+            for b in batches:
+                r = by_cell.get((victim, state, b, e))
+                cells.append("-" if r is None else (
+                    f"{r['attack']} {_fmt(r['ssim_mean'], '.3f')} / "
+                    f"{_fmt(r['asr_pct'], '.1f')} / {_fmt(r['label_acc'], '.2f')}"
+                ))  # fmt: skip
+            out.append(f"| {victim} | {state} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
 def plot(path: Path, records: Sequence[Record], chance: float) -> None:
     """Best SSIM and ASR against B (log scale), one panel column per state, one line per
     victim and E (E = 1 solid), 95% CI error bars."""
@@ -187,6 +211,6 @@ def write_outputs(
         "- Victim acc: the victim's test accuracy (trained: central SGD, see the module).",
     ]  # fmt: skip
     with atomic_write(out / "batch_leakage.md", "w") as fh:
-        fh.write(markdown(records, header))
+        fh.write(markdown(records, header) + best_table(records))
     if records:
         plot(out / "batch_leakage.png", records, chance)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from experiments import batch_leakage
-from experiments.batch_report import best_records, final_line, label_accuracy
+from experiments.batch_report import best_records, best_table, final_line, label_accuracy
 
 
 @pytest.mark.parametrize(
@@ -62,6 +62,12 @@ def test_best_attack_is_the_highest_mean_ssim_then_asr() -> None:
     assert final_line(recs)[0] == (
         "victim=ann B=4 E=1 state=untrained best=rates ssim=0.500 asr=75.0 label_acc=1.000 n=8"
     )
+    # the summary table: one row per victim and state, one column per B, the best attack
+    table = best_table([*recs, {**base, "E": 5, "attack": "rates", "ssim_mean": 0.2,
+                                "asr_pct": 25.0}]).splitlines()  # fmt: skip
+    assert "| victim | state | B = 4 | B = 8 |" in table
+    assert "| ann | untrained | rates 0.500 / 75.0 / 1.00 | dlg 0.100 / 0.0 / 1.00 |" in table
+    assert "| ann | untrained | rates 0.200 / 25.0 / 1.00 | - |" in table  # E = 5, no B = 8
 
 
 LINE = (
