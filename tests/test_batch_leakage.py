@@ -98,12 +98,11 @@ def test_smoke_run(tmp_path: Path, judge_cache: str, capsys: pytest.CaptureFixtu
         for e in ("1", "2")
         for s in ("untrained", "trained")
     }
-    # the default attacks per arm: iDLG on the ANN only
-    assert {(r["victim"], r["attack"]) for r in table} == {
-        ("ann", "rates"),
-        ("ann", "idlg"),
-        ("snn-if-T4", "rates"),
-    }
+    # the default attacks: rates everywhere, iDLG on the ANN's FedSGD gradients only
+    assert {(r["victim"], r["E"], r["attack"]) for r in table} == {
+        ("ann", "1", "rates"), ("ann", "1", "idlg"), ("ann", "2", "rates"),
+        ("snn-if-T4", "1", "rates"), ("snn-if-T4", "2", "rates"),
+    }  # fmt: skip
     # n: ceil(3 / B) captures of B digits; labels are the decomposition's, never worse than none
     assert all(r["n"] == "3" for r in table) and all(0 <= float(r["label_acc"]) <= 1 for r in table)
     accuracy = {(r["victim"], r["state"]): float(r["victim_accuracy_pct"]) for r in table}
