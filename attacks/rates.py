@@ -15,8 +15,11 @@ On the ANN TV 60 flattens the digit (mean SSIM 0.05 on mnist5k digits 0-5, seede
 T irrelevant), TV 1e-2 recovers it (0.93); so the default weight is per victim kind,
 :data:`ANN_TV_WEIGHT` without spiking neurons (``rates_tv`` sets one weight for both).
 
-``grad_loss`` of its reconstructions is the final squared rate error (no TV), not a gradient
-distance.
+A batch of N samples: one dummy per recovered input; the rate error is averaged over the N
+dummies (TV is a mean over images), so each dummy balances its error against TV as at N = 1.
+
+``grad_loss`` of its reconstructions is the final squared rate error (no TV; per sample,
+averaged over the batch), not a gradient distance.
 """
 
 from __future__ import annotations

@@ -250,6 +250,19 @@ def test_the_batched_engine_takes_the_rate_leak_of_fedavg_updates(float64: None)
         torch.testing.assert_close(rec.images, attack.reconstruct(one).images, rtol=1e-9, atol=1e-9)
 
 
+def test_the_rate_loss_of_a_batch_is_the_mean_of_its_images_losses(float64: None) -> None:
+    """Each dummy weighs its rate error against TV (a mean over images) as at batch 1: the
+    batch's feature objective is the mean of the per-image ones, not their sum."""
+    from attacks.components.objectives import OBJECTIVES
+
+    gen = torch.Generator().manual_seed(0)
+    d, t = torch.rand(5, 7, generator=gen), torch.rand(5, 7, generator=gen)
+    loss = OBJECTIVES["features"]
+    singles = torch.stack([loss([d[i : i + 1]], [t[i : i + 1]]) for i in range(5)])
+    torch.testing.assert_close(loss([d], [t]), singles.mean(), rtol=1e-15, atol=0.0)
+    assert float(loss([d[:1]], [t[:1]])) == float(((d[0] - t[0]) ** 2).sum())
+
+
 def test_the_run_summary_names_what_each_update_holds(tmp_path: Path) -> None:
     from fl_sim.federation.server_app import update_setting
     from fl_sim.results.report import write_report

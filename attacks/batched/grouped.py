@@ -285,10 +285,11 @@ class GroupedEvaluator:
         calls: list[tuple[nn.Module, torch.Tensor, torch.Tensor]],
         batch: int,
     ) -> torch.Tensor | None:
-        """Squared error of each problem's classifier input against the leaked one, [k]
-        (``attacks.components.features``); None when the loss does not use it."""
+        """Squared error of each problem's classifier inputs against the leaked ones, summed
+        per sample and averaged over its samples, [k] (the looped ``features`` objective);
+        None when the loss does not use it."""
         if self.pb.features is None:
             return None
         (xs,) = [x for mod, x, _ in calls if mod is self.classifier]  # [k, (T*)B, F]
         feats = xs.reshape(xs.shape[0], -1, batch, xs.shape[-1]).mean(dim=1)  # [k, B, F]
-        return ((feats - self.pb.features[rows]) ** 2).flatten(1).sum(dim=1)
+        return ((feats - self.pb.features[rows]) ** 2).flatten(1).sum(dim=1) / batch

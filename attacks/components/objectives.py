@@ -3,7 +3,8 @@
 
 ``features`` (in :data:`FEATURE_OBJECTIVES`) compares no gradients: it is fed the classifier
 input the dummy produces and the one the update leaks (``attacks.components.features``), each
-as a one-tensor list, and sums their squared differences."""
+as a one-tensor list [N, F], and sums their squared differences per sample, averaged over the
+N samples."""
 
 from __future__ import annotations
 
@@ -33,8 +34,11 @@ def cosine_distance(dummy: Sequence[torch.Tensor], target: Sequence[torch.Tensor
 def feature_objective(
     dummy: Sequence[torch.Tensor], target: Sequence[torch.Tensor]
 ) -> torch.Tensor:
-    """The rate-leak attack's loss: sum of squared differences of the classifier inputs."""
-    return gradient_distance(dummy, target)
+    """The rate-leak attack's loss: squared differences of the classifier inputs [N, F],
+    summed per sample and averaged over the N samples, so that each dummy weighs its error
+    against a per-image regulariser (TV is a mean over images) as at N = 1, whatever N."""
+    (d,), (t,) = dummy, target
+    return ((d - t) ** 2).sum() / (d.shape[0] if d.dim() > 1 else 1)
 
 
 OBJECTIVES: dict[str, Objective] = {
