@@ -358,6 +358,17 @@ def test_fedavg_unrolled_on_vmap_equals_looped_float64(
         prepare(attack, captures, "grouped")
 
 
+@pytest.mark.parametrize("public", [ANN, SNN], ids=["lenet", "snn-lenet-T4"])
+def test_rate_loss_of_batches_equals_looped_float64(public: PublicInfo, float64: None) -> None:
+    """``rates`` on updates of 3 digits (read, not simulated): the grouped evaluator's rate
+    error, averaged over each problem's dummies as the looped objective averages it, and its
+    gradient equal the loop's (1e-9), with and without TV."""
+    captures = [fedavg_capture(public, i, epochs=1, size=3) for i in (0, 3)]
+    attack = build_attack("rates", AttackConfig())
+    assert isinstance(attack, GradientMatchingAttack)
+    check_one_evaluation(attack, captures, "grouped", rtol=1e-9)
+
+
 @pytest.mark.parametrize(
     "public",
     [
